@@ -1,0 +1,66 @@
+//! `kind = "echo"`: no network. Answers chat with the last user message (streamed word by word)
+//! and embeddings with deterministic vectors; the out-of-the-box backend and a load-test target.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderMap, HeaderValue};
+use bytes::Bytes;
+use futures::stream;
+
+use super::{Backend, DiscoveredModel, Endpoint, ParsedRequest, ReplyBody, UpstreamCall, UpstreamReply};
+use crate::adapters::echo;
+use crate::error::GatewayError;
+
+/// The echo backend.
+#[derive(Debug)]
+pub struct EchoBackend {
+    name: String,
+}
+
+impl EchoBackend {
+    /// An echo backend called `name`.
+    pub fn new(name: &str) -> Self {
+        EchoBackend {
+            name: name.to_owned(),
+        }
+    }
+
+    fn unsupported(&self, endpoint: &str) -> GatewayError {
+        GatewayError::UnsupportedEndpoint {
+            backend: self.name.clone(),
+            endpoint: format!("/v1{endpoint}"),
+        }
+    }
+}
+
+fn json_headers() -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers
+}
+
+impl Backend for EchoBackend {
+    async fn send(&self, call: UpstreamCall<'_>) -> Result<UpstreamReply, GatewayError> {
+        let body = match (call.endpoint, call.parsed) {
+            (Endpoint::ChatCompletions, ParsedRequest::Chat(request)) if call.stream => {
+                let events = echo::chat_chunks(request, call.client_model);
+                ReplyBody::EventStream(Box::pin(stream::iter(events.into_iter().map(Ok::<Bytes, GatewayError>))))
+            }
+            (Endpoint::ChatCompletions, ParsedRequest::Chat(request)) => {
+                ReplyBody::Full(echo::chat_completion(request, call.client_model))
+            }
+            (Endpoint::Embeddings, ParsedRequest::Embeddings(request)) => {
+                ReplyBody::Full(echo::embeddings(request, call.client_model))
+            }
+            (endpoint, _) => return Err(self.unsupported(endpoint.path())),
+        };
+        Ok(UpstreamReply {
+            status: StatusCode::OK,
+            headers: json_headers(),
+            body,
+        })
+    }
+
+    async fn list_models(&self) -> Result<Vec<DiscoveredModel>, GatewayError> {
+        Ok(Vec::new())
+    }
+}

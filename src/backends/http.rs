@@ -1,0 +1,250 @@
+//! Shared HTTP transport of the `openai` and `proxy` kinds: one pooled reqwest client per
+//! backend, header filtering both ways, timeouts, and upstream failures mapped to errors.
+
+use std::error::Error as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::header::{HeaderMap as ActixHeaders, HeaderName as ActixName, HeaderValue as ActixValue};
+use actix_web::http::StatusCode;
+use bytes::Bytes;
+use futures::StreamExt;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
+use secrecy::ExposeSecret;
+
+use super::ByteStream;
+use crate::config::HttpSettings;
+use crate::error::GatewayError;
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus those the
+/// gateway sets itself. None of them is forwarded in either direction.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+];
+
+/// Request headers not forwarded upstream: the gateway asks for identity encoding so that it
+/// can parse SSE frames, and HTTP/2 pseudo-state is its own.
+const NOT_FORWARDED_UP: &[&str] = &["accept-encoding", "expect"];
+
+/// A configured HTTP upstream.
+#[derive(Debug)]
+pub struct HttpUpstream {
+    name: Arc<str>,
+    client: reqwest::Client,
+    base: String,
+    api_key: Option<HeaderValue>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    request_timeout: Duration,
+}
+
+impl HttpUpstream {
+    /// Builds the client for one backend.
+    pub fn new(name: &str, settings: &HttpSettings) -> Result<Self, String> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(settings.connect_timeout)
+            // Between two reads of a body: a stalled stream fails instead of hanging forever.
+            .read_timeout(settings.request_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| format!("backend `{name}`: cannot build the HTTP client: {e}"))?;
+        let api_key = match &settings.api_key {
+            Some(key) => {
+                let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose_secret()))
+                    .map_err(|_| format!("backend `{name}`: `api_key` is not a valid header value"))?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+            None => None,
+        };
+        let headers = settings
+            .headers
+            .iter()
+            .filter_map(|(n, v)| {
+                let name = HeaderName::from_bytes(n.as_str().as_bytes()).ok()?;
+                let mut value = HeaderValue::from_bytes(v.as_bytes()).ok()?;
+                value.set_sensitive(true);
+                Some((name, value))
+            })
+            .collect();
+        Ok(HttpUpstream {
+            name: Arc::from(name),
+            client,
+            base: settings.base_url.as_str().trim_end_matches('/').to_owned(),
+            api_key,
+            headers,
+            request_timeout: settings.request_timeout,
+        })
+    }
+
+    /// The backend's name, for errors.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Sends a request and waits for the response headers (bounded by `request_timeout`).
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Bytes,
+        client_headers: &ActixHeaders,
+    ) -> Result<reqwest::Response, GatewayError> {
+        let mut url = String::with_capacity(self.base.len() + path.len());
+        url.push_str(&self.base);
+        url.push_str(path);
+        let request = self
+            .client
+            .request(method, url)
+            .headers(self.upstream_headers(client_headers))
+            .body(body);
+        match tokio::time::timeout(self.request_timeout, request.send()).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(err)) => Err(self.map_error(&err, "response headers")),
+            Err(_) => Err(self.timeout("response headers")),
+        }
+    }
+
+    /// The client's headers minus hop-by-hop ones, with the backend's key and headers applied.
+    fn upstream_headers(&self, client: &ActixHeaders) -> HeaderMap {
+        let mut out = HeaderMap::with_capacity(client.len() + self.headers.len() + 1);
+        for (name, value) in client {
+            let n = name.as_str();
+            if HOP_BY_HOP.contains(&n)
+                || NOT_FORWARDED_UP.contains(&n)
+                || (self.api_key.is_some() && n == "authorization")
+            {
+                continue;
+            }
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(n.as_bytes()),
+                HeaderValue::from_bytes(value.as_bytes()),
+            ) {
+                out.append(name, value);
+            }
+        }
+        if let Some(key) = &self.api_key {
+            out.insert(AUTHORIZATION, key.clone());
+        }
+        for (name, value) in &self.headers {
+            out.insert(name.clone(), value.clone());
+        }
+        out
+    }
+
+    /// Reads a whole response body (bounded by `request_timeout` overall).
+    pub async fn read_body(&self, response: reqwest::Response) -> Result<Bytes, GatewayError> {
+        match tokio::time::timeout(self.request_timeout, response.bytes()).await {
+            Ok(Ok(body)) => Ok(body),
+            Ok(Err(err)) => Err(self.map_error(&err, "response body")),
+            Err(_) => Err(self.timeout("response body")),
+        }
+    }
+
+    /// The response body as a stream of chunks, errors mapped.
+    pub fn body_stream(&self, response: reqwest::Response) -> ByteStream {
+        let name = self.name.clone();
+        Box::pin(response.bytes_stream().map(move |chunk| {
+            chunk.map_err(|err| map_reqwest_error(&name, &err, "the next part of the body"))
+        }))
+    }
+
+    /// A non-2xx response turned into a verbatim pass-through error.
+    pub async fn status_error(&self, response: reqwest::Response) -> GatewayError {
+        let status = status_of(&response);
+        let headers = response_headers(response.headers());
+        match self.read_body(response).await {
+            Ok(body) => GatewayError::UpstreamStatus {
+                status,
+                headers,
+                body,
+            },
+            Err(err) => err,
+        }
+    }
+
+    fn map_error(&self, err: &reqwest::Error, phase: &'static str) -> GatewayError {
+        map_reqwest_error(&self.name, err, phase)
+    }
+
+    fn timeout(&self, phase: &'static str) -> GatewayError {
+        GatewayError::UpstreamTimeout {
+            backend: self.name.to_string(),
+            phase,
+        }
+    }
+}
+
+fn map_reqwest_error(backend: &str, err: &reqwest::Error, phase: &'static str) -> GatewayError {
+    if err.is_timeout() {
+        return GatewayError::UpstreamTimeout {
+            backend: backend.to_owned(),
+            phase: if err.is_connect() { "a connection" } else { phase },
+        };
+    }
+    // The chain says why ("connection refused"); the URL is left out of the message.
+    let mut message = String::new();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    if message.is_empty() {
+        message = "the request failed".to_owned();
+    }
+    GatewayError::UpstreamUnreachable {
+        backend: backend.to_owned(),
+        message,
+    }
+}
+
+/// The upstream status as actix's type (the two `http` crate versions differ).
+pub fn status_of(response: &reqwest::Response) -> StatusCode {
+    StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY)
+}
+
+/// Upstream response headers for the client, hop-by-hop ones removed.
+pub fn response_headers(upstream: &HeaderMap) -> ActixHeaders {
+    let mut out = ActixHeaders::with_capacity(upstream.len());
+    for (name, value) in upstream {
+        let n = name.as_str();
+        if HOP_BY_HOP.contains(&n) {
+            continue;
+        }
+        if let (Ok(name), Ok(value)) = (
+            ActixName::from_bytes(n.as_bytes()),
+            ActixValue::from_bytes(value.as_bytes()),
+        ) {
+            out.append(name, value);
+        }
+    }
+    out
+}
+
+/// The method as reqwest's type.
+pub fn method_of(method: &actix_web::http::Method) -> reqwest::Method {
+    reqwest::Method::from_bytes(method.as_str().as_bytes()).unwrap_or(reqwest::Method::POST)
+}
+
+/// Whether a response is a server-sent event stream.
+pub fn is_event_stream(response: &reqwest::Response) -> bool {
+    response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"))
+}

@@ -1,0 +1,179 @@
+//! Backends: transport to an inference server, one module per kind.
+//!
+//! A backend carries an already-shaped OpenAI request upstream and hands back the reply, already
+//! normalised to the OpenAI wire format by the kind's adapter. Dispatch is over the closed enum
+//! `AnyBackend`: adding a kind means adding a variant, and the compiler lists every `match` to
+//! extend. No routing and no HTTP-server concerns here.
+
+mod echo;
+mod http;
+mod openai;
+mod proxy;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::http::header::HeaderMap;
+use actix_web::http::{Method, StatusCode};
+use bytes::Bytes;
+use futures::Stream;
+
+pub use echo::EchoBackend;
+pub use openai::OpenAIBackend;
+pub use proxy::ProxyBackend;
+
+use crate::config::{BackendConfig, BackendSettings};
+use crate::error::GatewayError;
+use crate::schema::{ChatCompletionRequest, EmbeddingRequest};
+
+/// Which OpenAI endpoint a call is for.
+#[derive(Debug, Clone, Copy)]
+pub enum Endpoint<'a> {
+    /// `POST /v1/chat/completions`.
+    ChatCompletions,
+    /// `POST /v1/embeddings`.
+    Embeddings,
+    /// Anything else under `/v1`, relayed raw: the method and the path below `/v1` with its query.
+    Raw {
+        /// Request method.
+        method: &'a Method,
+        /// Path below `/v1`, query included (`/files?purpose=batch`).
+        path_and_query: &'a str,
+    },
+}
+
+impl Endpoint<'_> {
+    /// The path below the backend's base URL.
+    pub fn path(&self) -> &str {
+        match self {
+            Endpoint::ChatCompletions => "/chat/completions",
+            Endpoint::Embeddings => "/embeddings",
+            Endpoint::Raw { path_and_query, .. } => path_and_query,
+        }
+    }
+}
+
+/// The typed view of the request, for backends that need more than bytes.
+#[derive(Debug, Clone, Copy)]
+pub enum ParsedRequest<'a> {
+    /// A chat completion request.
+    Chat(&'a ChatCompletionRequest),
+    /// An embeddings request.
+    Embeddings(&'a EmbeddingRequest),
+    /// A pass-through request: bytes only.
+    Opaque,
+}
+
+/// One request to carry upstream.
+#[derive(Debug)]
+pub struct UpstreamCall<'a> {
+    /// Which endpoint.
+    pub endpoint: Endpoint<'a>,
+    /// The body to send, model already rewritten for the upstream.
+    pub body: Bytes,
+    /// Whether the client asked for a stream.
+    pub stream: bool,
+    /// The client's request headers; each backend filters what it forwards.
+    pub client_headers: &'a HeaderMap,
+    /// The typed request.
+    pub parsed: ParsedRequest<'a>,
+    /// The model name exactly as the client sent it (responses echo it back).
+    pub client_model: &'a str,
+}
+
+/// A byte stream relayed to the client.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, GatewayError>> + Send>>;
+
+/// The body of a reply.
+pub enum ReplyBody {
+    /// A complete body.
+    Full(Bytes),
+    /// Server-sent events in OpenAI's framing, relayed as they come.
+    EventStream(ByteStream),
+    /// Raw bytes relayed as they come (pass-through), with the length when known.
+    Raw(ByteStream, Option<u64>),
+}
+
+/// What a backend answered.
+pub struct UpstreamReply {
+    /// HTTP status for the client.
+    pub status: StatusCode,
+    /// Response headers for the client, hop-by-hop headers removed.
+    pub headers: HeaderMap,
+    /// The body.
+    pub body: ReplyBody,
+}
+
+/// A model a backend reported in its own listing.
+#[derive(Debug, Clone)]
+pub struct DiscoveredModel {
+    /// The backend's own name for it.
+    pub id: String,
+    /// Unix seconds, when the backend says.
+    pub created: Option<u64>,
+    /// Owner, when the backend says.
+    pub owned_by: Option<String>,
+}
+
+/// What every backend kind does.
+pub trait Backend {
+    /// Carries one request upstream.
+    fn send(
+        &self,
+        call: UpstreamCall<'_>,
+    ) -> impl Future<Output = Result<UpstreamReply, GatewayError>> + Send;
+
+    /// The backend's own model list, for `discover = true` routes.
+    fn list_models(&self) -> impl Future<Output = Result<Vec<DiscoveredModel>, GatewayError>> + Send;
+}
+
+/// Every backend kind, built from config.
+#[derive(Debug)]
+pub enum AnyBackend {
+    /// OpenAI-compatible HTTP.
+    OpenAI(OpenAIBackend),
+    /// Raw HTTP relay.
+    Proxy(ProxyBackend),
+    /// Built-in echo.
+    Echo(EchoBackend),
+}
+
+impl AnyBackend {
+    /// Builds a backend (and its pooled HTTP client) from its config.
+    pub fn build(config: &BackendConfig) -> Result<Self, String> {
+        Ok(match &config.settings {
+            BackendSettings::OpenAI(http) => {
+                AnyBackend::OpenAI(OpenAIBackend::new(&config.name, http)?)
+            }
+            BackendSettings::Proxy(http) => AnyBackend::Proxy(ProxyBackend::new(&config.name, http)?),
+            BackendSettings::Echo => AnyBackend::Echo(EchoBackend::new(&config.name)),
+        })
+    }
+
+    /// `kind` as written in routes.toml.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AnyBackend::OpenAI(_) => "openai",
+            AnyBackend::Proxy(_) => "proxy",
+            AnyBackend::Echo(_) => "echo",
+        }
+    }
+}
+
+impl Backend for AnyBackend {
+    async fn send(&self, call: UpstreamCall<'_>) -> Result<UpstreamReply, GatewayError> {
+        match self {
+            AnyBackend::OpenAI(b) => b.send(call).await,
+            AnyBackend::Proxy(b) => b.send(call).await,
+            AnyBackend::Echo(b) => b.send(call).await,
+        }
+    }
+
+    async fn list_models(&self) -> Result<Vec<DiscoveredModel>, GatewayError> {
+        match self {
+            AnyBackend::OpenAI(b) => b.list_models().await,
+            AnyBackend::Proxy(b) => b.list_models().await,
+            AnyBackend::Echo(b) => b.list_models().await,
+        }
+    }
+}

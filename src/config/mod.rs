@@ -1,0 +1,166 @@
+//! routes.toml: loading and validation. `load` is the only entry point, used alike by `serve`,
+//! `check` and hot reload, so a file that `check` accepts is exactly a file the gateway accepts.
+//!
+//! Three stages: `raw` (serde mirror of the file) → `validate` (this module's `Config`) →
+//! `crate::routing::RouteTable` (runtime, with HTTP clients).
+
+mod env;
+mod raw;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use actix_web::http::header::{HeaderName, HeaderValue};
+use secrecy::SecretString;
+use url::Url;
+
+pub use env::has_reference;
+pub use validate::validate;
+
+/// A validated routes.toml.
+#[derive(Debug)]
+pub struct Config {
+    /// `[server]`.
+    pub server: ServerConfig,
+    /// `[backends.*]`, by name.
+    pub backends: Vec<BackendConfig>,
+    /// `[[routes]]`, in file order.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `[server]`, with defaults applied.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Listen address from the file, if any.
+    pub listen: Option<SocketAddr>,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Backend for pass-through requests whose body names no model.
+    pub default_backend: Option<String>,
+    /// Grace period for in-flight requests on shutdown.
+    pub shutdown_timeout: Duration,
+    /// HTTP worker threads; `None` is one per core.
+    pub workers: Option<usize>,
+}
+
+/// One `[backends.<name>]`.
+#[derive(Debug)]
+pub struct BackendConfig {
+    /// The table's name.
+    pub name: String,
+    /// Kind-specific settings.
+    pub settings: BackendSettings,
+}
+
+/// Settings by backend kind.
+#[derive(Debug)]
+pub enum BackendSettings {
+    /// An OpenAI-compatible HTTP server.
+    OpenAI(HttpSettings),
+    /// Any HTTP server, relayed raw.
+    Proxy(HttpSettings),
+    /// The built-in echo backend.
+    Echo,
+}
+
+impl BackendSettings {
+    /// The `kind` as written in routes.toml.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BackendSettings::OpenAI(_) => "openai",
+            BackendSettings::Proxy(_) => "proxy",
+            BackendSettings::Echo => "echo",
+        }
+    }
+}
+
+/// Settings shared by the HTTP backend kinds.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Upstream base URL; request paths are joined below it.
+    pub base_url: Url,
+    /// Backend key, sent as `Authorization: Bearer`; `None` passes the client's through.
+    pub api_key: Option<SecretString>,
+    /// The key as written (`${OPENAI_API_KEY}`), for display.
+    pub api_key_source: Option<String>,
+    /// Extra headers, values marked sensitive.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Time allowed for response headers and between body reads.
+    pub request_timeout: Duration,
+}
+
+/// One `[[routes]]`.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// Model-name prefix.
+    pub prefix: String,
+    /// Backend name (checked to exist).
+    pub backend: String,
+    /// Strip the prefix from the model name upstream.
+    pub strip_prefix: bool,
+    /// Advertised model names, without the prefix.
+    pub models: Vec<String>,
+    /// Also list the backend's own models.
+    pub discover: bool,
+}
+
+/// One problem in a config file, at a position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// File name as given.
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub col: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file, self.message)
+        } else {
+            write!(f, "{}:{}:{}: {}", self.file, self.line, self.col, self.message)
+        }
+    }
+}
+
+/// Every problem found in a config file.
+#[derive(Debug, Clone)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Reads and validates a routes.toml, resolving `${ENV}` from the process environment.
+pub fn load(path: &Path) -> Result<(Config, String), ConfigErrors> {
+    let file = path.display().to_string();
+    let source = std::fs::read_to_string(path).map_err(|err| {
+        ConfigErrors(vec![ConfigError {
+            file: file.clone(),
+            line: 0,
+            col: 0,
+            message: format!("cannot read the file: {err}"),
+        }])
+    })?;
+    let config = validate(&source, &file, &|name| std::env::var(name).ok())?;
+    Ok((config, source))
+}

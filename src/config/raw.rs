@@ -1,0 +1,74 @@
+//! `RawConfig`: serde structs mirroring routes.toml key for key, with spans for messages.
+//!
+//! Nothing is interpreted here: no URL parsing, no `${ENV}`, no cross-references. Unknown keys
+//! are refused by `deny_unknown_fields`, so a typo is an error with a position, never ignored.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// `[server]`.
+    #[serde(default)]
+    pub server: RawServer,
+    /// `[backends.<name>]`.
+    #[serde(default)]
+    pub backends: BTreeMap<String, Spanned<RawBackend>>,
+    /// `[[routes]]`.
+    #[serde(default)]
+    pub routes: Vec<Spanned<RawRoute>>,
+}
+
+/// `[server]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Address to listen on.
+    pub listen: Option<Spanned<String>>,
+    /// Largest request body accepted.
+    pub max_body_bytes: Option<Spanned<i64>>,
+    /// Backend for pass-through requests that name no model.
+    pub default_backend: Option<Spanned<String>>,
+    /// How long in-flight requests may run after SIGTERM.
+    pub shutdown_timeout: Option<Spanned<String>>,
+    /// HTTP worker threads (default: one per core).
+    pub workers: Option<Spanned<i64>>,
+}
+
+/// `[backends.<name>]`: the union of every kind's keys; `validate` checks which apply.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackend {
+    /// `openai`, `proxy` or `echo`.
+    pub kind: Spanned<String>,
+    /// Upstream base URL, `/v1` included for OpenAI-compatible servers.
+    pub base_url: Option<Spanned<String>>,
+    /// Key sent as `Authorization: Bearer`.
+    pub api_key: Option<Spanned<String>>,
+    /// Extra headers sent upstream.
+    pub headers: Option<BTreeMap<String, Spanned<String>>>,
+    /// TCP (and TLS) connect timeout.
+    pub connect_timeout: Option<Spanned<String>>,
+    /// Time allowed for the response headers, and between two reads of the body.
+    pub request_timeout: Option<Spanned<String>>,
+}
+
+/// `[[routes]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// Model-name prefix; `""` matches everything.
+    pub prefix: Spanned<String>,
+    /// Name of a `[backends.<name>]` table.
+    pub backend: Spanned<String>,
+    /// Remove the prefix before the request goes upstream (default true).
+    pub strip_prefix: Option<bool>,
+    /// Models advertised by `/v1/models`, without the prefix.
+    pub models: Option<Vec<Spanned<String>>>,
+    /// Also list the backend's own models.
+    pub discover: Option<bool>,
+}

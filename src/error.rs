@@ -1,0 +1,257 @@
+//! `GatewayError`: every failure a client can see, grouped by whose fault it is, mapped to an
+//! HTTP status and an OpenAI error body in exactly one place (`to_openai`).
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderMap};
+use actix_web::{HttpResponse, ResponseError};
+use bytes::Bytes;
+
+use crate::schema::ErrorBody;
+
+/// Everything that can go wrong while serving a request.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    // --- the client's fault ---
+    /// The body is not JSON.
+    #[error("the request body is not valid JSON: {message}")]
+    InvalidJson {
+        /// The parser's message.
+        message: String,
+    },
+    /// The JSON does not fit the schema.
+    #[error("invalid value{}: {message}", param.as_deref().map(|p| format!(" for `{p}`")).unwrap_or_default())]
+    InvalidField {
+        /// Path of the field at fault (`messages[0].content`).
+        param: Option<String>,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// No route matches the model.
+    #[error("the model `{model}` does not exist or no route serves it")]
+    ModelNotFound {
+        /// The model the client asked for.
+        model: String,
+    },
+    /// The body exceeds `[server] max_body_bytes`.
+    #[error("the request body exceeds the limit of {limit} bytes")]
+    BodyTooLarge {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// No handler for this method and path.
+    #[error("invalid URL ({method} {path})")]
+    UnknownUrl {
+        /// Request method.
+        method: String,
+        /// Request path.
+        path: String,
+    },
+    /// The backend chosen cannot serve this endpoint (e.g. `/v1/files` on `echo`).
+    #[error("the backend `{backend}` does not serve {endpoint}")]
+    UnsupportedEndpoint {
+        /// Backend name.
+        backend: String,
+        /// Endpoint path.
+        endpoint: String,
+    },
+
+    // --- the upstream's fault ---
+    /// The upstream could not be reached.
+    #[error("backend `{backend}` is unreachable: {message}")]
+    UpstreamUnreachable {
+        /// Backend name.
+        backend: String,
+        /// Why (connection refused, DNS, TLS, ...).
+        message: String,
+    },
+    /// The upstream did not answer in time.
+    #[error("backend `{backend}` timed out waiting for {phase}")]
+    UpstreamTimeout {
+        /// Backend name.
+        backend: String,
+        /// `response headers`, `response body` or `the next stream event`.
+        phase: &'static str,
+    },
+    /// The upstream answered with a non-2xx status: passed through verbatim.
+    #[error("backend answered with status {status}")]
+    UpstreamStatus {
+        /// The upstream's status.
+        status: StatusCode,
+        /// The upstream's headers (already filtered of hop-by-hop headers).
+        headers: HeaderMap,
+        /// The upstream's body.
+        body: Bytes,
+    },
+    /// The upstream sent something that is not valid for its protocol.
+    #[error("backend `{backend}` sent an invalid response: {message}")]
+    UpstreamProtocol {
+        /// Backend name.
+        backend: String,
+        /// What was wrong.
+        message: String,
+    },
+
+    // --- ours ---
+    /// A bug or an unexpected state; the message is logged, not sent.
+    #[error("internal error: {message}")]
+    Internal {
+        /// What happened, for the log.
+        message: String,
+    },
+}
+
+impl GatewayError {
+    /// The status and OpenAI error body a client sees: the one mapping of errors to the wire.
+    pub fn to_openai(&self) -> (StatusCode, ErrorBody) {
+        use GatewayError::*;
+        let invalid = "invalid_request_error";
+        match self {
+            InvalidJson { .. } => (
+                StatusCode::BAD_REQUEST,
+                ErrorBody::new(self.to_string(), invalid, None, Some("invalid_json")),
+            ),
+            InvalidField { param, .. } => (
+                StatusCode::BAD_REQUEST,
+                ErrorBody::new(self.to_string(), invalid, param.clone(), None),
+            ),
+            ModelNotFound { .. } => (
+                StatusCode::NOT_FOUND,
+                ErrorBody::new(
+                    self.to_string(),
+                    invalid,
+                    Some("model".into()),
+                    Some("model_not_found"),
+                ),
+            ),
+            BodyTooLarge { .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorBody::new(self.to_string(), invalid, None, Some("request_too_large")),
+            ),
+            UnknownUrl { .. } => (
+                StatusCode::NOT_FOUND,
+                ErrorBody::new(self.to_string(), invalid, None, Some("unknown_url")),
+            ),
+            UnsupportedEndpoint { .. } => (
+                StatusCode::NOT_FOUND,
+                ErrorBody::new(self.to_string(), invalid, None, Some("unsupported_endpoint")),
+            ),
+            UpstreamUnreachable { .. } => (
+                StatusCode::BAD_GATEWAY,
+                ErrorBody::new(self.to_string(), "api_error", None, Some("upstream_unreachable")),
+            ),
+            UpstreamTimeout { .. } => (
+                StatusCode::GATEWAY_TIMEOUT,
+                ErrorBody::new(self.to_string(), "api_error", None, Some("upstream_timeout")),
+            ),
+            UpstreamStatus { status, .. } => (
+                *status,
+                ErrorBody::new(self.to_string(), "api_error", None, None),
+            ),
+            UpstreamProtocol { .. } => (
+                StatusCode::BAD_GATEWAY,
+                ErrorBody::new(self.to_string(), "api_error", None, Some("upstream_protocol_error")),
+            ),
+            Internal { .. } => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorBody::new("internal error", "api_error", None, None),
+            ),
+        }
+    }
+
+    /// Whether the client caused it (logged quietly) or the gateway could not serve it.
+    pub fn is_client_fault(&self) -> bool {
+        use GatewayError::*;
+        matches!(
+            self,
+            InvalidJson { .. }
+                | InvalidField { .. }
+                | ModelNotFound { .. }
+                | BodyTooLarge { .. }
+                | UnknownUrl { .. }
+                | UnsupportedEndpoint { .. }
+                | UpstreamStatus { .. }
+        )
+    }
+
+    /// One SSE event carrying this error, for failures after a stream has started.
+    pub fn to_sse_event(&self) -> Bytes {
+        let (_, body) = self.to_openai();
+        let json = body.to_bytes();
+        let mut event = Vec::with_capacity(json.len() + 8);
+        event.extend_from_slice(b"data: ");
+        event.extend_from_slice(&json);
+        event.extend_from_slice(b"\n\n");
+        Bytes::from(event)
+    }
+}
+
+impl ResponseError for GatewayError {
+    fn status_code(&self) -> StatusCode {
+        self.to_openai().0
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        // Log once, here at the edge, at a level that says whose problem it is.
+        if self.is_client_fault() {
+            tracing::debug!(error = %self, "request refused");
+        } else {
+            tracing::error!(error = %self, "request failed");
+        }
+        if let GatewayError::UpstreamStatus {
+            status,
+            headers,
+            body,
+        } = self
+        {
+            let mut response = HttpResponse::build(*status);
+            for (name, value) in headers {
+                response.append_header((name.clone(), value.clone()));
+            }
+            return response.body(body.clone());
+        }
+        let (status, body) = self.to_openai();
+        HttpResponse::build(status)
+            .insert_header((header::CONTENT_TYPE, "application/json"))
+            .body(body.to_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_variant_maps_to_the_status_and_code_the_sdks_expect() {
+        let cases: Vec<(GatewayError, u16, &str, Option<&str>)> = vec![
+            (GatewayError::InvalidJson { message: "eof".into() }, 400, "invalid_request_error", Some("invalid_json")),
+            (GatewayError::InvalidField { param: Some("messages".into()), message: "x".into() }, 400, "invalid_request_error", None),
+            (GatewayError::ModelNotFound { model: "m".into() }, 404, "invalid_request_error", Some("model_not_found")),
+            (GatewayError::BodyTooLarge { limit: 1 }, 413, "invalid_request_error", Some("request_too_large")),
+            (GatewayError::UnknownUrl { method: "GET".into(), path: "/x".into() }, 404, "invalid_request_error", Some("unknown_url")),
+            (GatewayError::UnsupportedEndpoint { backend: "e".into(), endpoint: "/v1/files".into() }, 404, "invalid_request_error", Some("unsupported_endpoint")),
+            (GatewayError::UpstreamUnreachable { backend: "b".into(), message: "refused".into() }, 502, "api_error", Some("upstream_unreachable")),
+            (GatewayError::UpstreamTimeout { backend: "b".into(), phase: "response headers" }, 504, "api_error", Some("upstream_timeout")),
+            (GatewayError::UpstreamProtocol { backend: "b".into(), message: "bad".into() }, 502, "api_error", Some("upstream_protocol_error")),
+            (GatewayError::Internal { message: "secret detail".into() }, 500, "api_error", None),
+        ];
+        for (err, status, kind, code) in cases {
+            let (s, body) = err.to_openai();
+            assert_eq!(s.as_u16(), status, "{err:?}");
+            assert_eq!(body.error.kind, kind, "{err:?}");
+            assert_eq!(body.error.code.as_deref(), code, "{err:?}");
+        }
+    }
+
+    #[test]
+    fn internal_details_are_not_sent() {
+        let (_, body) = GatewayError::Internal { message: "secret detail".into() }.to_openai();
+        assert!(!body.error.message.contains("secret"));
+    }
+
+    #[test]
+    fn the_model_not_found_body_names_the_model_and_param() {
+        let (_, body) = GatewayError::ModelNotFound { model: "nope/x".into() }.to_openai();
+        assert!(body.error.message.contains("nope/x"));
+        assert_eq!(body.error.param.as_deref(), Some("model"));
+    }
+}

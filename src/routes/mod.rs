@@ -1,0 +1,43 @@
+//! HTTP handlers only; each file is one endpoint family. `configure` is THE route list, used by
+//! the server and the tests alike.
+
+mod body;
+pub mod chat;
+pub mod embeddings;
+mod forward;
+pub mod health;
+pub mod models;
+pub mod passthrough;
+mod reply;
+
+use actix_web::web::{self, ServiceConfig};
+use actix_web::{HttpRequest, HttpResponse};
+
+use crate::error::GatewayError;
+
+/// Registers every route.
+pub fn configure(cfg: &mut ServiceConfig) {
+    cfg.service(
+        web::resource("/v1/chat/completions")
+            .route(web::post().to(chat::chat_completions))
+            // Other methods on this path (e.g. OpenAI's stored-completions listing) are relayed.
+            .default_service(web::to(passthrough::relay)),
+    )
+    .service(
+        web::resource("/v1/embeddings")
+            .route(web::post().to(embeddings::create_embeddings))
+            .default_service(web::to(passthrough::relay)),
+    )
+    .service(web::resource("/v1/models").route(web::get().to(models::list_models)))
+    .service(web::resource("/v1/models/{model:.+}").route(web::get().to(models::retrieve_model)))
+    .service(web::resource("/health").route(web::get().to(health::health)))
+    .service(web::resource("/v1/{tail:.*}").to(passthrough::relay))
+    .default_service(web::to(unknown_url));
+}
+
+async fn unknown_url(req: HttpRequest) -> Result<HttpResponse, GatewayError> {
+    Err(GatewayError::UnknownUrl {
+        method: req.method().to_string(),
+        path: req.path().to_owned(),
+    })
+}

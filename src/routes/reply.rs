@@ -1,0 +1,30 @@
+//! Turning a backend's `UpstreamReply` into the HTTP response.
+
+use actix_web::HttpResponse;
+use actix_web::http::header::{self, HeaderValue};
+
+use crate::backends::{ReplyBody, UpstreamReply};
+
+/// The response for a successful upstream reply.
+pub fn respond(reply: UpstreamReply) -> HttpResponse {
+    let mut response = HttpResponse::build(reply.status);
+    let is_events = matches!(reply.body, ReplyBody::EventStream(_));
+    for (name, value) in &reply.headers {
+        // An event stream's framing headers are the gateway's own (set below).
+        if is_events && (name == header::CONTENT_TYPE || name == header::CACHE_CONTROL) {
+            continue;
+        }
+        response.append_header((name.clone(), value.clone()));
+    }
+    match reply.body {
+        ReplyBody::Full(bytes) => response.body(bytes),
+        ReplyBody::EventStream(stream) => response
+            .insert_header((header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream")))
+            .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-cache")))
+            // Tell buffering reverse proxies (nginx) in front of us to pass events through.
+            .insert_header(("x-accel-buffering", HeaderValue::from_static("no")))
+            .streaming(stream),
+        ReplyBody::Raw(stream, Some(length)) => response.no_chunking(length).streaming(stream),
+        ReplyBody::Raw(stream, None) => response.streaming(stream),
+    }
+}

@@ -1,0 +1,531 @@
+//! `POST /v1/chat/completions` request and response types.
+//!
+//! These types validate a request at the edge (a 400 names the field at fault), tell the router
+//! which model is asked for and document the API. They are not used to re-serialise what the
+//! client sent: the gateway forwards the client's own bytes. Fields not modelled here land in
+//! `extra` so that a backend which rebuilds the body (Ollama) still sees them.
+
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+use super::chunk::Usage;
+
+/// A chat completion request, as the OpenAI API defines it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ChatCompletionRequest {
+    /// Model name, `prefix/model` as routed by `routes.toml`.
+    #[schema(example = "echo/hello")]
+    pub model: String,
+    /// The conversation so far.
+    pub messages: Vec<ChatMessage>,
+    /// Stream the answer as server-sent events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<bool>,
+    /// Streaming options, e.g. `{"include_usage": true}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_options: Option<StreamOptions>,
+    /// Sampling temperature, 0 to 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    /// Nucleus sampling mass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f32>,
+    /// How many choices to generate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<u32>,
+    /// Up to 4 sequences where generation stops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<Stop>,
+    /// Deprecated by OpenAI in favour of `max_completion_tokens`; still widely used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    /// Upper bound on generated tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_completion_tokens: Option<u32>,
+    /// -2 to 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presence_penalty: Option<f32>,
+    /// -2 to 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frequency_penalty: Option<f32>,
+    /// Token id to bias, -100 to 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logit_bias: Option<Map<String, Value>>,
+    /// Return log probabilities of the output tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<bool>,
+    /// How many most likely tokens to return at each position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_logprobs: Option<u32>,
+    /// Seed for best-effort deterministic sampling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<i64>,
+    /// End-user identifier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Tools the model may call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<Tool>>,
+    /// Which tool, if any, the model must call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<ToolChoice>,
+    /// Allow several tool calls in one turn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel_tool_calls: Option<bool>,
+    /// Output format: text, JSON object or a JSON schema.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<ResponseFormat>,
+    /// Every field not modelled above (`guided_json`, `top_k`, `keep_alive`, ...), kept verbatim.
+    #[serde(flatten)]
+    #[schema(additional_properties)]
+    pub extra: Map<String, Value>,
+}
+
+impl ChatCompletionRequest {
+    /// Whether the client asked for a stream.
+    pub fn is_stream(&self) -> bool {
+        self.stream.unwrap_or(false)
+    }
+
+    /// Whether a streaming client asked for a final usage chunk.
+    pub fn include_usage(&self) -> bool {
+        self.stream_options
+            .as_ref()
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false)
+    }
+
+    /// The text of the last user message (its text parts joined), if any.
+    pub fn last_user_text(&self) -> Option<String> {
+        self.messages.iter().rev().find_map(|m| match m {
+            ChatMessage::User(u) => Some(u.content.text()),
+            _ => None,
+        })
+    }
+}
+
+/// `stream_options`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StreamOptions {
+    /// Send a last chunk carrying `usage`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_usage: Option<bool>,
+    /// Unmodelled options.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// `stop`: one string or a list.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum Stop {
+    /// A single stop sequence.
+    One(String),
+    /// Several stop sequences.
+    Many(Vec<String>),
+}
+
+/// One message of the conversation, tagged by `role`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "role", rename_all = "lowercase")]
+pub enum ChatMessage {
+    /// Instructions from the application (older models).
+    System(InstructionMessage),
+    /// Instructions from the application (newer models).
+    Developer(InstructionMessage),
+    /// The end user's turn.
+    User(UserMessage),
+    /// The model's earlier turn, possibly with tool calls.
+    Assistant(AssistantMessage),
+    /// The result of a tool call.
+    Tool(ToolMessage),
+    /// Deprecated function result.
+    Function(FunctionMessage),
+}
+
+/// A `system` or `developer` message.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct InstructionMessage {
+    /// Text, or text parts.
+    pub content: MessageContent,
+    /// Optional participant name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Unmodelled fields.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// A `user` message.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UserMessage {
+    /// Text, or parts (text, image_url, input_audio, file).
+    pub content: MessageContent,
+    /// Optional participant name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Unmodelled fields.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// An `assistant` message.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AssistantMessage {
+    /// Text or parts; absent or null when the turn only called tools.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<MessageContent>,
+    /// A refusal, when the model refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
+    /// Optional participant name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Tool calls the model made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
+    /// Unmodelled fields (`function_call`, `reasoning_content`, ...).
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// A `tool` message: a tool call's result.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ToolMessage {
+    /// The result, as text or text parts.
+    pub content: MessageContent,
+    /// The id of the call this answers.
+    pub tool_call_id: String,
+    /// Unmodelled fields.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// A deprecated `function` message.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FunctionMessage {
+    /// The function's result.
+    pub content: Option<String>,
+    /// The function's name.
+    pub name: String,
+}
+
+/// Message content: a plain string or an array of typed parts.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum MessageContent {
+    /// Plain text.
+    Text(String),
+    /// Typed parts.
+    Parts(Vec<ContentPart>),
+}
+
+impl MessageContent {
+    /// The text parts, joined; other parts are left out.
+    pub fn text(&self) -> String {
+        match self {
+            MessageContent::Text(t) => t.clone(),
+            MessageContent::Parts(parts) => parts
+                .iter()
+                .filter_map(|p| match p {
+                    ContentPart::Text { text } => Some(text.as_str()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+                .join(" "),
+        }
+    }
+}
+
+// A hand-written visitor because serde's untagged enums answer any mismatch with "data did not
+// match any variant", which tells a client nothing.
+impl<'de> Deserialize<'de> for MessageContent {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ContentVisitor;
+        impl<'de> Visitor<'de> for ContentVisitor {
+            type Value = MessageContent;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string or an array of content parts")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(MessageContent::Text(v.to_owned()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(MessageContent::Text(v))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut parts = Vec::with_capacity(seq.size_hint().unwrap_or(1));
+                while let Some(part) = seq.next_element()? {
+                    parts.push(part);
+                }
+                Ok(MessageContent::Parts(parts))
+            }
+        }
+        deserializer.deserialize_any(ContentVisitor)
+    }
+}
+
+/// One content part, tagged by `type`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ContentPart {
+    /// Text.
+    Text {
+        /// The text.
+        text: String,
+    },
+    /// An image by URL or `data:` URI.
+    ImageUrl {
+        /// The image.
+        image_url: ImageUrl,
+    },
+    /// Base64 audio.
+    InputAudio {
+        /// The audio.
+        input_audio: InputAudio,
+    },
+    /// A file by id or inline data.
+    File {
+        /// The file.
+        file: Map<String, Value>,
+    },
+    /// A refusal (assistant content only).
+    Refusal {
+        /// The refusal text.
+        refusal: String,
+    },
+    /// A part type this gateway does not model (e.g. vLLM's `video_url`); forwarded as sent.
+    #[serde(untagged)]
+    #[schema(value_type = Object)]
+    Other(Map<String, Value>),
+}
+
+/// `image_url` of an image part.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ImageUrl {
+    /// `https://…` or `data:image/png;base64,…`.
+    pub url: String,
+    /// `auto`, `low` or `high`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// `input_audio` of an audio part.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct InputAudio {
+    /// Base64 audio data.
+    pub data: String,
+    /// `wav` or `mp3`.
+    pub format: String,
+}
+
+/// A tool the model may call.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Tool {
+    /// Always `function`.
+    #[serde(rename = "type")]
+    pub kind: ToolKind,
+    /// The function.
+    pub function: FunctionDefinition,
+}
+
+/// The kind of a tool; only functions exist in the chat API.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ToolKind {
+    /// A function tool.
+    Function,
+}
+
+/// A function's name, description and JSON-schema parameters.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FunctionDefinition {
+    /// Function name.
+    pub name: String,
+    /// What it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// JSON schema of the arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
+    pub parameters: Option<Value>,
+    /// Enforce the schema exactly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
+}
+
+/// `tool_choice`: a mode or a named function.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum ToolChoice {
+    /// `none`, `auto` or `required`.
+    Mode(ToolChoiceMode),
+    /// `{"type":"function","function":{"name":…}}`.
+    Named(NamedToolChoice),
+}
+
+/// The string forms of `tool_choice`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ToolChoiceMode {
+    /// Never call a tool.
+    None,
+    /// The model decides.
+    Auto,
+    /// Call at least one tool.
+    Required,
+}
+
+/// A named function choice.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NamedToolChoice {
+    /// Always `function`.
+    #[serde(rename = "type")]
+    pub kind: ToolKind,
+    /// Which function.
+    pub function: FunctionName,
+}
+
+/// A function's name.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FunctionName {
+    /// Function name.
+    pub name: String,
+}
+
+/// A call the model made.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ToolCall {
+    /// Call id, echoed back by the tool message.
+    pub id: String,
+    /// Always `function`.
+    #[serde(rename = "type")]
+    pub kind: ToolKind,
+    /// Name and JSON-string arguments.
+    pub function: FunctionCall,
+}
+
+/// A function call's name and arguments.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FunctionCall {
+    /// Function name.
+    pub name: String,
+    /// Arguments, as a JSON string.
+    pub arguments: String,
+}
+
+/// `response_format`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ResponseFormat {
+    /// Free text.
+    Text,
+    /// Any JSON object.
+    JsonObject,
+    /// JSON conforming to a schema.
+    JsonSchema {
+        /// The schema and its name.
+        json_schema: JsonSchemaFormat,
+    },
+}
+
+/// The `json_schema` of a structured-output request.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JsonSchemaFormat {
+    /// Schema name.
+    pub name: String,
+    /// What the schema is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The JSON schema.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
+    pub schema: Option<Value>,
+    /// Enforce exactly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
+}
+
+/// A non-streamed chat completion.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ChatCompletion {
+    /// Completion id.
+    pub id: String,
+    /// Always `chat.completion`.
+    pub object: String,
+    /// Unix seconds.
+    pub created: u64,
+    /// The model, as the client named it.
+    pub model: String,
+    /// The generated choices.
+    pub choices: Vec<ChatChoice>,
+    /// Token counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+/// One choice of a chat completion.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ChatChoice {
+    /// Position among the choices.
+    pub index: u32,
+    /// The generated message.
+    pub message: ResponseMessage,
+    /// `stop`, `length`, `tool_calls`, `content_filter`.
+    pub finish_reason: Option<String>,
+}
+
+/// The assistant message of a choice.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ResponseMessage {
+    /// Always `assistant`.
+    pub role: String,
+    /// The text, null when the model only called tools.
+    pub content: Option<String>,
+    /// Tool calls the model made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<ChatCompletionRequest, String> {
+        let de = &mut serde_json::Deserializer::from_str(json);
+        serde_path_to_error::deserialize(de).map_err(|e| format!("{}: {}", e.path(), e.inner()))
+    }
+
+    #[test]
+    fn every_role_and_content_shape_parses() {
+        let req = parse(
+            r#"{"model":"m","messages":[
+                {"role":"system","content":"s"},
+                {"role":"developer","content":[{"type":"text","text":"d"}]},
+                {"role":"user","content":[{"type":"text","text":"look"},{"type":"image_url","image_url":{"url":"data:image/png;base64,AA=="}},{"type":"video_url","video_url":{"url":"x"}}]},
+                {"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{}"}}]},
+                {"role":"tool","tool_call_id":"c1","content":"42"}
+            ],"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}],
+            "tool_choice":"auto","response_format":{"type":"json_object"},"stop":["x"],"guided_json":{"a":1}}"#,
+        )
+        .unwrap();
+        assert_eq!(req.messages.len(), 5);
+        assert_eq!(req.last_user_text().as_deref(), Some("look"));
+        assert!(req.extra.contains_key("guided_json"));
+    }
+
+    #[test]
+    fn a_bad_field_is_named_with_its_path() {
+        let err = parse(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":"hot"}"#)
+            .unwrap_err();
+        assert!(err.starts_with("temperature:"), "{err}");
+        let err = parse(r#"{"model":"m","messages":[{"role":"user","content":5}]}"#).unwrap_err();
+        assert!(err.contains("a string or an array of content parts"), "{err}");
+        let err = parse(r#"{"model":"m","messages":[{"role":"wizard","content":"x"}]}"#).unwrap_err();
+        assert!(err.contains("wizard"), "{err}");
+        let err = parse(r#"{"messages":[]}"#).unwrap_err();
+        assert!(err.contains("model"), "{err}");
+    }
+}

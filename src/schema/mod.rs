@@ -1,0 +1,45 @@
+//! OpenAI wire types: what clients send and receive. No I/O and no routing here.
+
+pub mod chat;
+pub mod chunk;
+pub mod embeddings;
+pub mod error;
+pub mod models;
+
+pub use chat::{ChatCompletion, ChatCompletionRequest, ChatMessage, MessageContent};
+pub use chunk::{ChatCompletionChunk, Usage};
+pub use embeddings::{EmbeddingInput, EmbeddingRequest, EmbeddingResponse, EncodingFormat};
+pub use error::{ErrorBody, ErrorObject};
+pub use models::{Model, ModelList};
+
+use crate::error::GatewayError;
+
+/// Parses a request body into `T`, naming the field at fault when it does not fit.
+pub fn parse_request<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, GatewayError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    match serde_path_to_error::deserialize(de) {
+        Ok(value) => Ok(value),
+        Err(err) => {
+            let path = err.path().to_string();
+            let inner = err.into_inner();
+            if inner.is_syntax() || inner.is_eof() {
+                Err(GatewayError::InvalidJson {
+                    message: inner.to_string(),
+                })
+            } else {
+                Err(GatewayError::InvalidField {
+                    param: (path != ".").then_some(path),
+                    message: strip_position(&inner.to_string()),
+                })
+            }
+        }
+    }
+}
+
+// serde_json appends " at line 1 column 57" to data errors; the field path says more.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}

@@ -1,0 +1,81 @@
+//! Building and running the HTTP server: state, workers, graceful shutdown.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
+use actix_web::web::Data;
+use actix_web::{App, HttpServer};
+
+use crate::config::{self, ConfigErrors};
+use crate::routing::RouteTable;
+use crate::state::AppState;
+use crate::{routes, telemetry};
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The config file is invalid.
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    /// A backend could not be built.
+    #[error("{0}")]
+    Backend(String),
+    /// The listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Loads `config_path` into a fresh state.
+pub fn load_state(config_path: &Path) -> Result<AppState, StartError> {
+    let (config, _source) = config::load(config_path)?;
+    let table = RouteTable::build(&config).map_err(StartError::Backend)?;
+    Ok(AppState::new(table))
+}
+
+/// Starts serving `state` on `listener`; the returned future runs until shutdown.
+pub fn start(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
+    let (workers, shutdown) = {
+        let table = state.routes.load();
+        let workers = table
+            .server
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        (workers, table.server.shutdown_timeout)
+    };
+    let data = Data::new(state);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .wrap(from_fn(telemetry::request_span))
+            .configure(routes::configure)
+    })
+    .workers(workers)
+    // On SIGTERM/SIGINT actix stops accepting and gives in-flight requests, streams included,
+    // this long to finish.
+    .shutdown_timeout(shutdown.as_secs().max(1))
+    .keep_alive(Duration::from_secs(75))
+    .listen(listener)?
+    .run();
+    Ok(server)
+}
+
+/// `switchyard serve`: load, bind, serve until a signal.
+pub fn serve(config_path: &Path, listen: Option<SocketAddr>) -> Result<(), StartError> {
+    let state = load_state(config_path)?;
+    let addr = listen
+        .or(state.routes.load().server.listen)
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let listener = TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
+    tracing::info!(%addr, config = %config_path.display(), "switchyard listening");
+    actix_web::rt::System::new()
+        .block_on(async move { start(listener, state)?.await })
+        .map_err(|source| StartError::Bind { addr, source })
+}
