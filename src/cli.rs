@@ -46,7 +46,11 @@ pub enum Command {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Serve { config, listen, log_format } => {
+        Command::Serve {
+            config,
+            listen,
+            log_format,
+        } => {
             telemetry::init(log_format);
             match server::serve(&config, listen) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -99,7 +103,11 @@ fn write_table(out: &mut impl Write, path: &Path, config: &Config) -> std::io::R
                     b.settings.kind(),
                     http.base_url,
                     key,
-                    if headers.is_empty() { String::new() } else { format!("  headers={}", headers.join(",")) }
+                    if headers.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  headers={}", headers.join(","))
+                    }
                 )?;
             }
             BackendSettings::Echo => writeln!(out, "  {:<16} {:<6}", b.name, b.settings.kind())?,
@@ -107,9 +115,13 @@ fn write_table(out: &mut impl Write, path: &Path, config: &Config) -> std::io::R
     }
     writeln!(out, "\nroutes (longest prefix wins):")?;
     let mut routes: Vec<_> = config.routes.iter().collect();
-    routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+    routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
     for r in routes {
-        let prefix = if r.prefix.is_empty() { "\"\" (catch-all)".to_owned() } else { r.prefix.clone() };
+        let prefix = if r.prefix.is_empty() {
+            "\"\" (catch-all)".to_owned()
+        } else {
+            r.prefix.clone()
+        };
         writeln!(
             out,
             "  {:<20} -> {:<16} strip_prefix={:<5} discover={:<5} models=[{}]",

@@ -133,15 +133,30 @@ impl GatewayError {
             ),
             UnsupportedEndpoint { .. } => (
                 StatusCode::NOT_FOUND,
-                ErrorBody::new(self.to_string(), invalid, None, Some("unsupported_endpoint")),
+                ErrorBody::new(
+                    self.to_string(),
+                    invalid,
+                    None,
+                    Some("unsupported_endpoint"),
+                ),
             ),
             UpstreamUnreachable { .. } => (
                 StatusCode::BAD_GATEWAY,
-                ErrorBody::new(self.to_string(), "api_error", None, Some("upstream_unreachable")),
+                ErrorBody::new(
+                    self.to_string(),
+                    "api_error",
+                    None,
+                    Some("upstream_unreachable"),
+                ),
             ),
             UpstreamTimeout { .. } => (
                 StatusCode::GATEWAY_TIMEOUT,
-                ErrorBody::new(self.to_string(), "api_error", None, Some("upstream_timeout")),
+                ErrorBody::new(
+                    self.to_string(),
+                    "api_error",
+                    None,
+                    Some("upstream_timeout"),
+                ),
             ),
             UpstreamStatus { status, .. } => (
                 *status,
@@ -149,7 +164,12 @@ impl GatewayError {
             ),
             UpstreamProtocol { .. } => (
                 StatusCode::BAD_GATEWAY,
-                ErrorBody::new(self.to_string(), "api_error", None, Some("upstream_protocol_error")),
+                ErrorBody::new(
+                    self.to_string(),
+                    "api_error",
+                    None,
+                    Some("upstream_protocol_error"),
+                ),
             ),
             Internal { .. } => (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -223,16 +243,88 @@ mod tests {
     #[test]
     fn each_variant_maps_to_the_status_and_code_the_sdks_expect() {
         let cases: Vec<(GatewayError, u16, &str, Option<&str>)> = vec![
-            (GatewayError::InvalidJson { message: "eof".into() }, 400, "invalid_request_error", Some("invalid_json")),
-            (GatewayError::InvalidField { param: Some("messages".into()), message: "x".into() }, 400, "invalid_request_error", None),
-            (GatewayError::ModelNotFound { model: "m".into() }, 404, "invalid_request_error", Some("model_not_found")),
-            (GatewayError::BodyTooLarge { limit: 1 }, 413, "invalid_request_error", Some("request_too_large")),
-            (GatewayError::UnknownUrl { method: "GET".into(), path: "/x".into() }, 404, "invalid_request_error", Some("unknown_url")),
-            (GatewayError::UnsupportedEndpoint { backend: "e".into(), endpoint: "/v1/files".into() }, 404, "invalid_request_error", Some("unsupported_endpoint")),
-            (GatewayError::UpstreamUnreachable { backend: "b".into(), message: "refused".into() }, 502, "api_error", Some("upstream_unreachable")),
-            (GatewayError::UpstreamTimeout { backend: "b".into(), phase: "response headers" }, 504, "api_error", Some("upstream_timeout")),
-            (GatewayError::UpstreamProtocol { backend: "b".into(), message: "bad".into() }, 502, "api_error", Some("upstream_protocol_error")),
-            (GatewayError::Internal { message: "secret detail".into() }, 500, "api_error", None),
+            (
+                GatewayError::InvalidJson {
+                    message: "eof".into(),
+                },
+                400,
+                "invalid_request_error",
+                Some("invalid_json"),
+            ),
+            (
+                GatewayError::InvalidField {
+                    param: Some("messages".into()),
+                    message: "x".into(),
+                },
+                400,
+                "invalid_request_error",
+                None,
+            ),
+            (
+                GatewayError::ModelNotFound { model: "m".into() },
+                404,
+                "invalid_request_error",
+                Some("model_not_found"),
+            ),
+            (
+                GatewayError::BodyTooLarge { limit: 1 },
+                413,
+                "invalid_request_error",
+                Some("request_too_large"),
+            ),
+            (
+                GatewayError::UnknownUrl {
+                    method: "GET".into(),
+                    path: "/x".into(),
+                },
+                404,
+                "invalid_request_error",
+                Some("unknown_url"),
+            ),
+            (
+                GatewayError::UnsupportedEndpoint {
+                    backend: "e".into(),
+                    endpoint: "/v1/files".into(),
+                },
+                404,
+                "invalid_request_error",
+                Some("unsupported_endpoint"),
+            ),
+            (
+                GatewayError::UpstreamUnreachable {
+                    backend: "b".into(),
+                    message: "refused".into(),
+                },
+                502,
+                "api_error",
+                Some("upstream_unreachable"),
+            ),
+            (
+                GatewayError::UpstreamTimeout {
+                    backend: "b".into(),
+                    phase: "response headers",
+                },
+                504,
+                "api_error",
+                Some("upstream_timeout"),
+            ),
+            (
+                GatewayError::UpstreamProtocol {
+                    backend: "b".into(),
+                    message: "bad".into(),
+                },
+                502,
+                "api_error",
+                Some("upstream_protocol_error"),
+            ),
+            (
+                GatewayError::Internal {
+                    message: "secret detail".into(),
+                },
+                500,
+                "api_error",
+                None,
+            ),
         ];
         for (err, status, kind, code) in cases {
             let (s, body) = err.to_openai();
@@ -244,13 +336,19 @@ mod tests {
 
     #[test]
     fn internal_details_are_not_sent() {
-        let (_, body) = GatewayError::Internal { message: "secret detail".into() }.to_openai();
+        let (_, body) = GatewayError::Internal {
+            message: "secret detail".into(),
+        }
+        .to_openai();
         assert!(!body.error.message.contains("secret"));
     }
 
     #[test]
     fn the_model_not_found_body_names_the_model_and_param() {
-        let (_, body) = GatewayError::ModelNotFound { model: "nope/x".into() }.to_openai();
+        let (_, body) = GatewayError::ModelNotFound {
+            model: "nope/x".into(),
+        }
+        .to_openai();
         assert!(body.error.message.contains("nope/x"));
         assert_eq!(body.error.param.as_deref(), Some("model"));
     }

@@ -32,28 +32,37 @@ impl ChunkWriter {
 
     /// The first chunk: the assistant role, no content.
     pub fn role(&self) -> Bytes {
-        self.delta(Delta {
-            role: Some("assistant".to_owned()),
-            content: Some(String::new()),
-            tool_calls: None,
-        }, None)
+        self.delta(
+            Delta {
+                role: Some("assistant".to_owned()),
+                content: Some(String::new()),
+                tool_calls: None,
+            },
+            None,
+        )
     }
 
     /// A content delta.
     pub fn content(&self, text: &str) -> Bytes {
-        self.delta(Delta {
-            content: Some(text.to_owned()),
-            ..Delta::default()
-        }, None)
+        self.delta(
+            Delta {
+                content: Some(text.to_owned()),
+                ..Delta::default()
+            },
+            None,
+        )
     }
 
     /// Any delta, with an optional finish reason.
     pub fn delta(&self, delta: Delta, finish_reason: Option<&str>) -> Bytes {
-        self.event(vec![ChunkChoice {
-            index: 0,
-            delta,
-            finish_reason: finish_reason.map(str::to_owned),
-        }], None)
+        self.event(
+            vec![ChunkChoice {
+                index: 0,
+                delta,
+                finish_reason: finish_reason.map(str::to_owned),
+            }],
+            None,
+        )
     }
 
     /// The chunk that closes the choice.
@@ -63,7 +72,8 @@ impl ChunkWriter {
 
     /// The usage chunk (no choices), or nothing when the client did not ask for it.
     pub fn usage(&self, usage: Usage) -> Option<Bytes> {
-        self.include_usage.then(|| self.event(Vec::new(), Some(usage)))
+        self.include_usage
+            .then(|| self.event(Vec::new(), Some(usage)))
     }
 
     fn event(&self, choices: Vec<ChunkChoice>, usage: Option<Usage>) -> Bytes {
@@ -84,7 +94,12 @@ impl ChunkWriter {
 }
 
 /// A complete (non-streamed) chat completion with one text choice.
-pub fn completion(model: &str, content: String, finish_reason: &str, usage: Usage) -> ChatCompletion {
+pub fn completion(
+    model: &str,
+    content: String,
+    finish_reason: &str,
+    usage: Usage,
+) -> ChatCompletion {
     ChatCompletion {
         id: completion_id(),
         object: "chat.completion".to_owned(),
@@ -135,9 +150,16 @@ mod tests {
         let c = String::from_utf8(w.content("hi").to_vec()).unwrap();
         assert!(c.contains("\"usage\":null"), "{c}");
         let u = String::from_utf8(w.usage(Usage::new(1, 2)).unwrap().to_vec()).unwrap();
-        assert!(u.contains("\"choices\":[]") && u.contains("\"total_tokens\":3"), "{u}");
+        assert!(
+            u.contains("\"choices\":[]") && u.contains("\"total_tokens\":3"),
+            "{u}"
+        );
         let w = ChunkWriter::new("echo/x", false);
-        assert!(!String::from_utf8(w.content("hi").to_vec()).unwrap().contains("usage"));
+        assert!(
+            !String::from_utf8(w.content("hi").to_vec())
+                .unwrap()
+                .contains("usage")
+        );
         assert!(w.usage(Usage::new(1, 2)).is_none());
     }
 }

@@ -9,7 +9,10 @@ use serde_json::Value;
 use super::chunk::{self, ChunkWriter};
 use crate::adapters::openai::DONE_EVENT;
 use crate::schema::embeddings::{Embedding, EmbeddingUsage};
-use crate::schema::{ChatCompletionRequest, EmbeddingInput, EmbeddingRequest, EmbeddingResponse, EncodingFormat, Usage};
+use crate::schema::{
+    ChatCompletionRequest, EmbeddingInput, EmbeddingRequest, EmbeddingResponse, EncodingFormat,
+    Usage,
+};
 
 const DEFAULT_DIMENSIONS: usize = 8;
 const MAX_DIMENSIONS: usize = 4096;
@@ -24,9 +27,13 @@ fn reply_and_usage(request: &ChatCompletionRequest) -> (String, Usage) {
         .messages
         .iter()
         .map(|m| match m {
-            crate::schema::ChatMessage::System(x) | crate::schema::ChatMessage::Developer(x) => words(&x.content.text()),
+            crate::schema::ChatMessage::System(x) | crate::schema::ChatMessage::Developer(x) => {
+                words(&x.content.text())
+            }
             crate::schema::ChatMessage::User(x) => words(&x.content.text()),
-            crate::schema::ChatMessage::Assistant(x) => x.content.as_ref().map_or(0, |c| words(&c.text())),
+            crate::schema::ChatMessage::Assistant(x) => {
+                x.content.as_ref().map_or(0, |c| words(&c.text()))
+            }
             crate::schema::ChatMessage::Tool(x) => words(&x.content.text()),
             crate::schema::ChatMessage::Function(x) => x.content.as_deref().map_or(0, words),
         })
@@ -66,14 +73,17 @@ pub fn chat_chunks(request: &ChatCompletionRequest, model: &str) -> Vec<Bytes> {
 
 /// Deterministic embeddings: the same text always gives the same unit vector.
 pub fn embeddings(request: &EmbeddingRequest, model: &str) -> Bytes {
-    let dims = request
-        .dimensions
-        .map_or(DEFAULT_DIMENSIONS, |d| (d as usize).clamp(1, MAX_DIMENSIONS));
+    let dims = request.dimensions.map_or(DEFAULT_DIMENSIONS, |d| {
+        (d as usize).clamp(1, MAX_DIMENSIONS)
+    });
     let inputs: Vec<Vec<u8>> = match &request.input {
         EmbeddingInput::Text(t) => vec![t.as_bytes().to_vec()],
         EmbeddingInput::Texts(ts) => ts.iter().map(|t| t.as_bytes().to_vec()).collect(),
         EmbeddingInput::Tokens(ts) => vec![ts.iter().flat_map(|t| t.to_le_bytes()).collect()],
-        EmbeddingInput::TokenArrays(a) => a.iter().map(|ts| ts.iter().flat_map(|t| t.to_le_bytes()).collect()).collect(),
+        EmbeddingInput::TokenArrays(a) => a
+            .iter()
+            .map(|ts| ts.iter().flat_map(|t| t.to_le_bytes()).collect())
+            .collect(),
     };
     let tokens: u64 = match &request.input {
         EmbeddingInput::Text(t) => words(t),
@@ -124,7 +134,12 @@ fn vector_of(input: &[u8], dims: usize) -> Vec<f32> {
             ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect();
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(f32::EPSILON);
+    let norm = v
+        .iter()
+        .map(|x| x * x)
+        .sum::<f32>()
+        .sqrt()
+        .max(f32::EPSILON);
     v.iter_mut().for_each(|x| *x /= norm);
     v
 }
@@ -139,7 +154,9 @@ mod tests {
 
     #[test]
     fn the_stream_spells_the_last_user_message_word_by_word() {
-        let req = request(r#"{"model":"echo/x","messages":[{"role":"user","content":"old"},{"role":"assistant","content":"a"},{"role":"user","content":"hello brave  world"}],"stream":true}"#);
+        let req = request(
+            r#"{"model":"echo/x","messages":[{"role":"user","content":"old"},{"role":"assistant","content":"a"},{"role":"user","content":"hello brave  world"}],"stream":true}"#,
+        );
         let events = chat_chunks(&req, "echo/x");
         let text: String = events
             .iter()
@@ -154,17 +171,25 @@ mod tests {
 
     #[test]
     fn embeddings_are_deterministic_unit_vectors_in_either_encoding() {
-        let req: EmbeddingRequest = serde_json::from_str(r#"{"model":"e","input":["a","b","a"]}"#).unwrap();
+        let req: EmbeddingRequest =
+            serde_json::from_str(r#"{"model":"e","input":["a","b","a"]}"#).unwrap();
         let out: EmbeddingResponse = serde_json::from_slice(&embeddings(&req, "e")).unwrap();
         assert_eq!(out.data.len(), 3);
         assert_eq!(out.data[0].embedding, out.data[2].embedding);
         assert_ne!(out.data[0].embedding, out.data[1].embedding);
         let v: Vec<f32> = serde_json::from_value(out.data[0].embedding.clone()).unwrap();
         assert!((v.iter().map(|x| x * x).sum::<f32>() - 1.0).abs() < 1e-4);
-        let req: EmbeddingRequest = serde_json::from_str(r#"{"model":"e","input":"a","encoding_format":"base64"}"#).unwrap();
+        let req: EmbeddingRequest =
+            serde_json::from_str(r#"{"model":"e","input":"a","encoding_format":"base64"}"#)
+                .unwrap();
         let out: EmbeddingResponse = serde_json::from_slice(&embeddings(&req, "e")).unwrap();
-        let raw = base64::engine::general_purpose::STANDARD.decode(out.data[0].embedding.as_str().unwrap()).unwrap();
-        let decoded: Vec<f32> = raw.chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(out.data[0].embedding.as_str().unwrap())
+            .unwrap();
+        let decoded: Vec<f32> = raw
+            .chunks(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
         assert_eq!(decoded, v);
     }
 }

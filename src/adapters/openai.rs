@@ -80,8 +80,9 @@ mod tests {
     use futures::stream;
 
     async fn collect(chunks: Vec<Result<&'static [u8], GatewayError>>) -> String {
-        let upstream: ByteStream =
-            Box::pin(stream::iter(chunks.into_iter().map(|c| c.map(Bytes::from_static))));
+        let upstream: ByteStream = Box::pin(stream::iter(
+            chunks.into_iter().map(|c| c.map(Bytes::from_static)),
+        ));
         let out: Vec<_> = relay_events(upstream, "b").collect().await;
         let bytes: Vec<u8> = out.into_iter().flat_map(|r| r.unwrap().to_vec()).collect();
         String::from_utf8(bytes).unwrap()
@@ -96,14 +97,31 @@ mod tests {
     #[tokio::test]
     async fn a_stream_without_done_gets_one() {
         let out = collect(vec![Ok(b"data: {\"a\":1}\n\ndata: {\"b\":2}")]).await;
-        assert_eq!(out, "data: {\"a\":1}\n\ndata: {\"b\":2}\n\ndata: [DONE]\n\n");
+        assert_eq!(
+            out,
+            "data: {\"a\":1}\n\ndata: {\"b\":2}\n\ndata: [DONE]\n\n"
+        );
     }
 
     #[tokio::test]
     async fn a_failure_mid_stream_becomes_an_error_event_and_ends_it() {
-        let err = GatewayError::UpstreamTimeout { backend: "b".into(), phase: "the next part of the body" };
-        let out = collect(vec![Ok(b"data: {\"a\":1}\n\n"), Err(err), Ok(b"data: never\n\n")]).await;
-        assert!(out.starts_with("data: {\"a\":1}\n\ndata: {\"error\":{"), "{out}");
-        assert!(out.contains("upstream_timeout") && !out.contains("never") && !out.contains("[DONE]"), "{out}");
+        let err = GatewayError::UpstreamTimeout {
+            backend: "b".into(),
+            phase: "the next part of the body",
+        };
+        let out = collect(vec![
+            Ok(b"data: {\"a\":1}\n\n"),
+            Err(err),
+            Ok(b"data: never\n\n"),
+        ])
+        .await;
+        assert!(
+            out.starts_with("data: {\"a\":1}\n\ndata: {\"error\":{"),
+            "{out}"
+        );
+        assert!(
+            out.contains("upstream_timeout") && !out.contains("never") && !out.contains("[DONE]"),
+            "{out}"
+        );
     }
 }

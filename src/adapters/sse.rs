@@ -114,10 +114,20 @@ mod tests {
     #[test]
     fn whole_events_pass_through_and_partial_ones_wait() {
         let mut f = SseFramer::new();
-        assert_eq!(f.push(Bytes::from_static(b"data: a\n\ndata: b\n\n")).unwrap(), &b"data: a\n\ndata: b\n\n"[..]);
-        assert_eq!(f.push(Bytes::from_static(b"data: c\n\ndata: d")).unwrap(), &b"data: c\n\n"[..]);
+        assert_eq!(
+            f.push(Bytes::from_static(b"data: a\n\ndata: b\n\n"))
+                .unwrap(),
+            &b"data: a\n\ndata: b\n\n"[..]
+        );
+        assert_eq!(
+            f.push(Bytes::from_static(b"data: c\n\ndata: d")).unwrap(),
+            &b"data: c\n\n"[..]
+        );
         assert!(f.push(Bytes::from_static(b"\n")).is_none());
-        assert_eq!(f.push(Bytes::from_static(b"\n")).unwrap(), &b"data: d\n\n"[..]);
+        assert_eq!(
+            f.push(Bytes::from_static(b"\n")).unwrap(),
+            &b"data: d\n\n"[..]
+        );
         assert!(f.finish().is_none());
     }
 
@@ -143,7 +153,8 @@ mod tests {
 
     #[test]
     fn payloads_join_multiline_data_and_skip_comments() {
-        let p = data_payloads(b": keep-alive\n\nevent: x\ndata: {\"a\":\ndata: 1}\n\ndata:[DONE]\n\n");
+        let p =
+            data_payloads(b": keep-alive\n\nevent: x\ndata: {\"a\":\ndata: 1}\n\ndata:[DONE]\n\n");
         assert_eq!(p, vec![b"{\"a\":\n1}".to_vec(), b"[DONE]".to_vec()]);
         assert!(ends_with_done(b"data: {}\n\ndata: [DONE]\n\n"));
         assert!(ends_with_done(b"data: [DONE]\r\n\r\n"));

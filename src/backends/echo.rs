@@ -6,7 +6,9 @@ use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use bytes::Bytes;
 use futures::stream;
 
-use super::{Backend, DiscoveredModel, Endpoint, ParsedRequest, ReplyBody, UpstreamCall, UpstreamReply};
+use super::{
+    Backend, DiscoveredModel, Endpoint, ParsedRequest, ReplyBody, UpstreamCall, UpstreamReply,
+};
 use crate::adapters::echo;
 use crate::error::GatewayError;
 
@@ -34,7 +36,10 @@ impl EchoBackend {
 
 fn json_headers() -> HeaderMap {
     let mut headers = HeaderMap::new();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     headers
 }
 
@@ -43,7 +48,9 @@ impl Backend for EchoBackend {
         let body = match (call.endpoint, call.parsed) {
             (Endpoint::ChatCompletions, ParsedRequest::Chat(request)) if call.stream => {
                 let events = echo::chat_chunks(request, call.client_model);
-                ReplyBody::EventStream(Box::pin(stream::iter(events.into_iter().map(Ok::<Bytes, GatewayError>))))
+                ReplyBody::EventStream(Box::pin(stream::iter(
+                    events.into_iter().map(Ok::<Bytes, GatewayError>),
+                )))
             }
             (Endpoint::ChatCompletions, ParsedRequest::Chat(request)) => {
                 ReplyBody::Full(echo::chat_completion(request, call.client_model))

@@ -5,11 +5,13 @@ use std::error::Error as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::http::header::{HeaderMap as ActixHeaders, HeaderName as ActixName, HeaderValue as ActixValue};
 use actix_web::http::StatusCode;
+use actix_web::http::header::{
+    HeaderMap as ActixHeaders, HeaderName as ActixName, HeaderValue as ActixValue,
+};
 use bytes::Bytes;
 use futures::StreamExt;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use secrecy::ExposeSecret;
 
 use super::ByteStream;
@@ -62,7 +64,9 @@ impl HttpUpstream {
         let api_key = match &settings.api_key {
             Some(key) => {
                 let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose_secret()))
-                    .map_err(|_| format!("backend `{name}`: `api_key` is not a valid header value"))?;
+                    .map_err(|_| {
+                    format!("backend `{name}`: `api_key` is not a valid header value")
+                })?;
                 value.set_sensitive(true);
                 Some(value)
             }
@@ -190,7 +194,11 @@ fn map_reqwest_error(backend: &str, err: &reqwest::Error, phase: &'static str) -
     if err.is_timeout() {
         return GatewayError::UpstreamTimeout {
             backend: backend.to_owned(),
-            phase: if err.is_connect() { "a connection" } else { phase },
+            phase: if err.is_connect() {
+                "a connection"
+            } else {
+                phase
+            },
         };
     }
     // The chain says why ("connection refused"); the URL is left out of the message.

@@ -124,7 +124,9 @@ pub trait Backend {
     ) -> impl Future<Output = Result<UpstreamReply, GatewayError>> + Send;
 
     /// The backend's own model list, for `discover = true` routes.
-    fn list_models(&self) -> impl Future<Output = Result<Vec<DiscoveredModel>, GatewayError>> + Send;
+    fn list_models(
+        &self,
+    ) -> impl Future<Output = Result<Vec<DiscoveredModel>, GatewayError>> + Send;
 }
 
 /// Every backend kind, built from config.
@@ -145,7 +147,9 @@ impl AnyBackend {
             BackendSettings::OpenAI(http) => {
                 AnyBackend::OpenAI(OpenAIBackend::new(&config.name, http)?)
             }
-            BackendSettings::Proxy(http) => AnyBackend::Proxy(ProxyBackend::new(&config.name, http)?),
+            BackendSettings::Proxy(http) => {
+                AnyBackend::Proxy(ProxyBackend::new(&config.name, http)?)
+            }
             BackendSettings::Echo => AnyBackend::Echo(EchoBackend::new(&config.name)),
         })
     }

@@ -81,7 +81,12 @@ pub(super) async fn list_openai_models(
 ) -> Result<Vec<DiscoveredModel>, GatewayError> {
     let no_headers = actix_web::http::header::HeaderMap::new();
     let response = http
-        .send(reqwest::Method::GET, "/models", bytes::Bytes::new(), &no_headers)
+        .send(
+            reqwest::Method::GET,
+            "/models",
+            bytes::Bytes::new(),
+            &no_headers,
+        )
         .await?;
     if !response.status().is_success() {
         return Err(http.status_error(response).await);

@@ -50,7 +50,10 @@ mod tests {
 
     #[test]
     fn resolves_set_defaulted_and_literal_text() {
-        assert_eq!(interpolate("Bearer ${SET}!", &env).unwrap(), "Bearer value!");
+        assert_eq!(
+            interpolate("Bearer ${SET}!", &env).unwrap(),
+            "Bearer value!"
+        );
         assert_eq!(interpolate("${UNSET:-fallback}", &env).unwrap(), "fallback");
         assert_eq!(interpolate("${UNSET:-}", &env).unwrap(), "");
         assert_eq!(interpolate("no refs $HOME", &env).unwrap(), "no refs $HOME");

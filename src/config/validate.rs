@@ -81,19 +81,28 @@ impl Validator<'_> {
     }
 
     fn server(&mut self, raw: &RawServer, whole: &RawConfig) -> ServerConfig {
-        let listen = raw.listen.as_ref().and_then(|l| match l.get_ref().parse::<SocketAddr>() {
-            Ok(addr) => Some(addr),
-            Err(_) => {
-                self.error(
-                    l.span(),
-                    format!("`listen` must be an address such as 127.0.0.1:8080, not `{}`", l.get_ref()),
-                );
-                None
-            }
-        });
+        let listen = raw
+            .listen
+            .as_ref()
+            .and_then(|l| match l.get_ref().parse::<SocketAddr>() {
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    self.error(
+                        l.span(),
+                        format!(
+                            "`listen` must be an address such as 127.0.0.1:8080, not `{}`",
+                            l.get_ref()
+                        ),
+                    );
+                    None
+                }
+            });
         let max_body_bytes = match &raw.max_body_bytes {
             Some(n) if *n.get_ref() <= 0 => {
-                self.error(n.span(), "`max_body_bytes` must be a positive number of bytes");
+                self.error(
+                    n.span(),
+                    "`max_body_bytes` must be a positive number of bytes",
+                );
                 DEFAULT_MAX_BODY_BYTES
             }
             Some(n) => usize::try_from(*n.get_ref()).unwrap_or(usize::MAX),
@@ -111,7 +120,10 @@ impl Validator<'_> {
             if !whole.backends.contains_key(name.get_ref()) {
                 self.error(
                     name.span(),
-                    format!("`default_backend` names `{}`, which is not a [backends.*] table", name.get_ref()),
+                    format!(
+                        "`default_backend` names `{}`, which is not a [backends.*] table",
+                        name.get_ref()
+                    ),
                 );
             }
             name.get_ref().clone()
@@ -146,7 +158,10 @@ impl Validator<'_> {
                 self.forbid(&backend.connect_timeout, "connect_timeout", kind);
                 self.forbid(&backend.request_timeout, "request_timeout", kind);
                 if backend.headers.is_some() {
-                    self.error(raw.span(), format!("backend `{name}`: `headers` does not apply to kind `echo`"));
+                    self.error(
+                        raw.span(),
+                        format!("backend `{name}`: `headers` does not apply to kind `echo`"),
+                    );
                 }
                 BackendSettings::Echo
             }
@@ -174,14 +189,24 @@ impl Validator<'_> {
         let Some(base) = &raw.base_url else {
             self.error(
                 raw.kind.span(),
-                format!("backend `{name}`: kind `{}` needs a `base_url`", raw.kind.get_ref()),
+                format!(
+                    "backend `{name}`: kind `{}` needs a `base_url`",
+                    raw.kind.get_ref()
+                ),
             );
             return None;
         };
         let base_url = self.resolve(base).and_then(|text| match Url::parse(&text) {
-            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Some(url),
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+                Some(url)
+            }
             Ok(url) => {
-                self.error(base.span(), format!("`base_url` must be an http:// or https:// URL with a host, not `{url}`"));
+                self.error(
+                    base.span(),
+                    format!(
+                        "`base_url` must be an http:// or https:// URL with a host, not `{url}`"
+                    ),
+                );
                 None
             }
             Err(err) => {
@@ -196,17 +221,25 @@ impl Validator<'_> {
         let mut headers = Vec::new();
         for (header, value) in raw.headers.iter().flatten() {
             let Ok(header_name) = HeaderName::from_bytes(header.as_bytes()) else {
-                self.error(value.span(), format!("`{header}` is not a valid HTTP header name"));
+                self.error(
+                    value.span(),
+                    format!("`{header}` is not a valid HTTP header name"),
+                );
                 continue;
             };
-            let Some(text) = self.resolve(value) else { continue };
+            let Some(text) = self.resolve(value) else {
+                continue;
+            };
             match HeaderValue::from_str(&text) {
                 Ok(mut v) => {
                     // Header values often carry credentials: keep them out of Debug output.
                     v.set_sensitive(true);
                     headers.push((header_name, v));
                 }
-                Err(_) => self.error(value.span(), format!("the value of header `{header}` is not a valid HTTP header value")),
+                Err(_) => self.error(
+                    value.span(),
+                    format!("the value of header `{header}` is not a valid HTTP header value"),
+                ),
             }
         }
         let connect_timeout = self.duration(raw.connect_timeout.as_ref(), "connect_timeout");
@@ -256,13 +289,26 @@ impl Validator<'_> {
             let r: &RawRoute = route.get_ref();
             let prefix = r.prefix.get_ref();
             if !seen.insert(prefix.as_str()) {
-                self.error(r.prefix.span(), format!("duplicate prefix `{prefix}`: each prefix may appear in one route only"));
+                self.error(
+                    r.prefix.span(),
+                    format!(
+                        "duplicate prefix `{prefix}`: each prefix may appear in one route only"
+                    ),
+                );
             }
             if !raw.backends.contains_key(r.backend.get_ref()) {
                 let known: Vec<&str> = raw.backends.keys().map(String::as_str).collect();
                 self.error(
                     r.backend.span(),
-                    format!("unknown backend `{}` (defined: {})", r.backend.get_ref(), if known.is_empty() { "none".to_owned() } else { known.join(", ") }),
+                    format!(
+                        "unknown backend `{}` (defined: {})",
+                        r.backend.get_ref(),
+                        if known.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
                 );
             }
             let mut models = Vec::new();
@@ -271,7 +317,10 @@ impl Validator<'_> {
                 if model.get_ref().is_empty() {
                     self.error(model.span(), "a model name must not be empty");
                 } else if !seen_models.insert(model.get_ref().as_str()) {
-                    self.error(model.span(), format!("model `{}` is listed twice", model.get_ref()));
+                    self.error(
+                        model.span(),
+                        format!("model `{}` is listed twice", model.get_ref()),
+                    );
                 } else {
                     models.push(model.get_ref().clone());
                 }
@@ -339,7 +388,9 @@ strip_prefix = false
         assert_eq!(config.server.listen.unwrap().port(), 9000);
         assert_eq!(config.routes.len(), 2);
         assert!(config.routes[0].strip_prefix && !config.routes[1].strip_prefix);
-        let BackendSettings::OpenAI(http) = &config.backends[1].settings else { panic!() };
+        let BackendSettings::OpenAI(http) = &config.backends[1].settings else {
+            panic!()
+        };
         assert_eq!(http.api_key_source.as_deref(), Some("${KEY}"));
         assert_eq!(http.request_timeout, DEFAULT_REQUEST_TIMEOUT);
     }
@@ -348,11 +399,31 @@ strip_prefix = false
     fn each_fault_is_reported_at_its_line_and_column() {
         let src = "[backends.a]\nkind = \"openai\"\nbase_url = \"ftp://x\"\napi_key = \"${NOPE}\"\nconnect_timeout = \"soon\"\n[[routes]]\nprefix = \"a/\"\nbackend = \"b\"\n[[routes]]\nprefix = \"a/\"\nbackend = \"a\"\n";
         let errs = errors(src);
-        assert!(errs.iter().any(|e| e.starts_with("routes.toml:3:12: `base_url` must be an http")), "{errs:#?}");
-        assert!(errs.iter().any(|e| e.starts_with("routes.toml:4:11: environment variable `NOPE` is not set")), "{errs:#?}");
-        assert!(errs.iter().any(|e| e.starts_with("routes.toml:5:19: `connect_timeout` must be a duration")), "{errs:#?}");
-        assert!(errs.iter().any(|e| e.starts_with("routes.toml:8:11: unknown backend `b`")), "{errs:#?}");
-        assert!(errs.iter().any(|e| e.starts_with("routes.toml:10:10: duplicate prefix `a/`")), "{errs:#?}");
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("routes.toml:3:12: `base_url` must be an http")),
+            "{errs:#?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("routes.toml:4:11: environment variable `NOPE` is not set")),
+            "{errs:#?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("routes.toml:5:19: `connect_timeout` must be a duration")),
+            "{errs:#?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("routes.toml:8:11: unknown backend `b`")),
+            "{errs:#?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("routes.toml:10:10: duplicate prefix `a/`")),
+            "{errs:#?}"
+        );
         assert_eq!(errs.len(), 5, "{errs:#?}");
     }
 
@@ -360,7 +431,10 @@ strip_prefix = false
     fn unknown_keys_and_syntax_errors_have_positions() {
         let errs = errors("[backends.e]\nkind = \"echo\"\nbase_ulr = \"x\"\n");
         assert_eq!(errs.len(), 1);
-        assert!(errs[0].starts_with("routes.toml:3:1: unknown field `base_ulr`"), "{errs:?}");
+        assert!(
+            errs[0].starts_with("routes.toml:3:1: unknown field `base_ulr`"),
+            "{errs:?}"
+        );
         let errs = errors("[server]\nlisten = \n");
         assert!(errs[0].starts_with("routes.toml:2:"), "{errs:?}");
         let errs = errors("[backends.x]\nkind = \"grpc\"\n");

@@ -10,7 +10,11 @@ use futures::StreamExt;
 use crate::error::GatewayError;
 
 /// The whole body, or `BodyTooLarge` as soon as it is known to exceed `limit`.
-pub async fn read_body(req: &HttpRequest, mut payload: Payload, limit: usize) -> Result<Bytes, GatewayError> {
+pub async fn read_body(
+    req: &HttpRequest,
+    mut payload: Payload,
+    limit: usize,
+) -> Result<Bytes, GatewayError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -36,7 +40,9 @@ pub async fn read_body(req: &HttpRequest, mut payload: Payload, limit: usize) ->
             }
             (Some(_), Some(buf)) => buf.extend_from_slice(&chunk),
         }
-        let len = rest.as_ref().map_or_else(|| first.as_ref().map_or(0, Bytes::len), BytesMut::len);
+        let len = rest
+            .as_ref()
+            .map_or_else(|| first.as_ref().map_or(0, Bytes::len), BytesMut::len);
         if len > limit {
             return Err(GatewayError::BodyTooLarge { limit });
         }

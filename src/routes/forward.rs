@@ -63,7 +63,9 @@ pub async fn forward<T: RoutedRequest>(
     let model = request.model();
     let resolved = table
         .resolve(model)
-        .ok_or_else(|| GatewayError::ModelNotFound { model: model.to_owned() })?;
+        .ok_or_else(|| GatewayError::ModelNotFound {
+            model: model.to_owned(),
+        })?;
     let body = if resolved.rewrites(model) {
         replace_model(&body, resolved.upstream_model)?
     } else {

@@ -1,7 +1,7 @@
 //! `GET /v1/models` and `GET /v1/models/{model}`.
 
-use actix_web::web::{Data, Json};
 use actix_web::HttpRequest;
+use actix_web::web::{Data, Json};
 
 use crate::error::GatewayError;
 use crate::schema::{Model, ModelList};
@@ -33,7 +33,10 @@ pub async fn list_models(state: Data<AppState>) -> Json<ModelList> {
         (status = 404, description = "Not listed (`model_not_found`)", body = crate::schema::ErrorBody),
     )
 )]
-pub async fn retrieve_model(req: HttpRequest, state: Data<AppState>) -> Result<Json<Model>, GatewayError> {
+pub async fn retrieve_model(
+    req: HttpRequest,
+    state: Data<AppState>,
+) -> Result<Json<Model>, GatewayError> {
     let raw = req.match_info().get("model").unwrap_or_default();
     let id = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
     let table = state.routes.load_full();
@@ -43,5 +46,7 @@ pub async fn retrieve_model(req: HttpRequest, state: Data<AppState>) -> Result<J
         .into_iter()
         .find(|m| m.id == id)
         .map(Json)
-        .ok_or_else(|| GatewayError::ModelNotFound { model: id.into_owned() })
+        .ok_or_else(|| GatewayError::ModelNotFound {
+            model: id.into_owned(),
+        })
 }

@@ -14,7 +14,11 @@ use crate::routing::rewrite::{peek_model, replace_model};
 use crate::state::AppState;
 
 /// Relays the request to the backend its model (or the default backend) names.
-pub async fn relay(req: HttpRequest, payload: Payload, state: Data<AppState>) -> Result<HttpResponse, GatewayError> {
+pub async fn relay(
+    req: HttpRequest,
+    payload: Payload,
+    state: Data<AppState>,
+) -> Result<HttpResponse, GatewayError> {
     let table = state.routes.load_full();
     let body = read_body(&req, payload, table.server.max_body_bytes).await?;
     let path = req.path();
@@ -23,12 +27,18 @@ pub async fn relay(req: HttpRequest, payload: Payload, state: Data<AppState>) ->
         "" => below_v1.to_owned(),
         query => format!("{below_v1}?{query}"),
     };
-    let model = if is_json(&req) { peek_model(&body) } else { None };
+    let model = if is_json(&req) {
+        peek_model(&body)
+    } else {
+        None
+    };
     let (backend, body, client_model) = match &model {
         Some(model) => {
             let resolved = table
                 .resolve(model)
-                .ok_or_else(|| GatewayError::ModelNotFound { model: model.clone() })?;
+                .ok_or_else(|| GatewayError::ModelNotFound {
+                    model: model.clone(),
+                })?;
             let body = if resolved.rewrites(model) {
                 replace_model(&body, resolved.upstream_model)?
             } else {

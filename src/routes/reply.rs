@@ -19,7 +19,10 @@ pub fn respond(reply: UpstreamReply) -> HttpResponse {
     match reply.body {
         ReplyBody::Full(bytes) => response.body(bytes),
         ReplyBody::EventStream(stream) => response
-            .insert_header((header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream")))
+            .insert_header((
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            ))
             .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-cache")))
             // Tell buffering reverse proxies (nginx) in front of us to pass events through.
             .insert_header(("x-accel-buffering", HeaderValue::from_static("no")))

@@ -20,11 +20,13 @@ const DISCOVERY_DEADLINE: Duration = Duration::from_secs(3);
 impl RouteTable {
     /// Every model the table routes, deduplicated, in route order.
     pub async fn models(&self) -> Vec<Model> {
-        let discovered = join_all(
-            self.routes()
-                .iter()
-                .map(|r| async move { if r.discover { self.discover(&r.backend_name).await } else { Arc::default() } }),
-        )
+        let discovered = join_all(self.routes().iter().map(|r| async move {
+            if r.discover {
+                self.discover(&r.backend_name).await
+            } else {
+                Arc::default()
+            }
+        }))
         .await;
         let mut seen = HashSet::new();
         let mut out = Vec::new();
@@ -49,12 +51,11 @@ impl RouteTable {
     }
 
     async fn discover(&self, backend_name: &str) -> Arc<Vec<DiscoveredModel>> {
-        if let Ok(cache) = self.discovered.lock() {
-            if let Some((at, list)) = cache.get(backend_name) {
-                if at.elapsed() < DISCOVERY_TTL {
-                    return list.clone();
-                }
-            }
+        if let Ok(cache) = self.discovered.lock()
+            && let Some((at, list)) = cache.get(backend_name)
+            && at.elapsed() < DISCOVERY_TTL
+        {
+            return list.clone();
         }
         let Some(backend) = self.backend(backend_name) else {
             return Arc::default();
@@ -66,7 +67,10 @@ impl RouteTable {
                 Arc::default()
             }
             Err(_) => {
-                tracing::warn!(backend = backend_name, "model discovery timed out; listing without it");
+                tracing::warn!(
+                    backend = backend_name,
+                    "model discovery timed out; listing without it"
+                );
                 Arc::default()
             }
         };

@@ -18,7 +18,9 @@ struct ModelField<'a> {
 /// The body with its top-level `model` replaced by `model`.
 pub fn replace_model(body: &Bytes, model: &str) -> Result<Bytes, GatewayError> {
     let field: ModelField<'_> =
-        serde_json::from_slice(body).map_err(|e| GatewayError::InvalidJson { message: e.to_string() })?;
+        serde_json::from_slice(body).map_err(|e| GatewayError::InvalidJson {
+            message: e.to_string(),
+        })?;
     let Some(raw) = field.model else {
         return Err(GatewayError::InvalidField {
             param: Some("model".to_owned()),
@@ -31,7 +33,9 @@ pub fn replace_model(body: &Bytes, model: &str) -> Result<Bytes, GatewayError> {
     let mut out = BytesMut::with_capacity(body.len() + model.len());
     out.extend_from_slice(&body[..start]);
     let mut writer = (&mut out).writer();
-    serde_json::to_writer(&mut writer, model).map_err(|e| GatewayError::Internal { message: e.to_string() })?;
+    serde_json::to_writer(&mut writer, model).map_err(|e| GatewayError::Internal {
+        message: e.to_string(),
+    })?;
     out.extend_from_slice(&body[end..]);
     Ok(out.freeze())
 }
@@ -69,7 +73,10 @@ mod tests {
 
     #[test]
     fn peek_reads_only_a_string_model() {
-        assert_eq!(peek_model(br#"{"model":"x","file":"y"}"#).as_deref(), Some("x"));
+        assert_eq!(
+            peek_model(br#"{"model":"x","file":"y"}"#).as_deref(),
+            Some("x")
+        );
         assert_eq!(peek_model(b"--boundary"), None);
     }
 }

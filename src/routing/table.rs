@@ -59,8 +59,15 @@ pub struct RouteTable {
 }
 
 /// Backend name → when listed, and what.
-pub(super) type DiscoveryCache =
-    std::sync::Mutex<HashMap<String, (std::time::Instant, Arc<Vec<crate::backends::DiscoveredModel>>)>>;
+pub(super) type DiscoveryCache = std::sync::Mutex<
+    HashMap<
+        String,
+        (
+            std::time::Instant,
+            Arc<Vec<crate::backends::DiscoveredModel>>,
+        ),
+    >,
+>;
 
 impl RouteTable {
     /// Builds the table and every backend's HTTP client.
@@ -71,10 +78,9 @@ impl RouteTable {
         }
         let mut routes = Vec::with_capacity(config.routes.len());
         for r in &config.routes {
-            let backend = backends
-                .get(&r.backend)
-                .cloned()
-                .ok_or_else(|| format!("route `{}` names unknown backend `{}`", r.prefix, r.backend))?;
+            let backend = backends.get(&r.backend).cloned().ok_or_else(|| {
+                format!("route `{}` names unknown backend `{}`", r.prefix, r.backend)
+            })?;
             routes.push(Route {
                 prefix: r.prefix.clone(),
                 backend_name: r.backend.clone(),
@@ -94,7 +100,7 @@ impl RouteTable {
                 None => by_length.push((len, HashMap::from([(route.prefix.clone(), i)]))),
             }
         }
-        by_length.sort_by(|a, b| b.0.cmp(&a.0));
+        by_length.sort_by_key(|(len, _)| std::cmp::Reverse(*len));
         let loaded_at = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -115,7 +121,11 @@ impl RouteTable {
             let route = &self.routes[*map.get(prefix)?];
             Some(Resolved {
                 route,
-                upstream_model: if route.strip_prefix { &model[*len..] } else { model },
+                upstream_model: if route.strip_prefix {
+                    &model[*len..]
+                } else {
+                    model
+                },
             })
         })
     }
@@ -159,7 +169,10 @@ backend = "e"
     fn the_longest_prefix_wins_and_strip_is_per_route() {
         let t = table(SRC);
         let r = t.resolve("a/b/c").unwrap();
-        assert_eq!((r.route.prefix.as_str(), r.upstream_model), ("a/b/", "a/b/c"));
+        assert_eq!(
+            (r.route.prefix.as_str(), r.upstream_model),
+            ("a/b/", "a/b/c")
+        );
         let r = t.resolve("a/x").unwrap();
         assert_eq!((r.route.prefix.as_str(), r.upstream_model), ("a/", "x"));
         assert!(r.rewrites("a/x"));
@@ -169,7 +182,8 @@ backend = "e"
 
     #[test]
     fn no_catch_all_means_no_route_and_multibyte_names_do_not_panic() {
-        let t = table("[backends.e]\nkind = \"echo\"\n[[routes]]\nprefix = \"é/\"\nbackend = \"e\"\n");
+        let t =
+            table("[backends.e]\nkind = \"echo\"\n[[routes]]\nprefix = \"é/\"\nbackend = \"e\"\n");
         assert!(t.resolve("x/y").is_none());
         assert!(t.resolve("€").is_none());
         assert_eq!(t.resolve("é/m").unwrap().upstream_model, "m");

@@ -518,12 +518,18 @@ mod tests {
 
     #[test]
     fn a_bad_field_is_named_with_its_path() {
-        let err = parse(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":"hot"}"#)
-            .unwrap_err();
+        let err = parse(
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":"hot"}"#,
+        )
+        .unwrap_err();
         assert!(err.starts_with("temperature:"), "{err}");
         let err = parse(r#"{"model":"m","messages":[{"role":"user","content":5}]}"#).unwrap_err();
-        assert!(err.contains("a string or an array of content parts"), "{err}");
-        let err = parse(r#"{"model":"m","messages":[{"role":"wizard","content":"x"}]}"#).unwrap_err();
+        assert!(
+            err.contains("a string or an array of content parts"),
+            "{err}"
+        );
+        let err =
+            parse(r#"{"model":"m","messages":[{"role":"wizard","content":"x"}]}"#).unwrap_err();
         assert!(err.contains("wizard"), "{err}");
         let err = parse(r#"{"messages":[]}"#).unwrap_err();
         assert!(err.contains("model"), "{err}");

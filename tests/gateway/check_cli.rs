@@ -1,0 +1,83 @@
+//! `switchyard check`, run as the real binary.
+
+use std::process::Command;
+
+fn check(contents: &str) -> (bool, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("routes.toml");
+    std::fs::write(&file, contents).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("check")
+        .arg(&file)
+        .env_remove("SWITCHYARD_CONFIG")
+        .output()
+        .unwrap();
+    let stderr =
+        String::from_utf8_lossy(&out.stderr).replace(&file.display().to_string(), "routes.toml");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr,
+    )
+}
+
+#[test]
+fn a_broken_file_is_refused_with_the_line_and_column_of_each_fault() {
+    let (ok, _, stderr) = check(
+        "[backends.a]\nkind = \"openai\"\nbase_url = \"not a url\"\n\n[[routes]]\nprefix = \"a/\"\nbackend = \"missing\"\n",
+    );
+    assert!(!ok, "check must exit non-zero");
+    assert!(
+        stderr.contains("routes.toml:3:12: `base_url` is not a valid URL"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("routes.toml:7:11: unknown backend `missing`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn unknown_keys_and_missing_variables_are_located() {
+    let (ok, _, stderr) = check(
+        "[backends.a]\nkind = \"openai\"\nbase_url = \"http://x/v1\"\napi_key = \"${SWITCHYARD_TEST_SURELY_UNSET}\"\ntimeout = \"1s\"\n",
+    );
+    assert!(!ok);
+    assert!(
+        stderr.contains("routes.toml:5:1: unknown field `timeout`"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = check(
+        "[backends.a]\nkind = \"openai\"\nbase_url = \"http://x/v1\"\napi_key = \"${SWITCHYARD_TEST_SURELY_UNSET}\"\n",
+    );
+    assert!(!ok);
+    assert!(
+        stderr.contains(
+            "routes.toml:4:11: environment variable `SWITCHYARD_TEST_SURELY_UNSET` is not set"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_good_file_prints_the_route_table_without_secrets() {
+    let (ok, stdout, _) = check(
+        "[backends.oa]\nkind = \"openai\"\nbase_url = \"https://api.openai.com/v1\"\napi_key = \"sk-literal-secret\"\n[backends.e]\nkind = \"echo\"\n[[routes]]\nprefix = \"openai/\"\nbackend = \"oa\"\nmodels = [\"gpt-4o\"]\n[[routes]]\nprefix = \"\"\nbackend = \"e\"\n",
+    );
+    assert!(ok);
+    assert!(
+        stdout.contains("openai/") && stdout.contains("gpt-4o") && stdout.contains("catch-all"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("api_key=<set>"), "{stdout}");
+    assert!(!stdout.contains("sk-literal-secret"), "{stdout}");
+}
+
+#[test]
+fn the_shipped_routes_toml_is_valid() {
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/routes.toml")).unwrap();
+    let (ok, stdout, stderr) = check(&shipped);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("echo/"), "{stdout}");
+}

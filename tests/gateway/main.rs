@@ -1,0 +1,16 @@
+//! One integration binary (one link on two cores): the gateway served for real on loopback,
+//! with fake upstreams.
+
+// Test code states its expectations with unwrap/expect/panic: a failed one is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+mod async_openai_client;
+mod chat;
+mod check_cli;
+mod errors;
+mod models;
+mod passthrough;
+mod python_sdk;
+mod streaming;
