@@ -11,6 +11,7 @@ use actix_web::{App, HttpServer};
 
 use crate::config::{self, ConfigErrors};
 use crate::routing::RouteTable;
+use crate::routing::reload::{self, ReloadStatus};
 use crate::state::AppState;
 use crate::{routes, telemetry};
 
@@ -35,13 +36,18 @@ pub enum StartError {
 
 /// Loads `config_path` into a fresh state.
 pub fn load_state(config_path: &Path) -> Result<AppState, StartError> {
-    let (config, _source) = config::load(config_path)?;
+    let (config, source) = config::load(config_path)?;
     let table = RouteTable::build(&config).map_err(StartError::Backend)?;
-    Ok(AppState::new(table))
+    Ok(AppState::new(
+        table,
+        ReloadStatus::new(config_path, &source),
+    ))
 }
 
-/// Starts serving `state` on `listener`; the returned future runs until shutdown.
+/// Starts serving `state` on `listener` and watching its routes file; the returned future runs
+/// until shutdown. Must be called within a tokio runtime (the watcher is spawned on it).
 pub fn start(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
+    reload::spawn_watcher(state.clone());
     let (workers, shutdown) = {
         let table = state.routes.load();
         let workers = table
@@ -74,7 +80,9 @@ pub fn serve(config_path: &Path, listen: Option<SocketAddr>) -> Result<(), Start
         .or(state.routes.load().server.listen)
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
     let listener = TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
-    tracing::info!(%addr, config = %config_path.display(), "switchyard listening");
+    // The bound address, not the requested one: with port 0 the OS picks it.
+    let bound = listener.local_addr().unwrap_or(addr);
+    tracing::info!(addr = %bound, config = %config_path.display(), "switchyard listening");
     actix_web::rt::System::new()
         .block_on(async move { start(listener, state)?.await })
         .map_err(|source| StartError::Bind { addr, source })

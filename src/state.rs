@@ -5,6 +5,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::routing::RouteTable;
+use crate::routing::reload::ReloadStatus;
 
 /// Shared state of the running gateway.
 #[derive(Clone)]
@@ -12,13 +13,16 @@ pub struct AppState {
     /// The route table in force. Handlers take an owned snapshot (`load_full`) that the whole
     /// request, stream included, keeps; a reload swaps in a new table without touching it.
     pub routes: Arc<ArcSwap<RouteTable>>,
+    /// Which file version is in force and how reloads went.
+    pub reload: Arc<ReloadStatus>,
 }
 
 impl AppState {
-    /// State serving `table`.
-    pub fn new(table: RouteTable) -> Self {
+    /// State serving `table`, loaded as described by `reload`.
+    pub fn new(table: RouteTable, reload: ReloadStatus) -> Self {
         AppState {
             routes: Arc::new(ArcSwap::from_pointee(table)),
+            reload: Arc::new(reload),
         }
     }
 }

@@ -47,7 +47,7 @@ pub struct ServerConfig {
 }
 
 /// One `[backends.<name>]`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct BackendConfig {
     /// The table's name.
     pub name: String,
@@ -55,8 +55,8 @@ pub struct BackendConfig {
     pub settings: BackendSettings,
 }
 
-/// Settings by backend kind.
-#[derive(Debug)]
+/// Settings by backend kind. Equality decides whether a reload may keep a backend's client.
+#[derive(Debug, Clone, PartialEq)]
 pub enum BackendSettings {
     /// An OpenAI-compatible HTTP server.
     OpenAI(HttpSettings),
@@ -92,6 +92,19 @@ pub struct HttpSettings {
     pub connect_timeout: Duration,
     /// Time allowed for response headers and between body reads.
     pub request_timeout: Duration,
+}
+
+// By hand because `SecretString` deliberately has no `PartialEq`: a changed key must rebuild.
+impl PartialEq for HttpSettings {
+    fn eq(&self, other: &Self) -> bool {
+        use secrecy::ExposeSecret;
+        self.base_url == other.base_url
+            && self.api_key.as_ref().map(ExposeSecret::expose_secret)
+                == other.api_key.as_ref().map(ExposeSecret::expose_secret)
+            && self.headers == other.headers
+            && self.connect_timeout == other.connect_timeout
+            && self.request_timeout == other.request_timeout
+    }
 }
 
 /// One `[[routes]]`.
@@ -155,16 +168,28 @@ impl fmt::Display for ConfigErrors {
 impl std::error::Error for ConfigErrors {}
 
 /// Reads and validates a routes.toml, resolving `${ENV}` from the process environment.
+/// Returns the config and the file's text (whose hash identifies the version loaded).
 pub fn load(path: &Path) -> Result<(Config, String), ConfigErrors> {
-    let file = path.display().to_string();
-    let source = std::fs::read_to_string(path).map_err(|err| {
+    let source = read(path)?;
+    let config = parse(&source, path)?;
+    Ok((config, source))
+}
+
+/// Reads a config file's text.
+pub fn read(path: &Path) -> Result<String, ConfigErrors> {
+    std::fs::read_to_string(path).map_err(|err| {
         ConfigErrors(vec![ConfigError {
-            file: file.clone(),
+            file: path.display().to_string(),
             line: 0,
             col: 0,
             message: format!("cannot read the file: {err}"),
         }])
-    })?;
-    let config = validate(&source, &file, &|name| std::env::var(name).ok())?;
-    Ok((config, source))
+    })
+}
+
+/// Validates a config file's text, resolving `${ENV}` from the process environment.
+pub fn parse(source: &str, path: &Path) -> Result<Config, ConfigErrors> {
+    validate(source, &path.display().to_string(), &|name| {
+        std::env::var(name).ok()
+    })
 }

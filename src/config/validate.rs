@@ -51,6 +51,13 @@ pub fn validate(
         .filter_map(|(name, backend)| v.backend(name, backend))
         .collect();
     let routes = v.routes(&raw);
+    if routes.is_empty() {
+        // Also what a half-written file looks like to a reload: never serve it.
+        v.error(
+            0..0,
+            "the file defines no [[routes]]; every request would be refused",
+        );
+    }
     if v.errors.is_empty() {
         Ok(Config {
             server,
@@ -439,5 +446,14 @@ strip_prefix = false
         assert!(errs[0].starts_with("routes.toml:2:"), "{errs:?}");
         let errs = errors("[backends.x]\nkind = \"grpc\"\n");
         assert!(errs[0].contains("unknown kind `grpc`"), "{errs:?}");
+    }
+
+    #[test]
+    fn an_empty_file_is_refused_rather_than_serving_nothing() {
+        let errs = errors("");
+        assert_eq!(
+            errs,
+            ["routes.toml:1:1: the file defines no [[routes]]; every request would be refused"]
+        );
     }
 }

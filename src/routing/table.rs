@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::backends::AnyBackend;
-use crate::config::{Config, ServerConfig};
+use crate::config::{BackendSettings, Config, ServerConfig};
 
 /// One route at runtime.
 #[derive(Debug)]
@@ -49,13 +49,20 @@ impl Resolved<'_> {
 pub struct RouteTable {
     routes: Vec<Route>,
     by_length: Vec<(usize, HashMap<String, usize>)>,
-    backends: HashMap<String, Arc<AnyBackend>>,
+    backends: HashMap<String, BuiltBackend>,
     /// `[server]` settings that apply per request.
     pub server: ServerConfig,
     /// When this table was built (Unix seconds), the `created` of models without one.
     pub loaded_at: u64,
     /// Discovered model lists by backend name, cached briefly (see `catalog`).
     pub(super) discovered: DiscoveryCache,
+}
+
+/// A backend with the settings it was built from, so a reload can tell whether to keep it.
+#[derive(Debug)]
+struct BuiltBackend {
+    settings: BackendSettings,
+    backend: Arc<AnyBackend>,
 }
 
 /// Backend name → when listed, and what.
@@ -72,15 +79,38 @@ pub(super) type DiscoveryCache = std::sync::Mutex<
 impl RouteTable {
     /// Builds the table and every backend's HTTP client.
     pub fn build(config: &Config) -> Result<Self, String> {
+        Self::rebuild(config, None)
+    }
+
+    /// Builds the table, keeping from `previous` every backend whose settings did not change,
+    /// and with it its connection pool and warm connections.
+    pub fn rebuild(config: &Config, previous: Option<&RouteTable>) -> Result<Self, String> {
         let mut backends = HashMap::with_capacity(config.backends.len());
         for b in &config.backends {
-            backends.insert(b.name.clone(), Arc::new(AnyBackend::build(b)?));
+            let kept = previous
+                .and_then(|p| p.backends.get(&b.name))
+                .filter(|old| old.settings == b.settings)
+                .map(|old| old.backend.clone());
+            let backend = match kept {
+                Some(backend) => backend,
+                None => Arc::new(AnyBackend::build(b)?),
+            };
+            backends.insert(
+                b.name.clone(),
+                BuiltBackend {
+                    settings: b.settings.clone(),
+                    backend,
+                },
+            );
         }
         let mut routes = Vec::with_capacity(config.routes.len());
         for r in &config.routes {
-            let backend = backends.get(&r.backend).cloned().ok_or_else(|| {
-                format!("route `{}` names unknown backend `{}`", r.prefix, r.backend)
-            })?;
+            let backend = backends
+                .get(&r.backend)
+                .map(|b| b.backend.clone())
+                .ok_or_else(|| {
+                    format!("route `{}` names unknown backend `{}`", r.prefix, r.backend)
+                })?;
             routes.push(Route {
                 prefix: r.prefix.clone(),
                 backend_name: r.backend.clone(),
@@ -137,7 +167,7 @@ impl RouteTable {
 
     /// A backend by name.
     pub fn backend(&self, name: &str) -> Option<&Arc<AnyBackend>> {
-        self.backends.get(name)
+        self.backends.get(name).map(|b| &b.backend)
     }
 }
 
@@ -178,6 +208,26 @@ backend = "e"
         assert!(r.rewrites("a/x"));
         let r = t.resolve("gpt-4o").unwrap();
         assert_eq!((r.route.prefix.as_str(), r.upstream_model), ("", "gpt-4o"));
+    }
+
+    #[test]
+    fn a_rebuild_keeps_unchanged_backends_and_replaces_changed_ones() {
+        let src = |port: u16| {
+            format!(
+                "[backends.a]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:{port}/v1\"\n[backends.b]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:1/v1\"\n[[routes]]\nprefix = \"\"\nbackend = \"a\"\n"
+            )
+        };
+        let load = |s: &str| crate::config::validate(s, "t.toml", &|_| None).unwrap();
+        let first = RouteTable::build(&load(&src(2))).unwrap();
+        let second = RouteTable::rebuild(&load(&src(3)), Some(&first)).unwrap();
+        assert!(Arc::ptr_eq(
+            first.backend("b").unwrap(),
+            second.backend("b").unwrap()
+        ));
+        assert!(!Arc::ptr_eq(
+            first.backend("a").unwrap(),
+            second.backend("a").unwrap()
+        ));
     }
 
     #[test]

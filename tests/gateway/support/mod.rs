@@ -16,6 +16,8 @@ pub struct TestGateway {
     pub base: String,
     /// A plain HTTP client.
     pub client: reqwest::Client,
+    /// The routes.toml it loaded and watches.
+    pub routes_path: std::path::PathBuf,
     handle: actix_web::dev::ServerHandle,
     _dir: tempfile::TempDir,
 }
@@ -73,6 +75,7 @@ pub async fn spawn_gateway(routes_toml: &str) -> TestGateway {
         addr,
         base,
         client: reqwest::Client::new(),
+        routes_path,
         handle,
         _dir: dir,
     }

@@ -1,0 +1,354 @@
+//! Hot reload of routes.toml: watch → debounce → `config::load` → `RouteTable::rebuild` →
+//! `ArcSwap::store`.
+//!
+//! The watcher observes the file's *directory*, not the file, so every way of saving works:
+//! in-place writes, editors that write a temporary file and rename it over, delete-then-create,
+//! and Kubernetes ConfigMap symlink swaps (`..data`). Any event there triggers a re-read; the
+//! file's SHA-256 decides whether anything changed. SIGHUP forces a reload, which also picks up
+//! changed `${ENV}` values.
+//!
+//! Building the new table may fail; storing it cannot. A failed reload keeps the last good table
+//! and is reported in the log (`file:line:col: message`) and in `/health`. Requests in flight
+//! keep the table they started with (they hold an `Arc` of it), and with it its clients.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use notify::{EventKind, RecursiveMode, Watcher};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use super::RouteTable;
+use crate::config;
+use crate::state::AppState;
+
+/// How long the directory must stay quiet before a reload (editors save in several steps).
+const QUIET: Duration = Duration::from_millis(50);
+/// A reload happens at the latest this long after the first event, however busy the directory.
+const MAX_DELAY: Duration = Duration::from_millis(400);
+
+/// The version of the file in force and how reloads have gone; shown by `/health`.
+#[derive(Debug)]
+pub struct ReloadStatus {
+    path: PathBuf,
+    loaded: ArcSwap<Loaded>,
+    last_error: ArcSwapOption<Failure>,
+    /// Reloads that swapped in a new table.
+    pub succeeded: AtomicU64,
+    /// Reloads refused (the last good table kept serving).
+    pub failed: AtomicU64,
+    /// Events after which the file turned out unchanged.
+    pub unchanged: AtomicU64,
+}
+
+/// The file version in force.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// SHA-256 of the file's text, hex.
+    pub sha256: String,
+    /// When it was loaded (Unix seconds).
+    pub at: u64,
+}
+
+/// The last refused reload.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// SHA-256 of the refused text, when the file could be read.
+    pub sha256: Option<String>,
+    /// When (Unix seconds).
+    pub at: u64,
+    /// Every fault, `file:line:col: message`.
+    pub errors: Vec<String>,
+}
+
+/// What a reload attempt did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// A new table is serving.
+    Swapped,
+    /// The file has not changed since the last attempt.
+    Unchanged,
+    /// The file was refused; the old table keeps serving.
+    Refused,
+}
+
+impl ReloadStatus {
+    /// Status for a table just loaded from `path` with text `source`.
+    pub fn new(path: &Path, source: &str) -> Self {
+        ReloadStatus {
+            path: path.to_owned(),
+            loaded: ArcSwap::from_pointee(Loaded {
+                sha256: sha256_hex(source),
+                at: unix_now(),
+            }),
+            last_error: ArcSwapOption::empty(),
+            succeeded: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            unchanged: AtomicU64::new(0),
+        }
+    }
+
+    /// The config file watched.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The version in force.
+    pub fn loaded(&self) -> Arc<Loaded> {
+        self.loaded.load_full()
+    }
+
+    /// The last refused reload, cleared once the file is good again.
+    pub fn last_error(&self) -> Option<Arc<Failure>> {
+        self.last_error.load_full()
+    }
+}
+
+/// Reloads the file now. Without `force`, a file whose text was already loaded (or already
+/// refused) is left alone.
+pub fn reload(state: &AppState, force: bool) -> ReloadOutcome {
+    let status = &state.reload;
+    let source = match config::read(status.path()) {
+        Ok(source) => source,
+        Err(errors) => return refuse(status, None, &errors),
+    };
+    let sha256 = sha256_hex(&source);
+    if !force {
+        if sha256 == status.loaded().sha256 {
+            // Back to the version in force (e.g. a broken edit undone): nothing is wrong now.
+            status.last_error.store(None);
+            status.unchanged.fetch_add(1, Ordering::Relaxed);
+            return ReloadOutcome::Unchanged;
+        }
+        if status.last_error().and_then(|f| f.sha256.clone()).as_ref() == Some(&sha256) {
+            status.unchanged.fetch_add(1, Ordering::Relaxed);
+            return ReloadOutcome::Unchanged;
+        }
+    }
+    let built = config::parse(&source, status.path()).and_then(|config| {
+        let previous = state.routes.load();
+        RouteTable::rebuild(&config, Some(&previous)).map_err(|message| {
+            config::ConfigErrors(vec![config::ConfigError {
+                file: status.path().display().to_string(),
+                line: 0,
+                col: 0,
+                message,
+            }])
+        })
+    });
+    match built {
+        Ok(table) => {
+            let routes = table.routes().len();
+            state.routes.store(Arc::new(table));
+            status.loaded.store(Arc::new(Loaded {
+                sha256: sha256.clone(),
+                at: unix_now(),
+            }));
+            status.last_error.store(None);
+            status.succeeded.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(file = %status.path().display(), %sha256, routes, "routes reloaded");
+            ReloadOutcome::Swapped
+        }
+        Err(errors) => refuse(status, Some(sha256), &errors),
+    }
+}
+
+fn refuse(
+    status: &ReloadStatus,
+    sha256: Option<String>,
+    errors: &config::ConfigErrors,
+) -> ReloadOutcome {
+    let messages: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+    for message in messages.iter().take(10) {
+        tracing::error!("{message}");
+    }
+    tracing::error!(
+        file = %status.path().display(),
+        errors = messages.len(),
+        "reload refused; the last good route table keeps serving"
+    );
+    status.last_error.store(Some(Arc::new(Failure {
+        sha256,
+        at: unix_now(),
+        errors: messages,
+    })));
+    status.failed.fetch_add(1, Ordering::Relaxed);
+    ReloadOutcome::Refused
+}
+
+/// Starts watching the config's directory and SIGHUP, reloading on either, until the runtime
+/// stops. The watch is in place when this returns, so no later edit is missed. Must be called
+/// within a tokio runtime.
+pub fn spawn_watcher(state: AppState) {
+    let path = state.reload.path().to_owned();
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    // Capacity 1 with try_send: one pending "look again" is as good as many.
+    let (tx, rx) = mpsc::channel::<()>(1);
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event
+            && !matches!(event.kind, EventKind::Access(_))
+        {
+            let _ = tx.try_send(());
+        }
+    })
+    .and_then(|mut w| w.watch(&dir, RecursiveMode::NonRecursive).map(|()| w));
+    let _watcher = match watcher {
+        Ok(w) => Some(w),
+        Err(err) => {
+            tracing::error!(dir = %dir.display(), error = %err, "cannot watch the config directory; reload with SIGHUP only");
+            None
+        }
+    };
+    let hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot listen for SIGHUP");
+            None
+        }
+    };
+    tracing::info!(dir = %dir.display(), "watching routes file for changes");
+    tokio::spawn(async move {
+        // The watcher stops when dropped: the task owns it.
+        let _watcher = _watcher;
+        watch_loop(state, rx, hangup).await;
+    });
+}
+
+async fn watch_loop(
+    state: AppState,
+    mut rx: mpsc::Receiver<()>,
+    mut hangup: Option<tokio::signal::unix::Signal>,
+) {
+    loop {
+        let force = tokio::select! {
+            event = rx.recv() => {
+                if event.is_none() {
+                    break;
+                }
+                settle(&mut rx).await;
+                false
+            }
+            Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                tracing::info!("SIGHUP: reloading routes");
+                true
+            }
+        };
+        let state = state.clone();
+        if let Err(err) = tokio::task::spawn_blocking(move || reload(&state, force)).await {
+            tracing::error!(error = %err, "reload task failed");
+        }
+    }
+}
+
+/// Waits until no event arrived for `QUIET`, or `MAX_DELAY` passed.
+async fn settle(rx: &mut mpsc::Receiver<()>) {
+    let deadline = tokio::time::Instant::now() + MAX_DELAY;
+    while let Ok(Some(())) =
+        tokio::time::timeout_at(deadline.min(tokio::time::Instant::now() + QUIET), rx.recv()).await
+    {
+    }
+}
+
+/// Hex SHA-256 of a file's text.
+pub fn sha256_hex(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state_for(dir: &Path, text: &str) -> AppState {
+        let path = dir.join("routes.toml");
+        std::fs::write(&path, text).unwrap();
+        let (config, source) = config::load(&path).unwrap();
+        AppState::new(
+            RouteTable::build(&config).unwrap(),
+            ReloadStatus::new(&path, &source),
+        )
+    }
+
+    const A: &str = "[backends.e]\nkind = \"echo\"\n[[routes]]\nprefix = \"a/\"\nbackend = \"e\"\n";
+    const B: &str = "[backends.e]\nkind = \"echo\"\n[[routes]]\nprefix = \"b/\"\nbackend = \"e\"\n";
+
+    #[test]
+    fn a_valid_edit_swaps_an_invalid_one_is_refused_and_undoing_it_clears_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state_for(dir.path(), A);
+        let path = dir.path().join("routes.toml");
+
+        assert_eq!(reload(&state, false), ReloadOutcome::Unchanged);
+        std::fs::write(&path, B).unwrap();
+        assert_eq!(reload(&state, false), ReloadOutcome::Swapped);
+        assert!(state.routes.load().resolve("b/x").is_some());
+
+        std::fs::write(&path, "[[routes]]\nprefix = \"c/\"\nbackend = \"nope\"\n").unwrap();
+        assert_eq!(reload(&state, false), ReloadOutcome::Refused);
+        assert!(
+            state.routes.load().resolve("b/x").is_some(),
+            "last good table serves"
+        );
+        let failure = state.reload.last_error().unwrap();
+        assert!(
+            failure.errors[0].ends_with("routes.toml:3:11: unknown backend `nope` (defined: none)"),
+            "{:?}",
+            failure.errors
+        );
+        assert_eq!(
+            reload(&state, false),
+            ReloadOutcome::Unchanged,
+            "the same broken text is not re-reported"
+        );
+
+        std::fs::write(&path, B).unwrap();
+        assert_eq!(reload(&state, false), ReloadOutcome::Unchanged);
+        assert!(state.reload.last_error().is_none());
+        assert_eq!(state.reload.failed.load(Ordering::Relaxed), 1);
+        assert_eq!(state.reload.succeeded.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_missing_file_is_refused_and_forced_reloads_always_rebuild() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state_for(dir.path(), A);
+        std::fs::remove_file(dir.path().join("routes.toml")).unwrap();
+        assert_eq!(reload(&state, false), ReloadOutcome::Refused);
+        assert!(state.routes.load().resolve("a/x").is_some());
+        std::fs::write(dir.path().join("routes.toml"), A).unwrap();
+        assert_eq!(reload(&state, true), ReloadOutcome::Swapped);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn settle_waits_for_quiet_but_not_forever() {
+        let (tx, mut rx) = mpsc::channel(1);
+        // A burst that never goes quiet is cut off at MAX_DELAY.
+        tokio::spawn(async move {
+            loop {
+                let _ = tx.try_send(());
+                tokio::time::sleep(QUIET / 2).await;
+            }
+        });
+        let started = tokio::time::Instant::now();
+        settle(&mut rx).await;
+        let waited = started.elapsed();
+        assert!(
+            waited >= MAX_DELAY && waited < MAX_DELAY + QUIET,
+            "{waited:?}"
+        );
+    }
+}
