@@ -43,7 +43,10 @@ const NOT_FORWARDED_UP: &[&str] = &["accept-encoding", "expect"];
 pub struct HttpUpstream {
     name: Arc<str>,
     client: reqwest::Client,
-    base: String,
+    /// Parsed once: building each request's URL from it skips URL and IDNA parsing of the host.
+    base: url::Url,
+    /// `base`'s path without a trailing `/` (e.g. `/v1`), joined with each request's path.
+    base_path: String,
     api_key: Option<HeaderValue>,
     headers: Vec<(HeaderName, HeaderValue)>,
     request_timeout: Duration,
@@ -85,7 +88,8 @@ impl HttpUpstream {
         Ok(HttpUpstream {
             name: Arc::from(name),
             client,
-            base: settings.base_url.as_str().trim_end_matches('/').to_owned(),
+            base: settings.base_url.clone(),
+            base_path: settings.base_url.path().trim_end_matches('/').to_owned(),
             api_key,
             headers,
             request_timeout: settings.request_timeout,
@@ -105,12 +109,9 @@ impl HttpUpstream {
         body: Bytes,
         client_headers: &ActixHeaders,
     ) -> Result<reqwest::Response, GatewayError> {
-        let mut url = String::with_capacity(self.base.len() + path.len());
-        url.push_str(&self.base);
-        url.push_str(path);
         let request = self
             .client
-            .request(method, url)
+            .request(method, self.url(path))
             .headers(self.upstream_headers(client_headers))
             .body(body);
         match tokio::time::timeout(self.request_timeout, request.send()).await {
@@ -118,6 +119,21 @@ impl HttpUpstream {
             Ok(Err(err)) => Err(self.map_error(&err, "response headers")),
             Err(_) => Err(self.timeout("response headers")),
         }
+    }
+
+    /// `base_url` joined with a path below `/v1` (query included).
+    fn url(&self, path_and_query: &str) -> url::Url {
+        let (path, query) = match path_and_query.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (path_and_query, None),
+        };
+        let mut url = self.base.clone();
+        let mut full = String::with_capacity(self.base_path.len() + path.len());
+        full.push_str(&self.base_path);
+        full.push_str(path);
+        url.set_path(&full);
+        url.set_query(query);
+        url
     }
 
     /// The client's headers minus hop-by-hop ones, with the backend's key and headers applied.
@@ -255,4 +271,45 @@ pub fn is_event_stream(response: &reqwest::Response) -> bool {
         .get(reqwest::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(base: &str) -> HttpUpstream {
+        let settings = HttpSettings {
+            base_url: url::Url::parse(base).unwrap(),
+            api_key: None,
+            api_key_source: None,
+            headers: Vec::new(),
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(1),
+        };
+        HttpUpstream::new("t", &settings).unwrap()
+    }
+
+    #[test]
+    fn request_paths_join_below_the_base_path_without_doubling_slashes() {
+        assert_eq!(
+            upstream("http://h:1/v1").url("/chat/completions").as_str(),
+            "http://h:1/v1/chat/completions"
+        );
+        assert_eq!(
+            upstream("http://h:1/v1/")
+                .url("/files?purpose=batch")
+                .as_str(),
+            "http://h:1/v1/files?purpose=batch"
+        );
+        assert_eq!(
+            upstream("https://h/proxy/openai/v1")
+                .url("/models")
+                .as_str(),
+            "https://h/proxy/openai/v1/models"
+        );
+        assert_eq!(
+            upstream("http://h").url("/embeddings").as_str(),
+            "http://h/embeddings"
+        );
+    }
 }

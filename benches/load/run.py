@@ -1,0 +1,237 @@
+#!/usr/bin/env python3
+"""Side-by-side load bench: direct to a mock upstream vs through Switchyard (and nginx, the floor).
+
+One command:  python3 benches/load/run.py [--seconds 10] [--no-nginx]
+
+It installs wrk (and nginx) from Debian when missing, builds the gateway, the mock upstream and
+the stream probe in release mode, pins the proxy under test to CPU 1 and the load generator and
+mock to CPU 0, and prints one Markdown table measured in one run:
+  - non-streaming chat and streaming chat (20 chunks) at concurrency 1, 64, 256: requests/s,
+    p50 / p99 / p99.9 latency (to the end of the stream), the added latency (proxy minus direct)
+    and the proxy's CPU time per request;
+  - time to first event of a stream (stream probe, 2 ms between upstream chunks);
+  - the gateway's RSS idle, under load, and with 2,000 streams held open.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/switchyard-target"))
+RELEASE = os.path.join(TARGET, "release")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+CONCURRENCY = [1, 64, 256]
+CHAT = '{"model":"%s","messages":[{"role":"user","content":"Say something short."}],"max_tokens":32}'
+STREAM = '{"model":"%s","stream":true,"messages":[{"role":"user","content":"Say something short."}]}'
+PACED = '{"model":"%s","stream":true,"mock_pause_ms":%d,"messages":[{"role":"user","content":"x"}]}'
+
+
+def sh(*cmd, **kw):
+    return subprocess.run(cmd, check=True, **kw)
+
+
+def ensure_tools(nginx):
+    wanted = ["wrk"] + (["nginx"] if nginx else [])
+    missing = [t for t in wanted if shutil.which(t) is None and not os.path.exists("/usr/sbin/" + t)]
+    if missing:
+        sudo = [] if os.geteuid() == 0 else ["sudo"]
+        sh(*sudo, "apt-get", "update", "-qq")
+        sh(*sudo, "apt-get", "install", "-y", "-qq", *missing, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1).read()
+            return
+        except Exception:
+            time.sleep(0.05)
+    sys.exit(f"{url} did not come up")
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def served(mock_port):
+    return int(urllib.request.urlopen(f"http://127.0.0.1:{mock_port}/stats").read())
+
+
+def wrk(url, body, conns, seconds):
+    out = subprocess.run(
+        ["taskset", "-c", "0", "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", "-s",
+         os.path.join(ROOT, "benches/load/wrk.lua"), url],
+        check=True, capture_output=True, text=True, env={**os.environ, "WRK_BODY": body}).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def probe(url, body, conns, seconds):
+    out = subprocess.run(
+        ["taskset", "-c", "0", os.path.join(RELEASE, "examples/stream_probe"), url, str(conns), str(seconds), body],
+        check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, pid):
+        super().__init__(daemon=True)
+        self.pid, self.peak, self.running = pid, 0, True
+
+    def run(self):
+        while self.running:
+            self.peak = max(self.peak, rss_kib(self.pid))
+            time.sleep(0.1)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--no-nginx", action="store_true")
+    ap.add_argument("--streams-held", type=int, default=2000)
+    args = ap.parse_args()
+    use_nginx = not args.no_nginx
+    ensure_tools(use_nginx)
+    sh("cargo", "build", "--release", "--quiet", "--bin", "switchyard", "--example", "mock_upstream",
+       "--example", "stream_probe", cwd=ROOT, env={**os.environ, "CARGO_TARGET_DIR": TARGET})
+
+    procs, tmp = [], tempfile.mkdtemp(prefix="switchyard-load-")
+    try:
+        mock_port, gw_port, nginx_port = free_port(), free_port(), free_port()
+        procs.append(subprocess.Popen(["taskset", "-c", "0", os.path.join(RELEASE, "examples/mock_upstream"),
+                                       f"127.0.0.1:{mock_port}", "1"], stdout=subprocess.DEVNULL))
+        wait_http(f"http://127.0.0.1:{mock_port}/stats")
+        routes = os.path.join(tmp, "routes.toml")
+        with open(routes, "w") as f:
+            f.write(f'[backends.mock]\nkind = "openai"\nbase_url = "http://127.0.0.1:{mock_port}/v1"\n'
+                    f'[[routes]]\nprefix = "mock/"\nbackend = "mock"\n')
+        gw = subprocess.Popen(["taskset", "-c", "1", os.path.join(RELEASE, "switchyard"), "serve", "--config", routes,
+                               "--listen", f"127.0.0.1:{gw_port}"], env={**os.environ, "RUST_LOG": "warn"})
+        procs.append(gw)
+        wait_http(f"http://127.0.0.1:{gw_port}/health")
+        time.sleep(0.5)
+        idle_rss = rss_kib(gw.pid)
+        targets = [("direct", f"http://127.0.0.1:{mock_port}/v1/chat/completions", "mock-model", None)]
+        if use_nginx:
+            conf = os.path.join(tmp, "nginx.conf")
+            with open(conf, "w") as f:
+                f.write(f"""worker_processes 1; pid {tmp}/nginx.pid; error_log {tmp}/nginx.err;
+events {{ worker_connections 8192; }}
+http {{ access_log off; upstream mock {{ server 127.0.0.1:{mock_port}; keepalive 64; }}
+  server {{ listen 127.0.0.1:{nginx_port}; location / {{ proxy_pass http://mock; proxy_http_version 1.1;
+    proxy_set_header Connection ""; proxy_buffering off; }} }} }}
+""")
+            nginx = subprocess.Popen(["taskset", "-c", "1", "nginx", "-c", conf, "-g", "daemon off;"])
+            procs.append(nginx)
+            wait_http(f"http://127.0.0.1:{nginx_port}/stats")
+            targets.append(("nginx", f"http://127.0.0.1:{nginx_port}/v1/chat/completions", "mock-model", nginx.pid))
+        targets.append(("switchyard", f"http://127.0.0.1:{gw_port}/v1/chat/completions", "mock/mock-model", gw.pid))
+
+        sampler = RssSampler(gw.pid)
+        sampler.start()
+        rows = []
+        for scenario, template in (("chat", CHAT), ("stream", STREAM)):
+            for c in CONCURRENCY:
+                results = {}
+                for name, url, model, pid in targets:
+                    body = template % model
+                    wrk(url, body, c, 2)  # warm-up
+                    cpu0, seen0 = (cpu_seconds(pid) if pid else 0), served(mock_port)
+                    r = wrk(url, body, c, args.seconds)
+                    r["cpu_us"] = (cpu_seconds(pid) - cpu0) * 1e6 / max(r["requests"], 1) if pid else None
+                    r["upstream_saw"] = served(mock_port) - seen0
+                    r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
+                    results[name] = r
+                rows.append((scenario, c, results))
+        load_rss = sampler.peak
+        first = []
+        for c in CONCURRENCY:
+            res = {name: probe(url, PACED % (model, 2), c, max(3, args.seconds // 2)) for name, url, model, _ in targets}
+            first.append((c, res))
+        sampler.running = False
+
+        # 2,000 streams held open through the gateway (upstream pauses 60 s between chunks).
+        base_rss = rss_kib(gw.pid)
+        hold = subprocess.Popen([os.path.join(RELEASE, "examples/stream_probe"), f"http://127.0.0.1:{gw_port}/v1/chat/completions",
+                                 str(args.streams_held), "hold", PACED % ("mock/mock-model", 60000)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = hold.stdout.readline()
+        time.sleep(1)
+        held_rss = rss_kib(gw.pid)
+        hold.stdin.close()
+        hold.wait(timeout=30)
+        report(rows, first, idle_rss, load_rss, base_rss, held_rss, line.strip(), args, [t[0] for t in targets])
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def ms(us):
+    return f"{us / 1000:.3f}"
+
+
+def report(rows, first, idle_rss, load_rss, base_rss, held_rss, held_line, args, names):
+    proxies = [n for n in names if n != "direct"]
+    print(f"\n## Load bench, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores; proxies pinned to CPU 1, "
+          f"wrk (1 thread) and mock to CPU 0; {args.seconds} s per cell after a 2 s warm-up\n")
+    print("Latency in ms (to the end of the response or stream); added = proxy minus direct; CPU = proxy CPU time per request.\n")
+    print("| scenario | c | target | req/s | % of direct | p50 | p99 | p99.9 | added p50 | added p99 | CPU µs/req | errors | upstream saw |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for scenario, c, res in rows:
+        d = res["direct"]
+        for name in names:
+            r = res[name]
+            added = "" if name == "direct" else f"{ms(r['p50'] - d['p50'])} | {ms(r['p99'] - d['p99'])}"
+            added = added or " | "
+            cpu = "" if r["cpu_us"] is None else f"{r['cpu_us']:.0f}"
+            pct = "" if name == "direct" else f"{100 * r['rps'] / d['rps']:.0f}%"
+            print(f"| {scenario} | {c} | {name} | {r['rps']:.0f} | {pct} | {ms(r['p50'])} | {ms(r['p99'])} | {ms(r['p999'])} | {added} | {cpu} | "
+                  f"{r['errors'] + r['status_errors']} | {r['upstream_saw']} |")
+    print("\nTime to first event of a stream (stream probe, upstream pauses 2 ms between its 20 chunks), ms:\n")
+    print("| c | target | streams/s | first p50 | first p99 | first p99.9 | added first p50 | added first p99 | end p50 | errors |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for c, res in first:
+        d = res["direct"]
+        for name in names:
+            r = res[name]
+            added = " | " if name == "direct" else f"{ms(r['first_p50'] - d['first_p50'])} | {ms(r['first_p99'] - d['first_p99'])}"
+            print(f"| {c} | {name} | {r['requests'] / r['seconds']:.0f} | {ms(r['first_p50'])} | {ms(r['first_p99'])} | {ms(r['first_p999'])} | "
+                  f"{added} | {ms(r['end_p50'])} | {r['errors']} |")
+    n = args.streams_held
+    per_stream = (held_rss - base_rss) / n
+    print(f"\nGateway RSS: idle {idle_rss / 1024:.1f} MiB; peak under load {load_rss / 1024:.1f} MiB; "
+          f"{held_line or 'hold failed'}: {base_rss / 1024:.1f} → {held_rss / 1024:.1f} MiB = {per_stream:.1f} KiB per open stream.")
+
+
+if __name__ == "__main__":
+    main()
