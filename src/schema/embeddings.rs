@@ -153,8 +153,26 @@ pub struct Embedding {
     /// Position of the input it embeds.
     pub index: u32,
     /// Floats, or a base64 string when `encoding_format` was `base64`.
-    #[schema(value_type = Object)]
+    #[schema(schema_with = embedding_vector)]
     pub embedding: Value,
+}
+
+/// The schema of `Embedding::embedding`: the vector as numbers, or as base64 of little-endian
+/// f32s.
+fn embedding_vector() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
+    OneOfBuilder::new()
+        .description(Some(
+            "The vector: numbers (`encoding_format: float`, the default) or a base64 string of \
+             little-endian f32s (`encoding_format: base64`).",
+        ))
+        .item(ArrayBuilder::new().items(ObjectBuilder::new().schema_type(Type::Number)))
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .content_encoding("base64"),
+        )
+        .into()
 }
 
 /// Token counts of an embeddings request.
