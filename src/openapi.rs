@@ -115,15 +115,95 @@ impl Modify for RequestIdHeader {
 
 /// The document as pretty JSON with a final newline: exactly `openapi/openapi.json`.
 pub fn to_json() -> String {
-    // Serialising utoipa's own types cannot fail; an empty document would fail every test.
-    let mut json = ApiDoc::openapi().to_pretty_json().unwrap_or_default();
+    // Serialising a `Value` cannot fail; an empty document would fail every test.
+    let mut json = serde_json::to_string_pretty(&to_value()).unwrap_or_default();
     json.push('\n');
     json
 }
 
 /// The document as a JSON value, the base that `GET /openapi.json` extends.
 pub fn to_value() -> Value {
-    serde_json::to_value(ApiDoc::openapi()).unwrap_or(Value::Null)
+    let mut spec = serde_json::to_value(ApiDoc::openapi()).unwrap_or(Value::Null);
+    widen_unsigned_32(&mut spec);
+    add_stream_event_schema(&mut spec);
+    sorted(spec)
+}
+
+/// The name of the schema of one event of a streamed chat completion.
+const STREAM_EVENT: &str = "ChatCompletionStreamEvent";
+
+/// Describes `text/event-stream` the way OpenAPI 3.2 (and tools reading 3.1 documents, such as
+/// Schemathesis) read it: the schema is that of one event, an object whose `data` is a string;
+/// here a `ChatCompletionChunk` as JSON, the final `[DONE]`, or an `ErrorBody` when the stream
+/// fails after it started. utoipa 5 has no `contentSchema` nor `const`, so these few keywords
+/// are added to its output here; everything they reference is derived.
+fn add_stream_event_schema(spec: &mut Value) {
+    let json_of = |name: &str, description: &str| {
+        serde_json::json!({
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": { "$ref": format!("#/components/schemas/{name}") },
+            "description": description,
+        })
+    };
+    let event = serde_json::json!({
+        "type": "object",
+        "description": "One server-sent event of a streamed chat completion. Only `data` is \
+            sent; an event is the line `data: <data>` followed by a blank line.",
+        "required": ["data"],
+        "properties": {
+            "data": {
+                "anyOf": [
+                    json_of("ChatCompletionChunk", "A chunk, as JSON."),
+                    { "const": "[DONE]", "description": "The last event of a complete stream." },
+                    json_of("ErrorBody", "A failure after the stream started; the stream \
+                        closes after this event."),
+                ],
+            },
+        },
+    });
+    if let Some(Value::Object(schemas)) = spec.pointer_mut("/components/schemas") {
+        schemas.insert(STREAM_EVENT.to_owned(), event);
+    }
+    if let Some(media) = spec
+        .pointer_mut("/paths/~1v1~1chat~1completions/post/responses/200/content/text~1event-stream")
+    {
+        media["schema"] =
+            serde_json::json!({ "$ref": format!("#/components/schemas/{STREAM_EVENT}") });
+    }
+}
+
+/// utoipa 5 renders `u32` as `format: int32, minimum: 0`, whose implied maximum (2^31 - 1) is
+/// half of what the gateway accepts: a client sending `max_tokens: 3000000000` is valid. State
+/// the real range. (No signed 32-bit integer in the API has `minimum: 0`.)
+fn widen_unsigned_32(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            if map.get("format").and_then(Value::as_str) == Some("int32")
+                && map.get("minimum").and_then(Value::as_u64) == Some(0)
+            {
+                map.insert("format".to_owned(), Value::from("int64"));
+                map.insert("maximum".to_owned(), Value::from(u32::MAX));
+            }
+            map.values_mut().for_each(widen_unsigned_32);
+        }
+        Value::Array(items) => items.iter_mut().for_each(widen_unsigned_32),
+        _ => {}
+    }
+}
+
+/// `value` with every object's keys in order, so the output is the same whichever way
+/// `serde_json` is built (its `preserve_order` feature may be switched on by another crate).
+fn sorted(value: Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(String, Value)> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(sorted).collect()),
+        other => other,
+    }
 }
 
 /// Where `with_route_examples` puts the live model names: each request schema's `model`.
@@ -172,11 +252,27 @@ pub fn with_route_examples(mut spec: Value, models: &[String], prefixes: &[Strin
     if let Some(first) = models.first() {
         for path in ["/v1/chat/completions", "/v1/embeddings"] {
             let pointer = format!(
-                "/paths/{}/post/requestBody/content/application~1json/example/model",
+                "/paths/{}/post/requestBody/content/application~1json",
                 path.replace('/', "~1")
             );
-            if let Some(model) = spec.pointer_mut(&pointer) {
-                *model = Value::String(first.clone());
+            let Some(Value::Object(media)) = spec.pointer_mut(&pointer) else {
+                continue;
+            };
+            // `example`, or each `value` of `examples`.
+            let bodies = media
+                .iter_mut()
+                .flat_map(|(key, value)| match (key.as_str(), value) {
+                    ("example", body) => vec![body],
+                    ("examples", Value::Object(named)) => named
+                        .values_mut()
+                        .filter_map(|e| e.get_mut("value"))
+                        .collect(),
+                    _ => Vec::new(),
+                });
+            for body in bodies {
+                if let Some(model) = body.get_mut("model") {
+                    *model = Value::String(first.clone());
+                }
             }
         }
     }
@@ -210,8 +306,16 @@ mod tests {
         let chat = &spec["paths"]["/v1/chat/completions"]["post"]["responses"];
         assert_eq!(
             chat["200"]["content"]["text/event-stream"]["schema"]["$ref"],
+            "#/components/schemas/ChatCompletionStreamEvent"
+        );
+        let data =
+            &spec["components"]["schemas"]["ChatCompletionStreamEvent"]["properties"]["data"];
+        assert_eq!(
+            data["anyOf"][0]["contentSchema"]["$ref"],
             "#/components/schemas/ChatCompletionChunk"
         );
+        assert_eq!(data["anyOf"][1]["const"], "[DONE]");
+        assert!(spec["components"]["schemas"]["ChatCompletionChunk"].is_object());
         assert_eq!(
             chat["200"]["content"]["application/json"]["schema"]["$ref"],
             "#/components/schemas/ChatCompletion"
@@ -223,6 +327,15 @@ mod tests {
                 "{status}"
             );
         }
+    }
+
+    #[test]
+    fn unsigned_32_bit_fields_state_their_real_range() {
+        let spec = to_value();
+        let n = &spec["components"]["schemas"]["ChatCompletionRequest"]["properties"]["n"];
+        assert_eq!(n["maximum"], u32::MAX);
+        assert_eq!(n["minimum"], 0);
+        assert!(!spec.to_string().contains("int32"));
     }
 
     #[test]
@@ -251,6 +364,14 @@ mod tests {
         );
         let param = &spec["paths"]["/v1/models/{model}"]["get"]["parameters"][0]["schema"];
         assert_eq!(param["examples"][1], "up/gpt-4o");
+        let body = &spec["paths"]["/v1/chat/completions"]["post"]["requestBody"]["content"]["application/json"];
+        assert_eq!(body["examples"]["plain"]["value"]["model"], "echo/hello");
+        assert_eq!(body["examples"]["stream"]["value"]["model"], "echo/hello");
+        let models = vec!["up/gpt-4o".to_owned()];
+        let spec = with_route_examples(to_value(), &models, &prefixes);
+        let body =
+            &spec["paths"]["/v1/embeddings"]["post"]["requestBody"]["content"]["application/json"];
+        assert_eq!(body["example"]["model"], "up/gpt-4o");
         // Without routes the document is the committed one, unchanged.
         assert_eq!(with_route_examples(to_value(), &[], &[]), to_value());
     }

@@ -35,16 +35,28 @@ pub struct ChatCompletionRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_p: Option<f32>,
     /// How many choices to generate.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "super::integer::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub n: Option<u32>,
     /// Up to 4 sequences where generation stops.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop: Option<Stop>,
     /// Deprecated by OpenAI in favour of `max_completion_tokens`; still widely used.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "super::integer::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_tokens: Option<u32>,
     /// Upper bound on generated tokens.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "super::integer::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_completion_tokens: Option<u32>,
     /// -2 to 2.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -59,10 +71,18 @@ pub struct ChatCompletionRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<bool>,
     /// How many most likely tokens to return at each position.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "super::integer::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub top_logprobs: Option<u32>,
     /// Seed for best-effort deterministic sampling.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "super::integer::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub seed: Option<i64>,
     /// End-user identifier.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -454,10 +474,9 @@ pub struct FunctionDefinition {
     /// What it does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    /// JSON schema of the arguments.
+    /// JSON schema of the arguments (an object).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Object)]
-    pub parameters: Option<Value>,
+    pub parameters: Option<Map<String, Value>>,
     /// Enforce the schema exactly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strict: Option<bool>,
@@ -546,10 +565,9 @@ pub struct JsonSchemaFormat {
     /// What the schema is for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    /// The JSON schema.
+    /// The JSON schema (an object).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Object)]
-    pub schema: Option<Value>,
+    pub schema: Option<Map<String, Value>>,
     /// Enforce exactly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strict: Option<bool>,

@@ -5,6 +5,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
+use super::integer::Integer;
+
 /// An embeddings request.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct EmbeddingRequest {
@@ -17,7 +19,11 @@ pub struct EmbeddingRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encoding_format: Option<EncodingFormat>,
     /// Output dimensions, for models that support it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "super::integer::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub dimensions: Option<u32>,
     /// End-user identifier.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -72,8 +78,8 @@ impl EmbeddingInput {
 #[serde(untagged)]
 enum InputItem {
     Text(String),
-    Token(u32),
-    Tokens(Vec<u32>),
+    Token(Integer<u32>),
+    Tokens(Vec<Integer<u32>>),
 }
 
 // Hand-written so that a wrong shape says what is allowed, and so a mixed array is refused.
@@ -112,7 +118,7 @@ impl<'de> Deserialize<'de> for EmbeddingInput {
                     Some(InputItem::Token(_)) => items
                         .into_iter()
                         .map(|i| match i {
-                            InputItem::Token(t) => Ok(t),
+                            InputItem::Token(Integer(t)) => Ok(t),
                             _ => Err(mixed()),
                         })
                         .collect::<Result<_, _>>()
@@ -120,7 +126,7 @@ impl<'de> Deserialize<'de> for EmbeddingInput {
                     Some(InputItem::Tokens(_)) => items
                         .into_iter()
                         .map(|i| match i {
-                            InputItem::Tokens(t) => Ok(t),
+                            InputItem::Tokens(t) => Ok(t.into_iter().map(|Integer(t)| t).collect()),
                             _ => Err(mixed()),
                         })
                         .collect::<Result<_, _>>()
