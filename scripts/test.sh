@@ -7,6 +7,14 @@ cd "$(dirname "$0")/.."
 # Reuse one build directory across clean checkouts (CI clones afresh each run).
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/switchyard-target}"
 
+# --- Headless Chromium for the docs page test (Debian's package; no browser download) ----------
+if ! command -v chromium >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    chromium fonts-liberation >/dev/null
+fi
+
 # --- Python venv with the real clients -------------------------------------------------------
 if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import openai, pytest' 2>/dev/null \
    || ! cmp -s tests/python/requirements.txt .venv/.requirements.installed; then

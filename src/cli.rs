@@ -1,4 +1,4 @@
-//! The command line: `serve` and `check` (and `worker` in a later issue).
+//! The command line: `serve`, `check` and `openapi` (and `worker` in a later issue).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -41,6 +41,8 @@ pub enum Command {
         #[arg(env = "SWITCHYARD_CONFIG", default_value = "routes.toml")]
         path: PathBuf,
     },
+    /// Print the OpenAPI 3.1 document of the gateway's API (what `openapi/openapi.json` holds).
+    Openapi,
 }
 
 /// Runs a parsed command line.
@@ -61,6 +63,19 @@ pub fn run(cli: Cli) -> ExitCode {
             }
         }
         Command::Check { path } => check(&path),
+        Command::Openapi => {
+            let mut out = std::io::stdout().lock();
+            match out
+                .write_all(crate::openapi::to_json().as_bytes())
+                .and_then(|()| out.flush())
+            {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    let _ = writeln!(std::io::stderr(), "switchyard: {err}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 

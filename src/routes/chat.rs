@@ -5,7 +5,7 @@ use actix_web::{HttpRequest, HttpResponse};
 
 use super::forward::forward;
 use crate::error::GatewayError;
-use crate::schema::ChatCompletionRequest;
+use crate::schema::{ChatCompletionRequest, ErrorBody};
 use crate::state::AppState;
 
 /// Creates a chat completion, streamed as server-sent events when `stream` is true.
@@ -13,14 +13,35 @@ use crate::state::AppState;
     post,
     path = "/v1/chat/completions",
     tag = "chat",
-    request_body = ChatCompletionRequest,
+    request_body(
+        description = "The OpenAI chat completion request. Fields not listed are forwarded to the backend byte for byte (`top_k`, `guided_json`, ...).",
+        content((ChatCompletionRequest = "application/json", examples(
+            ("plain" = (summary = "One answer", value = json!({
+                "model": "echo/hello",
+                "messages": [{"role": "user", "content": "hi there"}]
+            }))),
+            ("stream" = (summary = "Streamed, with a final usage chunk", value = json!({
+                "model": "echo/hello",
+                "stream": true,
+                "stream_options": {"include_usage": true},
+                "messages": [
+                    {"role": "system", "content": "Answer briefly."},
+                    {"role": "user", "content": "hi there"}
+                ]
+            }))),
+        ))),
+    ),
     responses(
-        (status = 200, description = "A chat completion, or with `stream: true` a `text/event-stream` of `chat.completion.chunk` events ending with `data: [DONE]`", body = crate::schema::ChatCompletion),
-        (status = 400, description = "Malformed JSON or a field that does not fit the schema", body = crate::schema::ErrorBody),
-        (status = 404, description = "No route serves the model (`model_not_found`)", body = crate::schema::ErrorBody),
-        (status = 413, description = "Body over `max_body_bytes`", body = crate::schema::ErrorBody),
-        (status = 502, description = "Upstream unreachable", body = crate::schema::ErrorBody),
-        (status = 504, description = "Upstream timed out", body = crate::schema::ErrorBody),
+        (status = 200, description = "A chat completion (`application/json`), or with `stream: true` a `text/event-stream` whose events are each `data: ` and one `ChatCompletionChunk`, ending with `data: [DONE]`. A failure after the stream started is one `data: {\"error\":{...}}` event (`ErrorBody`), then the stream closes.", content(
+            (crate::schema::ChatCompletion = "application/json"),
+            (crate::schema::ChatCompletionChunk = "text/event-stream"),
+        )),
+        (status = 400, description = "Malformed JSON, or a field that does not fit the schema (`param` names it)", body = ErrorBody),
+        (status = 404, description = "No route serves the model (`model_not_found`), or its backend has no chat completions (`unsupported_endpoint`)", body = ErrorBody),
+        (status = 413, description = "Body over `[server] max_body_bytes` (`request_too_large`)", body = ErrorBody),
+        (status = 502, description = "Upstream unreachable (`upstream_unreachable`) or its answer was not valid (`upstream_protocol_error`)", body = ErrorBody),
+        (status = 504, description = "Upstream timed out (`upstream_timeout`)", body = ErrorBody),
+        (status = "default", description = "The upstream's own error answer, passed through with its status, body and `retry-after` / `x-ratelimit-*` headers (OpenAI's error shape for OpenAI-compatible upstreams)", body = ErrorBody),
     )
 )]
 pub async fn chat_completions(

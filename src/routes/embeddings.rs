@@ -5,7 +5,7 @@ use actix_web::{HttpRequest, HttpResponse};
 
 use super::forward::forward;
 use crate::error::GatewayError;
-use crate::schema::EmbeddingRequest;
+use crate::schema::{EmbeddingRequest, ErrorBody};
 use crate::state::AppState;
 
 /// Creates embeddings for one or more inputs.
@@ -13,12 +13,21 @@ use crate::state::AppState;
     post,
     path = "/v1/embeddings",
     tag = "embeddings",
-    request_body = EmbeddingRequest,
+    request_body(
+        description = "The OpenAI embeddings request. Fields not listed are forwarded to the backend byte for byte.",
+        content((EmbeddingRequest = "application/json", example = json!({
+            "model": "echo/hello",
+            "input": ["hello world", "goodbye"]
+        }))),
+    ),
     responses(
-        (status = 200, description = "One embedding per input", body = crate::schema::EmbeddingResponse),
-        (status = 400, description = "Malformed JSON or a field that does not fit the schema", body = crate::schema::ErrorBody),
-        (status = 404, description = "No route serves the model (`model_not_found`)", body = crate::schema::ErrorBody),
-        (status = 502, description = "Upstream unreachable", body = crate::schema::ErrorBody),
+        (status = 200, description = "One embedding per input, in input order", body = crate::schema::EmbeddingResponse),
+        (status = 400, description = "Malformed JSON, or a field that does not fit the schema (`param` names it)", body = ErrorBody),
+        (status = 404, description = "No route serves the model (`model_not_found`), or its backend has no embeddings (`unsupported_endpoint`)", body = ErrorBody),
+        (status = 413, description = "Body over `[server] max_body_bytes` (`request_too_large`)", body = ErrorBody),
+        (status = 502, description = "Upstream unreachable (`upstream_unreachable`) or its answer was not valid (`upstream_protocol_error`)", body = ErrorBody),
+        (status = 504, description = "Upstream timed out (`upstream_timeout`)", body = ErrorBody),
+        (status = "default", description = "The upstream's own error answer, passed through with its status, body and `retry-after` / `x-ratelimit-*` headers (OpenAI's error shape for OpenAI-compatible upstreams)", body = ErrorBody),
     )
 )]
 pub async fn create_embeddings(

@@ -3,6 +3,7 @@
 
 mod body;
 pub mod chat;
+pub mod docs;
 pub mod embeddings;
 mod forward;
 pub mod health;
@@ -31,6 +32,10 @@ pub fn configure(cfg: &mut ServiceConfig) {
     .service(web::resource("/v1/models").route(web::get().to(models::list_models)))
     .service(web::resource("/v1/models/{model:.+}").route(web::get().to(models::retrieve_model)))
     .service(web::resource("/health").route(web::get().to(health::health)))
+    .service(web::resource("/openapi.json").route(web::get().to(docs::openapi_json)))
+    .service(web::resource("/docs").route(web::get().to(docs::docs_page)))
+    .service(web::resource("/docs/").route(web::get().to(docs::docs_slash)))
+    .service(web::resource("/docs/{file:.+}").route(web::get().to(docs::docs_asset)))
     .service(web::resource("/v1/{tail:.*}").to(passthrough::relay))
     .default_service(web::to(unknown_url));
 }

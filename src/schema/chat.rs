@@ -9,6 +9,8 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, Schema, Type};
 
 use super::chunk::Usage;
 
@@ -33,16 +35,28 @@ pub struct ChatCompletionRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_p: Option<f32>,
     /// How many choices to generate.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "super::integer::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub n: Option<u32>,
     /// Up to 4 sequences where generation stops.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop: Option<Stop>,
     /// Deprecated by OpenAI in favour of `max_completion_tokens`; still widely used.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "super::integer::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_tokens: Option<u32>,
     /// Upper bound on generated tokens.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "super::integer::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_completion_tokens: Option<u32>,
     /// -2 to 2.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -57,10 +71,18 @@ pub struct ChatCompletionRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<bool>,
     /// How many most likely tokens to return at each position.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "super::integer::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub top_logprobs: Option<u32>,
     /// Seed for best-effort deterministic sampling.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "super::integer::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub seed: Option<i64>,
     /// End-user identifier.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -268,7 +290,12 @@ impl<'de> Deserialize<'de> for MessageContent {
 }
 
 /// One content part, tagged by `type`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+///
+/// A part whose `type` this gateway models must have that type's fields (a 400 names what is
+/// missing); a part of any other `type` (vLLM's `video_url`, a provider's own) is forwarded as
+/// sent. Parsing goes through `KnownPart`, so a known part with a wrong shape is an error rather
+/// than silently falling through to `Other`.
+#[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ContentPart {
     /// Text.
@@ -298,8 +325,108 @@ pub enum ContentPart {
     },
     /// A part type this gateway does not model (e.g. vLLM's `video_url`); forwarded as sent.
     #[serde(untagged)]
-    #[schema(value_type = Object)]
     Other(Map<String, Value>),
+}
+
+/// The part types `KnownPart` models, by their `type`.
+const KNOWN_PART_TYPES: [&str; 5] = ["text", "image_url", "input_audio", "file", "refusal"];
+
+/// The modelled part types, for parsing and for the schema (their docs are the ones shown).
+#[derive(Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum KnownPart {
+    /// Text.
+    Text {
+        /// The text.
+        text: String,
+    },
+    /// An image by URL or `data:` URI.
+    ImageUrl {
+        /// The image.
+        image_url: ImageUrl,
+    },
+    /// Base64 audio.
+    InputAudio {
+        /// The audio.
+        input_audio: InputAudio,
+    },
+    /// A file by id (`file_id`) or inline (`file_data`, `filename`).
+    File {
+        /// The file.
+        file: Map<String, Value>,
+    },
+    /// A refusal (assistant content only).
+    Refusal {
+        /// The refusal text.
+        refusal: String,
+    },
+}
+
+impl From<KnownPart> for ContentPart {
+    fn from(part: KnownPart) -> Self {
+        match part {
+            KnownPart::Text { text } => ContentPart::Text { text },
+            KnownPart::ImageUrl { image_url } => ContentPart::ImageUrl { image_url },
+            KnownPart::InputAudio { input_audio } => ContentPart::InputAudio { input_audio },
+            KnownPart::File { file } => ContentPart::File { file },
+            KnownPart::Refusal { refusal } => ContentPart::Refusal { refusal },
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ContentPart {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let part = Map::<String, Value>::deserialize(deserializer)?;
+        match part.get("type") {
+            Some(Value::String(kind)) if KNOWN_PART_TYPES.contains(&kind.as_str()) => {
+                KnownPart::deserialize(Value::Object(part))
+                    .map(ContentPart::from)
+                    .map_err(de::Error::custom)
+            }
+            Some(Value::String(_)) => Ok(ContentPart::Other(part)),
+            Some(_) => Err(de::Error::custom(
+                "invalid type: `type` of a content part must be a string",
+            )),
+            None => Err(de::Error::missing_field("type")),
+        }
+    }
+}
+
+impl utoipa::PartialSchema for ContentPart {
+    fn schema() -> RefOr<Schema> {
+        // The modelled parts as KnownPart's derive describes them, plus any other `type`:
+        // `anyOf` rather than `oneOf` because a modelled part also fits the catch-all shape.
+        let mut any = AnyOfBuilder::new().description(Some(
+            "One content part, tagged by `type`. Parts of a `type` not listed here (e.g. vLLM's \
+             `video_url`) are forwarded to the backend as sent.",
+        ));
+        match KnownPart::schema() {
+            RefOr::T(Schema::OneOf(known)) => {
+                for item in known.items {
+                    any = any.item(item);
+                }
+            }
+            other => any = any.item(other),
+        }
+        any.item(
+            ObjectBuilder::new()
+                .description(Some("A part of another `type`, forwarded as sent."))
+                .property(
+                    "type",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .examples([Value::from("video_url")]),
+                )
+                .required("type"),
+        )
+        .into()
+    }
+}
+
+impl ToSchema for ContentPart {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        <KnownPart as ToSchema>::schemas(schemas);
+    }
 }
 
 /// `image_url` of an image part.
@@ -347,10 +474,9 @@ pub struct FunctionDefinition {
     /// What it does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    /// JSON schema of the arguments.
+    /// JSON schema of the arguments (an object).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Object)]
-    pub parameters: Option<Value>,
+    pub parameters: Option<Map<String, Value>>,
     /// Enforce the schema exactly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strict: Option<bool>,
@@ -439,10 +565,9 @@ pub struct JsonSchemaFormat {
     /// What the schema is for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    /// The JSON schema.
+    /// The JSON schema (an object).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Object)]
-    pub schema: Option<Value>,
+    pub schema: Option<Map<String, Value>>,
     /// Enforce exactly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strict: Option<bool>,
@@ -533,5 +658,37 @@ mod tests {
         assert!(err.contains("wizard"), "{err}");
         let err = parse(r#"{"messages":[]}"#).unwrap_err();
         assert!(err.contains("model"), "{err}");
+    }
+
+    #[test]
+    fn a_known_part_must_have_its_fields_and_any_other_type_is_kept() {
+        let part = |json: &str| serde_json::from_str::<ContentPart>(json);
+        let err = part(r#"{"type":"text","text":5}"#).unwrap_err().to_string();
+        assert!(err.contains("invalid type"), "{err}");
+        let err = part(r#"{"type":"image_url"}"#).unwrap_err().to_string();
+        assert!(err.contains("missing field `image_url`"), "{err}");
+        let err = part(r#"{"text":"x"}"#).unwrap_err().to_string();
+        assert!(err.contains("missing field `type`"), "{err}");
+        assert!(part(r#"{"type":5}"#).is_err());
+        assert!(matches!(
+            part(r#"{"type":"video_url","video_url":{"url":"x"}}"#).unwrap(),
+            ContentPart::Other(_)
+        ));
+        assert!(matches!(
+            part(r#"{"type":"refusal","refusal":"no"}"#).unwrap(),
+            ContentPart::Refusal { .. }
+        ));
+        // Every modelled type is routed to KnownPart (a type missing from the list would be
+        // accepted with any shape).
+        for kind in KNOWN_PART_TYPES {
+            assert!(part(&format!(r#"{{"type":"{kind}"}}"#)).is_err(), "{kind}");
+        }
+    }
+
+    #[test]
+    fn a_part_round_trips_as_sent() {
+        let json = r#"[{"type":"text","text":"a"},{"type":"video_url","video_url":{"url":"x"}}]"#;
+        let parts: Vec<ContentPart> = serde_json::from_str(json).unwrap();
+        assert_eq!(serde_json::to_string(&parts).unwrap(), json);
     }
 }

@@ -21,11 +21,12 @@ pub struct ChatCompletionChunk {
     /// `null` on every chunk but the last one when `include_usage` is on (OpenAI's shape);
     /// absent otherwise.
     #[serde(default, skip_serializing_if = "UsageField::is_absent")]
+    #[schema(value_type = Option<Usage>)]
     pub usage: UsageField,
 }
 
 /// The three states of a chunk's `usage`: absent, `null`, or a value.
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(from = "Option<Usage>")]
 pub enum UsageField {
     /// Not serialised (the client did not ask for usage).

@@ -5,6 +5,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
+use super::integer::Integer;
+
 /// An embeddings request.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct EmbeddingRequest {
@@ -17,7 +19,11 @@ pub struct EmbeddingRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encoding_format: Option<EncodingFormat>,
     /// Output dimensions, for models that support it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "super::integer::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub dimensions: Option<u32>,
     /// End-user identifier.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -72,8 +78,8 @@ impl EmbeddingInput {
 #[serde(untagged)]
 enum InputItem {
     Text(String),
-    Token(u32),
-    Tokens(Vec<u32>),
+    Token(Integer<u32>),
+    Tokens(Vec<Integer<u32>>),
 }
 
 // Hand-written so that a wrong shape says what is allowed, and so a mixed array is refused.
@@ -112,7 +118,7 @@ impl<'de> Deserialize<'de> for EmbeddingInput {
                     Some(InputItem::Token(_)) => items
                         .into_iter()
                         .map(|i| match i {
-                            InputItem::Token(t) => Ok(t),
+                            InputItem::Token(Integer(t)) => Ok(t),
                             _ => Err(mixed()),
                         })
                         .collect::<Result<_, _>>()
@@ -120,7 +126,7 @@ impl<'de> Deserialize<'de> for EmbeddingInput {
                     Some(InputItem::Tokens(_)) => items
                         .into_iter()
                         .map(|i| match i {
-                            InputItem::Tokens(t) => Ok(t),
+                            InputItem::Tokens(t) => Ok(t.into_iter().map(|Integer(t)| t).collect()),
                             _ => Err(mixed()),
                         })
                         .collect::<Result<_, _>>()
@@ -153,8 +159,26 @@ pub struct Embedding {
     /// Position of the input it embeds.
     pub index: u32,
     /// Floats, or a base64 string when `encoding_format` was `base64`.
-    #[schema(value_type = Object)]
+    #[schema(schema_with = embedding_vector)]
     pub embedding: Value,
+}
+
+/// The schema of `Embedding::embedding`: the vector as numbers, or as base64 of little-endian
+/// f32s.
+fn embedding_vector() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
+    OneOfBuilder::new()
+        .description(Some(
+            "The vector: numbers (`encoding_format: float`, the default) or a base64 string of \
+             little-endian f32s (`encoding_format: base64`).",
+        ))
+        .item(ArrayBuilder::new().items(ObjectBuilder::new().schema_type(Type::Number)))
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .content_encoding("base64"),
+        )
+        .into()
 }
 
 /// Token counts of an embeddings request.

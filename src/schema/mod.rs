@@ -4,6 +4,7 @@ pub mod chat;
 pub mod chunk;
 pub mod embeddings;
 pub mod error;
+pub mod integer;
 pub mod models;
 
 pub use chat::{ChatCompletion, ChatCompletionRequest, ChatMessage, MessageContent};
