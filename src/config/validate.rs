@@ -144,12 +144,12 @@ impl Validator<'_> {
         let backend = raw.get_ref();
         let kind = backend.kind.get_ref().as_str();
         let settings = match kind {
-            "openai" | "proxy" => {
+            "openai" | "proxy" | "ollama" => {
                 let http = self.http_settings(name, backend)?;
-                if kind == "openai" {
-                    BackendSettings::OpenAI(http)
-                } else {
-                    BackendSettings::Proxy(http)
+                match kind {
+                    "openai" => BackendSettings::OpenAI(http),
+                    "ollama" => BackendSettings::Ollama(http),
+                    _ => BackendSettings::Proxy(http),
                 }
             }
             "echo" => {
@@ -168,7 +168,7 @@ impl Validator<'_> {
             other => {
                 self.error(
                     backend.kind.span(),
-                    format!("backend `{name}`: unknown kind `{other}` (expected one of: openai, proxy, echo)"),
+                    format!("backend `{name}`: unknown kind `{other}` (expected one of: openai, ollama, proxy, echo)"),
                 );
                 return None;
             }
