@@ -11,6 +11,7 @@ mod chat;
 mod check_cli;
 mod errors;
 mod models;
+mod ollama;
 mod passthrough;
 mod python_sdk;
 mod streaming;
