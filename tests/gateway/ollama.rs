@@ -662,6 +662,38 @@ async fn other_ollama_errors_keep_their_status_in_openai_shape() {
 }
 
 #[tokio::test]
+async fn a_busy_ollama_is_429_rate_limit_with_its_retry_after() {
+    let (upstream, gw) = setup(Pieces::ByteByByte).await;
+    upstream.reply_with_headers(
+        "/api/chat",
+        None,
+        None,
+        429,
+        &[("retry-after", "3")],
+        br#"{"error":"server busy, please try again.  maximum pending requests exceeded"}"#
+            .to_vec(),
+    );
+    let response = gw
+        .post_json(
+            "/v1/chat/completions",
+            &json!({"model":"local/llama3.2","stream":true,"messages":[{"role":"user","content":"hi"}]}),
+        )
+        .await;
+    assert_eq!(response.status(), 429);
+    assert_eq!(response.headers()["retry-after"], "3");
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "rate_limit_error");
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("server busy")
+    );
+}
+
+#[tokio::test]
 async fn an_error_line_mid_stream_becomes_one_error_event_and_the_stream_closes() {
     for pieces in Pieces::ALL {
         // Arrange: HTTP 200, two deltas, then Ollama's `{"error": ...}` line.

@@ -85,6 +85,7 @@ struct Rule {
     model: Option<String>,
     stream: Option<bool>,
     status: u16,
+    headers: String,
     body: Vec<u8>,
 }
 
@@ -135,11 +136,29 @@ impl OllamaUpstream {
         status: u16,
         body: Vec<u8>,
     ) {
+        self.reply_with_headers(path, model, stream, status, &[], body);
+    }
+
+    /// `reply`, with extra response headers.
+    pub fn reply_with_headers(
+        &self,
+        path: &str,
+        model: Option<&str>,
+        stream: Option<bool>,
+        status: u16,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) {
+        let headers = headers
+            .iter()
+            .map(|(name, value)| format!("{name}: {value}\r\n"))
+            .collect();
         self.shared.lock().unwrap().rules.push(Rule {
             path: path.to_owned(),
             model: model.map(str::to_owned),
             stream,
             status,
+            headers,
             body,
         });
     }
@@ -173,7 +192,7 @@ async fn serve(mut socket: TcpStream, shared: Arc<Mutex<Shared>>, pieces: Pieces
     let model = body["model"].as_str().map(str::to_owned);
     // Ollama's default: a chat streams unless the body says `"stream": false`.
     let stream = body["stream"].as_bool().unwrap_or(true);
-    let (status, reply) = {
+    let (status, headers, reply) = {
         let mut shared = shared.lock().unwrap();
         shared.requests.push(Recorded {
             method,
@@ -191,10 +210,11 @@ async fn serve(mut socket: TcpStream, shared: Arc<Mutex<Shared>>, pieces: Pieces
                     && r.stream.is_none_or(|s| s == stream)
             })
             .max_by_key(|(i, r)| (r.model.is_some() as u8 + r.stream.is_some() as u8, *i))
-            .map(|(_, r)| (r.status, r.body.clone()));
+            .map(|(_, r)| (r.status, r.headers.clone(), r.body.clone()));
         rule.unwrap_or_else(|| {
             (
                 500,
+                String::new(),
                 format!("{{\"error\":\"the test set no reply for {path}\"}}").into_bytes(),
             )
         })
@@ -205,7 +225,7 @@ async fn serve(mut socket: TcpStream, shared: Arc<Mutex<Shared>>, pieces: Pieces
         "application/json; charset=utf-8"
     };
     let head = format!(
-        "HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+        "HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\n{headers}transfer-encoding: chunked\r\nconnection: close\r\n\r\n"
     );
     if socket.write_all(head.as_bytes()).await.is_err() {
         return;
