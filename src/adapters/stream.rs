@@ -12,7 +12,8 @@
 //!   which nothing else is sent and the upstream is let go.
 //!
 //! `normalize` wraps a `Normalizer` around an upstream `ByteStream`; it adds no task and no
-//! buffer: each client poll pulls one upstream read through.
+//! buffer: each client poll pulls one upstream read through. After a failure it drops the
+//! upstream at once; after `[DONE]` it reads the body to its end so the connection is reused.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -172,6 +173,7 @@ pub struct Normalizer<A> {
     out: Emitter,
     backend: String,
     closed: bool,
+    failed: bool,
     failure: Option<String>,
 }
 
@@ -187,6 +189,7 @@ impl<A: StreamAdapter> Normalizer<A> {
             out: Emitter::default(),
             backend: backend.to_owned(),
             closed: false,
+            failed: false,
             failure: None,
         }
     }
@@ -241,6 +244,11 @@ impl<A: StreamAdapter> Normalizer<A> {
         self.closed
     }
 
+    /// Whether the stream closed on a failure (rather than on its end).
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+
     /// Why the stream failed, once, for the log.
     pub fn take_failure(&mut self) -> Option<String> {
         self.failure.take()
@@ -252,6 +260,7 @@ impl<A: StreamAdapter> Normalizer<A> {
             Ok(Flow::End) => self.closed = true,
             Ok(Flow::Failed(message)) => {
                 self.closed = true;
+                self.failed = true;
                 self.failure = Some(message);
             }
             Err(err) => self.fail(err),
@@ -260,6 +269,7 @@ impl<A: StreamAdapter> Normalizer<A> {
 
     fn fail(&mut self, err: GatewayError) {
         self.closed = true;
+        self.failed = true;
         self.out.extend(&err.to_sse_event());
         self.failure = Some(err.to_string());
     }
@@ -272,12 +282,14 @@ where
 {
     Box::pin(Normalized {
         upstream,
+        upstream_done: false,
         inner: Normalizer::new(adapter, backend),
     })
 }
 
 struct Normalized<A> {
     upstream: ByteStream,
+    upstream_done: bool,
     inner: Normalizer<A>,
 }
 
@@ -286,9 +298,10 @@ impl<A: StreamAdapter + Unpin> Normalized<A> {
         if let Some(reason) = self.inner.take_failure() {
             tracing::error!(backend = %self.inner.backend, error = %reason, "stream failed");
         }
-        if self.inner.is_closed() {
-            // Let the upstream connection go now rather than when the client is done reading.
+        if self.inner.failed() && !self.upstream_done {
+            // Nothing more is wanted from a failed upstream: close its connection now.
             self.upstream = Box::pin(futures::stream::empty());
+            self.upstream_done = true;
         }
         bytes
     }
@@ -299,18 +312,42 @@ impl<A: StreamAdapter + Unpin> Stream for Normalized<A> {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        while !this.inner.is_closed() {
+        loop {
+            if this.inner.is_closed() {
+                if this.upstream_done {
+                    return Poll::Ready(None);
+                }
+                // The stream ended (`[DONE]`) before the upstream body did: read the rest, which
+                // is only the body's terminator from a well-behaved server, so that the
+                // connection goes back to the pool instead of being closed (a new TLS handshake
+                // per request otherwise). Anything else is discarded: nothing follows [DONE].
+                // NOTE: an upstream that never ends its body after [DONE] holds the response
+                // open until `request_timeout` between reads, as before this layer existed.
+                match this.upstream.poll_next_unpin(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Some(Ok(_))) => continue,
+                    Poll::Ready(Some(Err(_)) | None) => {
+                        this.upstream_done = true;
+                        return Poll::Ready(None);
+                    }
+                }
+            }
             let out = match this.upstream.poll_next_unpin(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(read))) => this.inner.push(read),
-                Poll::Ready(Some(Err(err))) => this.inner.upstream_failed(err),
-                Poll::Ready(None) => this.inner.end(),
+                Poll::Ready(Some(Err(err))) => {
+                    this.upstream_done = true;
+                    this.inner.upstream_failed(err)
+                }
+                Poll::Ready(None) => {
+                    this.upstream_done = true;
+                    this.inner.end()
+                }
             };
             if let Some(bytes) = this.emit(out) {
                 return Poll::Ready(Some(Ok(bytes)));
             }
         }
-        Poll::Ready(None)
     }
 }
 
@@ -408,6 +445,40 @@ mod tests {
             phase: "the next part of the body",
         });
         assert!(late.is_none());
+    }
+
+    #[tokio::test]
+    async fn after_done_the_body_is_read_to_its_end_and_after_a_failure_it_is_dropped() {
+        use futures::stream;
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        async fn relay(reads: Vec<&'static [u8]>) -> (String, usize) {
+            let pulled = Arc::new(AtomicUsize::new(0));
+            let counter = pulled.clone();
+            let upstream: ByteStream = Box::pin(
+                stream::iter(reads.into_iter().map(|r| Ok(Bytes::from_static(r)))).inspect(
+                    move |_| {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                    },
+                ),
+            );
+            let out: Vec<u8> = normalize(upstream, Upper, "b")
+                .map(|r| r.unwrap().to_vec())
+                .concat()
+                .await;
+            (
+                String::from_utf8(out).unwrap(),
+                pulled.load(Ordering::SeqCst),
+            )
+        }
+        // The terminator (here: one more read) is consumed, and what it carries is not relayed.
+        let (out, pulled) = relay(vec![b"a\nstop\n", b"junk\n"]).await;
+        assert_eq!(out, "data: A\n\ndata: [DONE]\n\n");
+        assert_eq!(pulled, 2);
+        // After a failure nothing more is pulled.
+        let (out, pulled) = relay(vec![b"a\nbad\n", b"more\n", b"stop\n"]).await;
+        assert!(out.contains("bad line") && !out.contains("MORE"), "{out}");
+        assert_eq!(pulled, 1);
     }
 
     #[test]
