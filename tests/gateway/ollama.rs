@@ -13,9 +13,11 @@ use async_openai::types::chat::{
 use async_openai::types::embeddings::{CreateBase64EmbeddingResponse, CreateEmbeddingResponse};
 use async_openai::types::models::ListModelResponse;
 use base64::Engine as _;
+use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::support::ollama_upstream::{OllamaUpstream, Pieces, fixture};
+use crate::support::paced_sse::{PacedSse, Seen};
 use crate::support::python::run_pytest;
 use crate::support::{TestGateway, closed_port, spawn_gateway, sse_payloads};
 
@@ -216,6 +218,67 @@ async fn a_streamed_chat_is_canonical_openai_sse_however_the_network_splits_it()
         }
         assert_eq!(upstream.last("/api/chat").body["stream"], true);
     }
+}
+
+#[tokio::test]
+async fn the_first_delta_reaches_the_client_before_ollama_writes_its_next_line() {
+    // Arrange: an upstream that writes each NDJSON line only when released (the paced server
+    // ignores the path, so its `/v1` base URL serves as Ollama's root here).
+    let lines: Vec<Vec<u8>> = fixture("chat_stream.ndjson")
+        .split_inclusive(|&b| b == b'\n')
+        .map(<[u8]>::to_vec)
+        .collect();
+    let mut upstream = PacedSse::start(lines.clone(), false).await;
+    let gw = spawn_gateway(&routes(&upstream.base_url)).await;
+    let response = gw
+        .post_json(
+            "/v1/chat/completions",
+            &json!({"model":"local/llama3.2","stream":true,"messages":[{"role":"user","content":"x"}]}),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let Seen::Request(request) = upstream.next_seen().await else {
+        panic!("no request")
+    };
+    assert!(String::from_utf8_lossy(&request).contains("\"stream\":true"));
+
+    // Act: release one line, read until its delta arrives.
+    upstream.release().await;
+    let mut body = response.bytes_stream();
+    let mut received = Vec::new();
+    for _ in 0..10 {
+        let part = tokio::time::timeout(std::time::Duration::from_secs(10), body.next())
+            .await
+            .expect("the first delta arrived while the upstream held back the rest")
+            .expect("stream open")
+            .expect("bytes");
+        received.extend_from_slice(&part);
+        if String::from_utf8_lossy(&received).contains("\"content\":\"The\"") {
+            break;
+        }
+    }
+
+    // Assert: the delta is here, and the upstream has written nothing after the first line.
+    assert!(String::from_utf8_lossy(&received).contains("\"content\":\"The\""));
+    assert_eq!(upstream.next_seen().await, Seen::Wrote(0));
+    assert!(upstream.log.try_recv().is_err(), "nothing else written yet");
+    upstream.release_all(lines.len() - 1).await;
+    while let Some(part) = body.next().await {
+        received.extend_from_slice(&part.unwrap());
+    }
+    let payloads: Vec<String> = switchyard::adapters::sse::data_payloads(&received)
+        .into_iter()
+        .map(|p| String::from_utf8(p).unwrap())
+        .collect();
+    assert_eq!(payloads.last().unwrap(), "[DONE]");
+    let chunks: Vec<CreateChatCompletionStreamResponse> = payloads[..payloads.len() - 1]
+        .iter()
+        .map(|p| serde_json::from_str(p).unwrap())
+        .collect();
+    assert_eq!(
+        streamed_text(&chunks),
+        transcript("chat_stream.ndjson").text
+    );
 }
 
 #[tokio::test]
