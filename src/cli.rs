@@ -104,7 +104,9 @@ fn write_table(out: &mut impl Write, path: &Path, config: &Config) -> std::io::R
     writeln!(out, "\nbackends:")?;
     for b in &config.backends {
         match &b.settings {
-            BackendSettings::OpenAI(http) | BackendSettings::Proxy(http) => {
+            BackendSettings::OpenAI(http)
+            | BackendSettings::Proxy(http)
+            | BackendSettings::Ollama(http) => {
                 let key = match &http.api_key_source {
                     Some(source) if config::has_reference(source) => source.clone(),
                     Some(_) => "<set>".to_owned(),

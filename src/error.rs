@@ -82,6 +82,15 @@ pub enum GatewayError {
         /// The upstream's body.
         body: Bytes,
     },
+    /// The upstream reported a failure in a successful response: an error line or event in a
+    /// stream (Ollama sends `{"error": ...}` with HTTP 200), or an error body with status 200.
+    #[error("backend `{backend}` reported an error: {message}")]
+    UpstreamFailed {
+        /// Backend name.
+        backend: String,
+        /// The upstream's own message.
+        message: String,
+    },
     /// The upstream sent something that is not valid for its protocol.
     #[error("backend `{backend}` sent an invalid response: {message}")]
     UpstreamProtocol {
@@ -161,6 +170,10 @@ impl GatewayError {
             UpstreamStatus { status, .. } => (
                 *status,
                 ErrorBody::new(self.to_string(), "api_error", None, None),
+            ),
+            UpstreamFailed { .. } => (
+                StatusCode::BAD_GATEWAY,
+                ErrorBody::new(self.to_string(), "api_error", None, Some("upstream_error")),
             ),
             UpstreamProtocol { .. } => (
                 StatusCode::BAD_GATEWAY,
@@ -307,6 +320,15 @@ mod tests {
                 504,
                 "api_error",
                 Some("upstream_timeout"),
+            ),
+            (
+                GatewayError::UpstreamFailed {
+                    backend: "b".into(),
+                    message: "model crashed".into(),
+                },
+                502,
+                "api_error",
+                Some("upstream_error"),
             ),
             (
                 GatewayError::UpstreamProtocol {

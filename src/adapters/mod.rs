@@ -1,7 +1,14 @@
 //! Adapters: pure, synchronous conversion between backend wire formats and OpenAI's.
 //! No I/O, no clocks beyond a response's `created`, no config.
+//!
+//! Streams of every backend kind go through one layer, `stream`: framing (`sse`, `ndjson`) cuts
+//! upstream reads into whole frames, and a per-format `StreamAdapter` (`openai`, `ollama`) turns
+//! them into canonical OpenAI events; `chunk` builds the events of formats that are not OpenAI's.
 
 pub mod chunk;
 pub mod echo;
+pub mod ndjson;
+pub mod ollama;
 pub mod openai;
 pub mod sse;
+pub mod stream;

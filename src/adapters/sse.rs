@@ -3,8 +3,11 @@
 //! Upstream network reads do not respect event boundaries: one read may hold half an event or
 //! several. `SseFramer` hands back only whole events, as slices of the reads that carried them
 //! (zero-copy when a read ends on a boundary, the common case), and keeps the unfinished tail.
-//! It does not decode fields: the OpenAI relay forwards frames as bytes, and decoding (for the
-//! adapters that convert formats) is `events`' job. Both LF and CRLF framing are recognised.
+//! It does not decode fields: the OpenAI relay forwards canonical frames as bytes; `events` and
+//! `decode` read the fields when a frame must be looked into or re-framed. Both LF and CRLF
+//! framing are recognised.
+
+use std::borrow::Cow;
 
 use bytes::{Bytes, BytesMut};
 
@@ -42,6 +45,11 @@ impl SseFramer {
         Some(self.pending.split_to(from + end).freeze())
     }
 
+    /// Bytes held back waiting for the end of an event.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
     /// What is left when the stream ends: an event that lacked its closing blank line.
     pub fn finish(&mut self) -> Option<Bytes> {
         let rest = self.pending.split().freeze();
@@ -58,41 +66,106 @@ fn last_event_end(buf: &[u8]) -> Option<usize> {
     })
 }
 
-/// The `data:` payloads of the whole events in `frames`, in order (multi-line `data:` joined
-/// with `\n`, comments and other fields skipped).
-pub fn data_payloads(frames: &[u8]) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut current: Option<Vec<u8>> = None;
-    for raw_line in frames.split(|&b| b == b'\n') {
-        let line = raw_line.strip_suffix(b"\r").unwrap_or(raw_line);
-        if line.is_empty() {
-            if let Some(data) = current.take() {
-                out.push(data);
+/// One decoded event: its fields, borrowed from the frame where possible.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Event<'a> {
+    /// The `data:` lines joined with `\n` (borrowed when there is one line); `None` without any.
+    pub data: Option<Cow<'a, [u8]>>,
+    /// The last `event:` value, if any.
+    pub event: Option<&'a [u8]>,
+    /// The first comment line (`: keep-alive`), without its colon.
+    pub comment: Option<&'a [u8]>,
+}
+
+/// The events in `frames` (whole events as `SseFramer` hands them out), each as its raw lines.
+/// Blank lines separate events; LF and CRLF line ends are both accepted.
+pub fn events(frames: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = frames;
+    std::iter::from_fn(move || {
+        loop {
+            if rest.is_empty() {
+                return None;
             }
+            // Skip blank lines before the event.
+            let (line, after) = split_line(rest);
+            if line.is_empty() {
+                rest = after;
+                continue;
+            }
+            let start = rest;
+            let mut len = 0;
+            let mut cursor = rest;
+            while !cursor.is_empty() {
+                let (line, after) = split_line(cursor);
+                if line.is_empty() {
+                    break;
+                }
+                len = start.len() - after.len();
+                cursor = after;
+            }
+            rest = cursor;
+            return Some(&start[..len]);
+        }
+    })
+}
+
+/// The first line of `buf` (without `\n` or `\r\n`) and what follows it.
+fn split_line(buf: &[u8]) -> (&[u8], &[u8]) {
+    let (line, after) = match memchr::memchr(b'\n', buf) {
+        Some(i) => (&buf[..i], &buf[i + 1..]),
+        None => (buf, &buf[buf.len()..]),
+    };
+    (line.strip_suffix(b"\r").unwrap_or(line), after)
+}
+
+/// Decodes the fields of one event (as `events` yields them), following the SSE specification:
+/// `field: value` with one optional space after the colon, `:` starting a comment.
+pub fn decode(event: &[u8]) -> Event<'_> {
+    let mut out = Event::default();
+    let mut rest = event;
+    while !rest.is_empty() {
+        let (line, after) = split_line(rest);
+        rest = after;
+        if let Some(comment) = line.strip_prefix(b":") {
+            out.comment.get_or_insert(comment);
             continue;
         }
-        if let Some(value) = line.strip_prefix(b"data:") {
-            let value = value.strip_prefix(b" ").unwrap_or(value);
-            match &mut current {
+        let (field, value) = match memchr::memchr(b':', line) {
+            Some(i) => {
+                let value = &line[i + 1..];
+                (&line[..i], value.strip_prefix(b" ").unwrap_or(value))
+            }
+            None => (line, &line[line.len()..]),
+        };
+        match field {
+            b"data" => match &mut out.data {
+                None => out.data = Some(Cow::Borrowed(value)),
                 Some(data) => {
+                    let data = data.to_mut();
                     data.push(b'\n');
                     data.extend_from_slice(value);
                 }
-                None => current = Some(value.to_vec()),
-            }
+            },
+            b"event" => out.event = Some(value),
+            // `id` and `retry` mean nothing to an OpenAI stream.
+            _ => {}
         }
-    }
-    if let Some(data) = current {
-        out.push(data);
     }
     out
 }
 
+/// The `data:` payloads of the whole events in `frames`, in order (multi-line `data:` joined
+/// with `\n`, comments and other fields skipped).
+pub fn data_payloads(frames: &[u8]) -> Vec<Vec<u8>> {
+    events(frames)
+        .filter_map(|e| decode(e).data.map(Cow::into_owned))
+        .collect()
+}
+
 /// Whether the last event in `frames` is `data: [DONE]`.
 pub fn ends_with_done(frames: &[u8]) -> bool {
-    let trimmed = frames.trim_ascii_end();
-    let last_event_start = last_event_end(trimmed).unwrap_or(0);
-    data_payloads(&trimmed[last_event_start..])
+    events(frames)
+        .filter_map(|e| decode(e).data)
         .last()
         .is_some_and(|d| d.trim_ascii() == b"[DONE]")
 }
@@ -159,5 +232,25 @@ mod tests {
         assert!(ends_with_done(b"data: {}\n\ndata: [DONE]\n\n"));
         assert!(ends_with_done(b"data: [DONE]\r\n\r\n"));
         assert!(!ends_with_done(b"data: [DONE]\n\ndata: {}\n\n"));
+    }
+
+    #[test]
+    fn events_split_at_blank_lines_and_decode_every_field() {
+        let frames =
+            b"\r\n: ping\r\n\r\nevent: error\r\ndata:{\"a\":\r\ndata:  1}\r\nid: 7\r\n\r\ndata\n\n";
+        let found: Vec<&[u8]> = events(frames).collect();
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert_eq!(
+            decode(found[0]),
+            Event {
+                comment: Some(b" ping"),
+                ..Event::default()
+            }
+        );
+        let e = decode(found[1]);
+        assert_eq!(e.event, Some(&b"error"[..]));
+        assert_eq!(e.data.as_deref(), Some(&b"{\"a\":\n 1}"[..]));
+        assert_eq!(decode(found[2]).data.as_deref(), Some(&b""[..]));
+        assert!(matches!(decode(b"data: x").data, Some(Cow::Borrowed(_))));
     }
 }

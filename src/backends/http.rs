@@ -1,5 +1,5 @@
-//! Shared HTTP transport of the `openai` and `proxy` kinds: one pooled reqwest client per
-//! backend, header filtering both ways, timeouts, and upstream failures mapped to errors.
+//! Shared HTTP transport of the `openai`, `ollama` and `proxy` kinds: one pooled reqwest client
+//! per backend, header filtering both ways, timeouts, and upstream failures mapped to errors.
 
 use std::error::Error as _;
 use std::sync::Arc;

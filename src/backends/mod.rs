@@ -7,6 +7,7 @@
 
 mod echo;
 mod http;
+mod ollama;
 mod openai;
 mod proxy;
 
@@ -19,6 +20,7 @@ use bytes::Bytes;
 use futures::Stream;
 
 pub use echo::EchoBackend;
+pub use ollama::OllamaBackend;
 pub use openai::OpenAIBackend;
 pub use proxy::ProxyBackend;
 
@@ -136,6 +138,8 @@ pub enum AnyBackend {
     OpenAI(OpenAIBackend),
     /// Raw HTTP relay.
     Proxy(ProxyBackend),
+    /// Ollama's native API.
+    Ollama(OllamaBackend),
     /// Built-in echo.
     Echo(EchoBackend),
 }
@@ -150,6 +154,9 @@ impl AnyBackend {
             BackendSettings::Proxy(http) => {
                 AnyBackend::Proxy(ProxyBackend::new(&config.name, http)?)
             }
+            BackendSettings::Ollama(http) => {
+                AnyBackend::Ollama(OllamaBackend::new(&config.name, http)?)
+            }
             BackendSettings::Echo => AnyBackend::Echo(EchoBackend::new(&config.name)),
         })
     }
@@ -159,6 +166,7 @@ impl AnyBackend {
         match self {
             AnyBackend::OpenAI(_) => "openai",
             AnyBackend::Proxy(_) => "proxy",
+            AnyBackend::Ollama(_) => "ollama",
             AnyBackend::Echo(_) => "echo",
         }
     }
@@ -169,6 +177,7 @@ impl Backend for AnyBackend {
         match self {
             AnyBackend::OpenAI(b) => b.send(call).await,
             AnyBackend::Proxy(b) => b.send(call).await,
+            AnyBackend::Ollama(b) => b.send(call).await,
             AnyBackend::Echo(b) => b.send(call).await,
         }
     }
@@ -177,6 +186,7 @@ impl Backend for AnyBackend {
         match self {
             AnyBackend::OpenAI(b) => b.list_models().await,
             AnyBackend::Proxy(b) => b.list_models().await,
+            AnyBackend::Ollama(b) => b.list_models().await,
             AnyBackend::Echo(b) => b.list_models().await,
         }
     }

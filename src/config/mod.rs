@@ -62,6 +62,8 @@ pub enum BackendSettings {
     OpenAI(HttpSettings),
     /// Any HTTP server, relayed raw.
     Proxy(HttpSettings),
+    /// An Ollama server, by its native API (`base_url` is its root, e.g. `http://127.0.0.1:11434`).
+    Ollama(HttpSettings),
     /// The built-in echo backend.
     Echo,
 }
@@ -72,6 +74,7 @@ impl BackendSettings {
         match self {
             BackendSettings::OpenAI(_) => "openai",
             BackendSettings::Proxy(_) => "proxy",
+            BackendSettings::Ollama(_) => "ollama",
             BackendSettings::Echo => "echo",
         }
     }

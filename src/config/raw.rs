@@ -43,7 +43,7 @@ pub struct RawServer {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBackend {
-    /// `openai`, `proxy` or `echo`.
+    /// `openai`, `ollama`, `proxy` or `echo`.
     pub kind: Spanned<String>,
     /// Upstream base URL, `/v1` included for OpenAI-compatible servers.
     pub base_url: Option<Spanned<String>>,

@@ -151,12 +151,12 @@ impl Validator<'_> {
         let backend = raw.get_ref();
         let kind = backend.kind.get_ref().as_str();
         let settings = match kind {
-            "openai" | "proxy" => {
+            "openai" | "proxy" | "ollama" => {
                 let http = self.http_settings(name, backend)?;
-                if kind == "openai" {
-                    BackendSettings::OpenAI(http)
-                } else {
-                    BackendSettings::Proxy(http)
+                match kind {
+                    "openai" => BackendSettings::OpenAI(http),
+                    "ollama" => BackendSettings::Ollama(http),
+                    _ => BackendSettings::Proxy(http),
                 }
             }
             "echo" => {
@@ -175,7 +175,7 @@ impl Validator<'_> {
             other => {
                 self.error(
                     backend.kind.span(),
-                    format!("backend `{name}`: unknown kind `{other}` (expected one of: openai, proxy, echo)"),
+                    format!("backend `{name}`: unknown kind `{other}` (expected one of: openai, ollama, proxy, echo)"),
                 );
                 return None;
             }
@@ -435,6 +435,23 @@ strip_prefix = false
     }
 
     #[test]
+    fn kind_ollama_takes_the_http_keys() {
+        let src = "[backends.local]\nkind = \"ollama\"\nbase_url = \"http://127.0.0.1:11434\"\napi_key = \"${KEY}\"\nrequest_timeout = \"30s\"\n[[routes]]\nprefix = \"local/\"\nbackend = \"local\"\n";
+        let config = validate(src, "routes.toml", &env).unwrap();
+        let BackendSettings::Ollama(http) = &config.backends[0].settings else {
+            panic!("{:?}", config.backends[0].settings)
+        };
+        assert_eq!(http.base_url.as_str(), "http://127.0.0.1:11434/");
+        assert_eq!(http.request_timeout, Duration::from_secs(30));
+        assert_eq!(config.backends[0].settings.kind(), "ollama");
+        let errs = errors("[backends.local]\nkind = \"ollama\"\n");
+        assert!(
+            errs[0].contains("kind `ollama` needs a `base_url`"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
     fn unknown_keys_and_syntax_errors_have_positions() {
         let errs = errors("[backends.e]\nkind = \"echo\"\nbase_ulr = \"x\"\n");
         assert_eq!(errs.len(), 1);
@@ -446,6 +463,7 @@ strip_prefix = false
         assert!(errs[0].starts_with("routes.toml:2:"), "{errs:?}");
         let errs = errors("[backends.x]\nkind = \"grpc\"\n");
         assert!(errs[0].contains("unknown kind `grpc`"), "{errs:?}");
+        assert!(errs[0].contains("ollama"), "{errs:?}");
     }
 
     #[test]

@@ -609,6 +609,9 @@ pub struct ResponseMessage {
     pub role: String,
     /// The text, null when the model only called tools.
     pub content: Option<String>,
+    /// The model's reasoning, for backends that expose it (Ollama's `thinking`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
     /// Tool calls the model made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<ToolCall>>,

@@ -12,6 +12,7 @@ mod check_cli;
 mod errors;
 mod hot_reload;
 mod models;
+mod ollama;
 mod openapi;
 mod passthrough;
 mod python_sdk;

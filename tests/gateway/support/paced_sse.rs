@@ -106,7 +106,8 @@ impl PacedSse {
     }
 }
 
-async fn read_request(socket: &mut tokio::net::TcpStream) -> Vec<u8> {
+/// Reads one HTTP/1.1 request (head and `content-length` body) from `socket`.
+pub async fn read_request(socket: &mut tokio::net::TcpStream) -> Vec<u8> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     while let Ok(n) = socket.read(&mut chunk).await {

@@ -1,0 +1,496 @@
+//! The stream-normalisation layer every backend kind goes through: upstream bytes in, canonical
+//! OpenAI server-sent events out.
+//!
+//! Three parts, kept apart so each can be tested (and benchmarked) alone:
+//! - **framing**: `SseFramer` (events, LF or CRLF) or `LineFramer` (NDJSON lines) cuts the
+//!   upstream's reads, however the network split them, into whole frames;
+//! - **a `StreamAdapter`**, one per upstream format and per stream: pure, synchronous, holding the
+//!   stream's state (completion id, tool-call indexes, usage); it turns frames into OpenAI events;
+//! - **`Normalizer`**, which drives the two, caps how much an unfinished frame may hold, and owns
+//!   the rules every stream obeys: the stream ends with `data: [DONE]`, or, when the upstream
+//!   fails (a transport error or an error it reports), with exactly one OpenAI error event after
+//!   which nothing else is sent and the upstream is let go.
+//!
+//! `normalize` wraps a `Normalizer` around an upstream `ByteStream`; it adds no task and no
+//! buffer: each client poll pulls one upstream read through. After a failure it drops the
+//! upstream at once; after `[DONE]` it reads the body to its end so the connection is reused.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use futures::{Stream, StreamExt};
+
+use super::ndjson::{self, LineFramer};
+use super::sse::{self, SseFramer};
+use crate::backends::ByteStream;
+use crate::error::GatewayError;
+
+/// The canonical end of an OpenAI stream.
+pub const DONE_EVENT: &[u8] = b"data: [DONE]\n\n";
+
+/// The largest unfinished frame held back; more is an upstream protocol error, not a reason to
+/// grow memory without bound.
+pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+
+/// How an upstream frames its stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Server-sent events (`text/event-stream`).
+    Sse,
+    /// Newline-delimited JSON (`application/x-ndjson`).
+    Ndjson,
+}
+
+/// What an adapter wants after a frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep reading.
+    Continue,
+    /// The stream's end (`data: [DONE]`) has been written: stop reading the upstream.
+    End,
+    /// An upstream error event, already OpenAI-shaped, has been written verbatim: stop. The
+    /// message is for the log.
+    Failed(String),
+}
+
+/// A pure, per-stream converter from upstream frames to OpenAI events.
+///
+/// An `Err` from any method ends the stream with that error's OpenAI event (written by the
+/// `Normalizer`, never by the adapter), so every failure a client sees has the same shape.
+pub trait StreamAdapter {
+    /// The framing of the upstream body.
+    const FRAMING: Framing;
+
+    /// One whole frame: an SSE event's lines, or one NDJSON line (without its line end).
+    fn on_frame(&mut self, frame: &[u8], out: &mut Emitter) -> Result<Flow, GatewayError>;
+
+    /// Several whole frames, as one read completed them. The default hands each to `on_frame`;
+    /// an adapter that can pass frames through untouched overrides it to avoid any copy.
+    fn on_frames(&mut self, frames: Bytes, out: &mut Emitter) -> Result<Flow, GatewayError> {
+        match Self::FRAMING {
+            Framing::Sse => {
+                for frame in sse::events(&frames) {
+                    let flow = self.on_frame(frame, out)?;
+                    if flow != Flow::Continue {
+                        return Ok(flow);
+                    }
+                }
+            }
+            Framing::Ndjson => {
+                for frame in ndjson::lines(&frames) {
+                    let flow = self.on_frame(frame, out)?;
+                    if flow != Flow::Continue {
+                        return Ok(flow);
+                    }
+                }
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// The upstream ended cleanly without the adapter having ended the stream: write what
+    /// closes it (a final usage chunk, `data: [DONE]`), or refuse a truncated stream.
+    fn finish(&mut self, out: &mut Emitter) -> Result<(), GatewayError>;
+}
+
+/// Collects the bytes an adapter emits for one upstream read.
+///
+/// Passing through a frame the adapter did not change costs no copy when it is the read's only
+/// output (the OpenAI relay's common case); anything else is appended to one buffer, so a read
+/// becomes a single write to the client.
+#[derive(Debug, Default)]
+pub struct Emitter {
+    whole: Option<Bytes>,
+    buf: BytesMut,
+}
+
+impl Emitter {
+    /// Emits `bytes` as they are.
+    pub fn pass(&mut self, bytes: Bytes) {
+        if self.whole.is_none() && self.buf.is_empty() {
+            self.whole = Some(bytes);
+        } else {
+            self.buf().extend_from_slice(&bytes);
+        }
+    }
+
+    /// Emits a copy of `bytes`.
+    pub fn extend(&mut self, bytes: &[u8]) {
+        self.buf().extend_from_slice(bytes);
+    }
+
+    /// The buffer to write events into (after anything already emitted).
+    pub fn buf(&mut self) -> &mut BytesMut {
+        if let Some(whole) = self.whole.take() {
+            self.buf.extend_from_slice(&whole);
+        }
+        &mut self.buf
+    }
+
+    /// Everything emitted since the last take, if anything.
+    pub fn take(&mut self) -> Option<Bytes> {
+        match self.whole.take() {
+            Some(whole) => Some(whole),
+            None if self.buf.is_empty() => None,
+            None => Some(self.buf.split().freeze()),
+        }
+    }
+}
+
+enum Framer {
+    Sse(SseFramer),
+    Lines(LineFramer),
+}
+
+impl Framer {
+    fn push(&mut self, read: Bytes) -> Option<Bytes> {
+        match self {
+            Framer::Sse(f) => f.push(read),
+            Framer::Lines(f) => f.push(read),
+        }
+    }
+
+    fn finish(&mut self) -> Option<Bytes> {
+        match self {
+            Framer::Sse(f) => f.finish(),
+            Framer::Lines(f) => f.finish(),
+        }
+    }
+
+    fn pending_len(&self) -> usize {
+        match self {
+            Framer::Sse(f) => f.pending_len(),
+            Framer::Lines(f) => f.pending_len(),
+        }
+    }
+}
+
+/// Drives framing and an adapter over one stream, synchronously: reads in, client bytes out.
+pub struct Normalizer<A> {
+    adapter: A,
+    framer: Framer,
+    out: Emitter,
+    backend: String,
+    closed: bool,
+    failed: bool,
+    failure: Option<String>,
+}
+
+impl<A: StreamAdapter> Normalizer<A> {
+    /// A normaliser for one stream from `backend` (named in errors).
+    pub fn new(adapter: A, backend: &str) -> Self {
+        Normalizer {
+            adapter,
+            framer: match A::FRAMING {
+                Framing::Sse => Framer::Sse(SseFramer::new()),
+                Framing::Ndjson => Framer::Lines(LineFramer::new()),
+            },
+            out: Emitter::default(),
+            backend: backend.to_owned(),
+            closed: false,
+            failed: false,
+            failure: None,
+        }
+    }
+
+    /// Feeds one upstream read; returns the bytes for the client, if it completed anything.
+    pub fn push(&mut self, read: Bytes) -> Option<Bytes> {
+        if self.closed {
+            return None;
+        }
+        if let Some(frames) = self.framer.push(read) {
+            let flow = self.adapter.on_frames(frames, &mut self.out);
+            self.settle(flow);
+        }
+        if !self.closed && self.framer.pending_len() > MAX_FRAME_BYTES {
+            self.fail(GatewayError::UpstreamProtocol {
+                backend: self.backend.clone(),
+                message: format!("a stream frame exceeds {MAX_FRAME_BYTES} bytes"),
+            });
+        }
+        self.out.take()
+    }
+
+    /// The upstream ended cleanly: flushes an unterminated last frame, then lets the adapter
+    /// close the stream.
+    pub fn end(&mut self) -> Option<Bytes> {
+        if self.closed {
+            return self.out.take();
+        }
+        if let Some(rest) = self.framer.finish() {
+            let flow = self.adapter.on_frames(rest, &mut self.out);
+            self.settle(flow);
+        }
+        if !self.closed {
+            self.closed = true;
+            if let Err(err) = self.adapter.finish(&mut self.out) {
+                self.fail(err);
+            }
+        }
+        self.out.take()
+    }
+
+    /// The upstream failed (transport error, timeout): one error event, then the stream closes.
+    pub fn upstream_failed(&mut self, err: GatewayError) -> Option<Bytes> {
+        if !self.closed {
+            self.fail(err);
+        }
+        self.out.take()
+    }
+
+    /// Whether nothing more will be read or sent.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Whether the stream closed on a failure (rather than on its end).
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+
+    /// Why the stream failed, once, for the log.
+    pub fn take_failure(&mut self) -> Option<String> {
+        self.failure.take()
+    }
+
+    fn settle(&mut self, flow: Result<Flow, GatewayError>) {
+        match flow {
+            Ok(Flow::Continue) => {}
+            Ok(Flow::End) => self.closed = true,
+            Ok(Flow::Failed(message)) => {
+                self.closed = true;
+                self.failed = true;
+                self.failure = Some(message);
+            }
+            Err(err) => self.fail(err),
+        }
+    }
+
+    fn fail(&mut self, err: GatewayError) {
+        self.closed = true;
+        self.failed = true;
+        self.out.extend(&err.to_sse_event());
+        self.failure = Some(err.to_string());
+    }
+}
+
+/// Normalises an upstream body into canonical OpenAI SSE with `adapter`.
+pub fn normalize<A>(upstream: ByteStream, adapter: A, backend: &str) -> ByteStream
+where
+    A: StreamAdapter + Send + Unpin + 'static,
+{
+    Box::pin(Normalized {
+        upstream,
+        upstream_done: false,
+        inner: Normalizer::new(adapter, backend),
+    })
+}
+
+struct Normalized<A> {
+    upstream: ByteStream,
+    upstream_done: bool,
+    inner: Normalizer<A>,
+}
+
+impl<A: StreamAdapter + Unpin> Normalized<A> {
+    fn emit(&mut self, bytes: Option<Bytes>) -> Option<Bytes> {
+        if let Some(reason) = self.inner.take_failure() {
+            tracing::error!(backend = %self.inner.backend, error = %reason, "stream failed");
+        }
+        if self.inner.failed() && !self.upstream_done {
+            // Nothing more is wanted from a failed upstream: close its connection now.
+            self.upstream = Box::pin(futures::stream::empty());
+            self.upstream_done = true;
+        }
+        bytes
+    }
+}
+
+impl<A: StreamAdapter + Unpin> Stream for Normalized<A> {
+    type Item = Result<Bytes, GatewayError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if this.inner.is_closed() {
+                if this.upstream_done {
+                    return Poll::Ready(None);
+                }
+                // The stream ended (`[DONE]`) before the upstream body did: read the rest, which
+                // is only the body's terminator from a well-behaved server, so that the
+                // connection goes back to the pool instead of being closed (a new TLS handshake
+                // per request otherwise). Anything else is discarded: nothing follows [DONE].
+                // NOTE: an upstream that never ends its body after [DONE] holds the response
+                // open until `request_timeout` between reads, as before this layer existed.
+                match this.upstream.poll_next_unpin(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Some(Ok(_))) => continue,
+                    Poll::Ready(Some(Err(_)) | None) => {
+                        this.upstream_done = true;
+                        return Poll::Ready(None);
+                    }
+                }
+            }
+            let out = match this.upstream.poll_next_unpin(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(read))) => this.inner.push(read),
+                Poll::Ready(Some(Err(err))) => {
+                    this.upstream_done = true;
+                    this.inner.upstream_failed(err)
+                }
+                Poll::Ready(None) => {
+                    this.upstream_done = true;
+                    this.inner.end()
+                }
+            };
+            if let Some(bytes) = this.emit(out) {
+                return Poll::Ready(Some(Ok(bytes)));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Echoes each frame back as a data event and ends on `stop`.
+    struct Upper;
+
+    impl StreamAdapter for Upper {
+        const FRAMING: Framing = Framing::Ndjson;
+        fn on_frame(&mut self, frame: &[u8], out: &mut Emitter) -> Result<Flow, GatewayError> {
+            match frame {
+                b"stop" => {
+                    out.extend(DONE_EVENT);
+                    Ok(Flow::End)
+                }
+                b"bad" => Err(GatewayError::UpstreamProtocol {
+                    backend: "b".into(),
+                    message: "bad line".into(),
+                }),
+                line => {
+                    out.extend(b"data: ");
+                    out.extend(&line.to_ascii_uppercase());
+                    out.extend(b"\n\n");
+                    Ok(Flow::Continue)
+                }
+            }
+        }
+        fn finish(&mut self, _: &mut Emitter) -> Result<(), GatewayError> {
+            Err(GatewayError::UpstreamProtocol {
+                backend: "b".into(),
+                message: "ended early".into(),
+            })
+        }
+    }
+
+    fn run(pieces: &[&[u8]]) -> String {
+        let mut n = Normalizer::new(Upper, "b");
+        let mut out = Vec::new();
+        for p in pieces {
+            out.extend(n.push(Bytes::copy_from_slice(p)).unwrap_or_default());
+        }
+        out.extend(n.end().unwrap_or_default());
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn frames_split_across_reads_are_whole_when_the_adapter_sees_them() {
+        let out = run(&[b"a", b"b\ncd\r", b"\n\nst", b"op\nafter\n"]);
+        assert_eq!(out, "data: AB\n\ndata: CD\n\ndata: [DONE]\n\n");
+    }
+
+    #[test]
+    fn an_adapter_error_is_one_error_event_and_nothing_after_it() {
+        let out = run(&[b"a\nbad\nc\n", b"d\n"]);
+        assert!(out.starts_with("data: A\n\ndata: {\"error\":{"), "{out}");
+        assert!(
+            out.contains("bad line") && !out.contains("data: C"),
+            "{out}"
+        );
+        assert_eq!(out.matches("data: ").count(), 2, "{out}");
+    }
+
+    #[test]
+    fn finish_may_refuse_a_truncated_stream() {
+        let out = run(&[b"a\n", b"b"]);
+        assert!(
+            out.starts_with("data: A\n\ndata: B\n\ndata: {\"error\""),
+            "{out}"
+        );
+        assert!(out.contains("ended early"), "{out}");
+    }
+
+    #[test]
+    fn a_frame_that_never_ends_is_cut_off_at_the_cap() {
+        let mut n = Normalizer::new(Upper, "b");
+        let big = Bytes::from(vec![b'x'; MAX_FRAME_BYTES / 2 + 1]);
+        assert!(n.push(big.clone()).is_none());
+        let out = n.push(big).unwrap();
+        assert!(
+            String::from_utf8_lossy(&out).contains("upstream_protocol_error"),
+            "{out:?}"
+        );
+        assert!(n.is_closed() && n.end().is_none());
+    }
+
+    #[test]
+    fn a_transport_failure_after_the_end_changes_nothing() {
+        let mut n = Normalizer::new(Upper, "b");
+        assert!(n.push(Bytes::from_static(b"stop\n")).is_some());
+        let late = n.upstream_failed(GatewayError::UpstreamTimeout {
+            backend: "b".into(),
+            phase: "the next part of the body",
+        });
+        assert!(late.is_none());
+    }
+
+    #[tokio::test]
+    async fn after_done_the_body_is_read_to_its_end_and_after_a_failure_it_is_dropped() {
+        use futures::stream;
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        async fn relay(reads: Vec<&'static [u8]>) -> (String, usize) {
+            let pulled = Arc::new(AtomicUsize::new(0));
+            let counter = pulled.clone();
+            let upstream: ByteStream = Box::pin(
+                stream::iter(reads.into_iter().map(|r| Ok(Bytes::from_static(r)))).inspect(
+                    move |_| {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                    },
+                ),
+            );
+            let out: Vec<u8> = normalize(upstream, Upper, "b")
+                .map(|r| r.unwrap().to_vec())
+                .concat()
+                .await;
+            (
+                String::from_utf8(out).unwrap(),
+                pulled.load(Ordering::SeqCst),
+            )
+        }
+        // The terminator (here: one more read) is consumed, and what it carries is not relayed.
+        let (out, pulled) = relay(vec![b"a\nstop\n", b"junk\n"]).await;
+        assert_eq!(out, "data: A\n\ndata: [DONE]\n\n");
+        assert_eq!(pulled, 2);
+        // After a failure nothing more is pulled.
+        let (out, pulled) = relay(vec![b"a\nbad\n", b"more\n", b"stop\n"]).await;
+        assert!(out.contains("bad line") && !out.contains("MORE"), "{out}");
+        assert_eq!(pulled, 1);
+    }
+
+    #[test]
+    fn the_emitter_passes_a_lone_frame_without_copying() {
+        let mut e = Emitter::default();
+        let frame = Bytes::from_static(b"data: x\n\n");
+        e.pass(frame.clone());
+        assert_eq!(e.take().unwrap().as_ptr(), frame.as_ptr());
+        e.extend(b"a");
+        e.pass(frame);
+        e.extend(b"b");
+        assert_eq!(e.take().unwrap(), &b"adata: x\n\nb"[..]);
+        assert!(e.take().is_none());
+    }
+}

@@ -1,0 +1,181 @@
+//! `kind = "ollama"`: an Ollama server by its native API (`/api/chat`, `/api/embed`,
+//! `/api/tags`), so that Ollama-only features (`keep_alive`, `think`, `options`) stay in reach
+//! and an OpenAI client cannot tell the answer came from Ollama.
+//!
+//! Transport only: the request and response conversions are `adapters::ollama`, and streams go
+//! through the shared normalisation layer (`adapters::stream`) with the NDJSON chat adapter.
+
+use actix_web::http::header::{self, HeaderMap, HeaderValue};
+use bytes::Bytes;
+
+use super::http::{self, HttpUpstream};
+use super::{
+    Backend, DiscoveredModel, Endpoint, ParsedRequest, ReplyBody, UpstreamCall, UpstreamReply,
+};
+use crate::adapters::ollama::{self, ChatStream};
+use crate::adapters::stream::normalize;
+use crate::config::HttpSettings;
+use crate::error::GatewayError;
+use crate::routing::rewrite::peek_model;
+use crate::schema::{ChatCompletionRequest, EmbeddingRequest, EncodingFormat};
+
+/// An Ollama backend.
+#[derive(Debug)]
+pub struct OllamaBackend {
+    http: HttpUpstream,
+}
+
+impl OllamaBackend {
+    /// Builds the backend and its connection pool.
+    pub fn new(name: &str, settings: &HttpSettings) -> Result<Self, String> {
+        Ok(OllamaBackend {
+            http: HttpUpstream::new(name, settings)?,
+        })
+    }
+
+    async fn chat(
+        &self,
+        call: &UpstreamCall<'_>,
+        request: &ChatCompletionRequest,
+    ) -> Result<UpstreamReply, GatewayError> {
+        let model = upstream_model(call, &request.model);
+        let body = ollama::chat_request(request, &model, call.stream)?;
+        let response = self.post("/api/chat", body, call.client_headers).await?;
+        let status = http::status_of(&response);
+        let headers = json_headers(response.headers());
+        let body = if call.stream {
+            let adapter =
+                ChatStream::new(call.client_model, request.include_usage(), self.http.name());
+            ReplyBody::EventStream(normalize(
+                self.http.body_stream(response),
+                adapter,
+                self.http.name(),
+            ))
+        } else {
+            let body = self.http.read_body(response).await?;
+            ReplyBody::Full(ollama::chat_response(
+                &body,
+                call.client_model,
+                self.http.name(),
+            )?)
+        };
+        Ok(UpstreamReply {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    async fn embed(
+        &self,
+        call: &UpstreamCall<'_>,
+        request: &EmbeddingRequest,
+    ) -> Result<UpstreamReply, GatewayError> {
+        let model = upstream_model(call, &request.model);
+        let body = ollama::embed_request(request, &model)?;
+        let response = self.post("/api/embed", body, call.client_headers).await?;
+        let status = http::status_of(&response);
+        let headers = json_headers(response.headers());
+        let body = self.http.read_body(response).await?;
+        let body = ollama::embed_response(
+            &body,
+            call.client_model,
+            request.input.len(),
+            request.encoding_format == Some(EncodingFormat::Base64),
+            self.http.name(),
+        )?;
+        Ok(UpstreamReply {
+            status,
+            headers,
+            body: ReplyBody::Full(body),
+        })
+    }
+
+    /// POSTs a JSON body; a non-2xx answer becomes an OpenAI-shaped error with its status.
+    async fn post(
+        &self,
+        path: &str,
+        body: Bytes,
+        client_headers: &HeaderMap,
+    ) -> Result<reqwest::Response, GatewayError> {
+        // The body is the gateway's own JSON, whatever the client's request looked like.
+        let mut headers = client_headers.clone();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let response = self
+            .http
+            .send(reqwest::Method::POST, path, body, &headers)
+            .await?;
+        if response.status().is_success() {
+            Ok(response)
+        } else {
+            Err(self.status_error(response).await)
+        }
+    }
+
+    /// Ollama's `{"error": "..."}` answer in OpenAI's shape, with Ollama's status and headers
+    /// (`retry-after` included).
+    async fn status_error(&self, response: reqwest::Response) -> GatewayError {
+        let status = http::status_of(&response);
+        let headers = json_headers(response.headers());
+        match self.http.read_body(response).await {
+            Ok(body) => GatewayError::UpstreamStatus {
+                status,
+                headers,
+                body: ollama::error_body(status, &body).to_bytes(),
+            },
+            Err(err) => err,
+        }
+    }
+}
+
+/// The name the upstream knows the model by: the body's model after the route's rewrite.
+fn upstream_model(call: &UpstreamCall<'_>, fallback: &str) -> String {
+    peek_model(&call.body).unwrap_or_else(|| fallback.to_owned())
+}
+
+/// The upstream's response headers, with the content type of the gateway's JSON answer.
+fn json_headers(upstream: &reqwest::header::HeaderMap) -> HeaderMap {
+    let mut headers = http::response_headers(upstream);
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers
+}
+
+impl Backend for OllamaBackend {
+    async fn send(&self, call: UpstreamCall<'_>) -> Result<UpstreamReply, GatewayError> {
+        match (call.endpoint, call.parsed) {
+            (Endpoint::ChatCompletions, ParsedRequest::Chat(request)) => {
+                self.chat(&call, request).await
+            }
+            (Endpoint::Embeddings, ParsedRequest::Embeddings(request)) => {
+                self.embed(&call, request).await
+            }
+            (endpoint, _) => Err(GatewayError::UnsupportedEndpoint {
+                backend: self.http.name().to_owned(),
+                endpoint: format!("/v1{}", endpoint.path()),
+            }),
+        }
+    }
+
+    async fn list_models(&self) -> Result<Vec<DiscoveredModel>, GatewayError> {
+        let response = self
+            .http
+            .send(
+                reqwest::Method::GET,
+                "/api/tags",
+                Bytes::new(),
+                &HeaderMap::new(),
+            )
+            .await?;
+        if !response.status().is_success() {
+            return Err(self.status_error(response).await);
+        }
+        let body = self.http.read_body(response).await?;
+        ollama::tags(&body, self.http.name())
+    }
+}
