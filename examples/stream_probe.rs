@@ -1,9 +1,12 @@
-//! Streaming load probe for the load bench: wrk cannot time the first event of a stream.
+//! Load probe for the load bench, for what wrk cannot measure.
 //!
-//! `stream_probe URL CONCURRENCY SECONDS BODY` runs a closed loop of streamed requests and prints
-//! one JSON line: requests, errors, time to first event and to the end (p50/p99/p99.9 in µs).
-//! `stream_probe URL N hold BODY` opens N streams, prints `{"held":N}` once every one has its
-//! first event, and keeps them open until stdin closes.
+//! - `stream_probe URL CONCURRENCY SECONDS BODY` runs a closed loop of requests and prints one
+//!   JSON line: requests, errors, time to the first byte of the body (for a stream: its first
+//!   event) and to the end, p50/p99/p99.9 in µs.
+//! - `stream_probe URL N hold BODY` opens N streams, prints `{"held":N}` once every one has its
+//!   first event, and keeps them open until stdin closes.
+//!
+//! A request counts only when its status is 2xx and, for a stream, it ended with `data: [DONE]`.
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::print_stdout)]
 
@@ -12,8 +15,13 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
-async fn one(client: &reqwest::Client, url: &str, body: &str) -> Option<(u64, u64)> {
-    let started = Instant::now();
+async fn one(
+    client: &reqwest::Client,
+    url: &str,
+    body: &str,
+    started: Instant,
+) -> Option<(u64, u64)> {
+    let stream = body.contains("\"stream\":true");
     let response = client
         .post(url)
         .header("content-type", "application/json")
@@ -24,12 +32,12 @@ async fn one(client: &reqwest::Client, url: &str, body: &str) -> Option<(u64, u6
     if !response.status().is_success() {
         return None;
     }
-    let mut stream = response.bytes_stream();
+    let mut parts = response.bytes_stream();
     let mut first = None;
-    let mut done = false;
-    while let Some(part) = stream.next().await {
+    let mut done = !stream;
+    while let Some(part) = parts.next().await {
         let part = part.ok()?;
-        if first.is_none() && part.windows(5).any(|w| w == b"data:") {
+        if first.is_none() && !part.is_empty() {
             first = Some(started.elapsed().as_micros() as u64);
         }
         done |= part.windows(12).any(|w| w == b"data: [DONE]");
@@ -44,74 +52,9 @@ fn pct(sorted: &[u64], p: f64) -> u64 {
     sorted[((sorted.len() as f64 * p / 100.0).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
 
-#[tokio::main]
-async fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let (url, n, mode, body) = (
-        args[1].clone(),
-        args[2].parse::<usize>().unwrap(),
-        args[3].clone(),
-        args[4].clone(),
-    );
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(n)
-        .build()
-        .unwrap();
-    if mode == "hold" {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(n);
-        for _ in 0..n {
-            let (client, url, body, tx) = (client.clone(), url.clone(), body.clone(), tx.clone());
-            tokio::spawn(async move {
-                let response = client
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await
-                    .unwrap();
-                let mut stream = response.bytes_stream();
-                let _ = stream.next().await;
-                tx.send(()).await.unwrap();
-                while stream.next().await.is_some() {}
-            });
-        }
-        for _ in 0..n {
-            rx.recv().await.unwrap();
-        }
-        println!("{{\"held\":{n}}}");
-        tokio::task::spawn_blocking(|| {
-            let mut sink = Vec::new();
-            let _ = std::io::stdin().read_to_end(&mut sink);
-        })
-        .await
-        .unwrap();
-        return;
-    }
-    let seconds: u64 = mode.parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let mut tasks = Vec::new();
-    for _ in 0..n {
-        let (client, url, body) = (client.clone(), url.clone(), body.clone());
-        tasks.push(tokio::spawn(async move {
-            let (mut ok, mut errors) = (Vec::new(), 0u64);
-            while Instant::now() < deadline {
-                match one(&client, &url, &body).await {
-                    Some(t) => ok.push(t),
-                    None => errors += 1,
-                }
-            }
-            (ok, errors)
-        }));
-    }
-    let (mut firsts, mut ends, mut errors) = (Vec::new(), Vec::new(), 0);
-    for t in tasks {
-        let (ok, e) = t.await.unwrap();
-        errors += e;
-        for (f, d) in ok {
-            firsts.push(f);
-            ends.push(d);
-        }
-    }
+fn report(results: Vec<Option<(u64, u64)>>, seconds: u64) {
+    let errors = results.iter().filter(|r| r.is_none()).count();
+    let (mut firsts, mut ends): (Vec<u64>, Vec<u64>) = results.into_iter().flatten().unzip();
     firsts.sort_unstable();
     ends.sort_unstable();
     println!(
@@ -126,4 +69,74 @@ async fn main() {
         pct(&ends, 99.0),
         pct(&ends, 99.9)
     );
+}
+
+async fn hold(client: reqwest::Client, url: String, n: usize, body: String) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(n);
+    for _ in 0..n {
+        let (client, url, body, tx) = (client.clone(), url.clone(), body.clone(), tx.clone());
+        tokio::spawn(async move {
+            let response = client
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let mut stream = response.bytes_stream();
+            let _ = stream.next().await;
+            tx.send(()).await.unwrap();
+            while stream.next().await.is_some() {}
+        });
+    }
+    for _ in 0..n {
+        rx.recv().await.unwrap();
+    }
+    println!("{{\"held\":{n}}}");
+    tokio::task::spawn_blocking(|| {
+        let mut sink = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut sink);
+    })
+    .await
+    .unwrap();
+}
+
+async fn closed_loop(client: reqwest::Client, url: String, n: usize, seconds: u64, body: String) {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let (client, url, body) = (client.clone(), url.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            while Instant::now() < deadline {
+                out.push(one(&client, &url, &body, Instant::now()).await);
+            }
+            out
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    report(all, seconds);
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let (url, n, mode, body) = (
+        args[1].clone(),
+        args[2].parse::<u64>().unwrap(),
+        args[3].clone(),
+        args[4].clone(),
+    );
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(4096)
+        .tcp_nodelay(true)
+        .build()
+        .unwrap();
+    match mode.as_str() {
+        "hold" => hold(client, url, n as usize, body).await,
+        seconds => closed_loop(client, url, n as usize, seconds.parse().unwrap(), body).await,
+    }
 }

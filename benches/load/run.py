@@ -175,7 +175,16 @@ http {{ access_log off; upstream mock {{ server 127.0.0.1:{mock_port}; keepalive
             first.append((c, res))
         sampler.running = False
 
-        # 2,000 streams held open through the gateway (upstream pauses 60 s between chunks).
+        # Memory in a fresh gateway: idle, then with N streams held open (the upstream pauses
+        # 60 s between chunks), so the per-stream figure is not hidden by memory the allocator
+        # kept from the load above.
+        gw.terminate()
+        gw.wait(timeout=10)
+        gw = subprocess.Popen(["taskset", "-c", "1", os.path.join(RELEASE, "switchyard"), "serve", "--config", routes,
+                               "--listen", f"127.0.0.1:{gw_port}"], env={**os.environ, "RUST_LOG": "warn"})
+        procs.append(gw)
+        wait_http(f"http://127.0.0.1:{gw_port}/health")
+        time.sleep(0.5)
         base_rss = rss_kib(gw.pid)
         hold = subprocess.Popen([os.path.join(RELEASE, "examples/stream_probe"), f"http://127.0.0.1:{gw_port}/v1/chat/completions",
                                  str(args.streams_held), "hold", PACED % ("mock/mock-model", 60000)],
@@ -227,10 +236,11 @@ def report(rows, first, idle_rss, load_rss, base_rss, held_rss, held_line, args,
             added = " | " if name == "direct" else f"{ms(r['first_p50'] - d['first_p50'])} | {ms(r['first_p99'] - d['first_p99'])}"
             print(f"| {c} | {name} | {r['requests'] / r['seconds']:.0f} | {ms(r['first_p50'])} | {ms(r['first_p99'])} | {ms(r['first_p999'])} | "
                   f"{added} | {ms(r['end_p50'])} | {r['errors']} |")
-    n = args.streams_held
-    per_stream = (held_rss - base_rss) / n
-    print(f"\nGateway RSS: idle {idle_rss / 1024:.1f} MiB; peak under load {load_rss / 1024:.1f} MiB; "
-          f"{held_line or 'hold failed'}: {base_rss / 1024:.1f} → {held_rss / 1024:.1f} MiB = {per_stream:.1f} KiB per open stream.")
+    n = json.loads(held_line)["held"] if held_line else 0
+    per_stream = (held_rss - base_rss) / max(n, 1)
+    print(f"\nGateway RSS: idle {idle_rss / 1024:.1f} MiB; peak under load {load_rss / 1024:.1f} MiB; fresh process "
+          f"{base_rss / 1024:.1f} MiB, with {n or 'FAILED: no'} streams open {held_rss / 1024:.1f} MiB "
+          f"= {per_stream:.1f} KiB per open stream.")
 
 
 if __name__ == "__main__":
