@@ -93,6 +93,16 @@ fn check(path: &Path) -> ExitCode {
     }
 }
 
+/// A URL for display: a password in it (`https://user:pw@host`) is never printed.
+fn redacted(url: &url::Url) -> String {
+    if url.password().is_none() {
+        return url.to_string();
+    }
+    let mut shown = url.clone();
+    let _ = shown.set_password(Some("<redacted>"));
+    shown.to_string()
+}
+
 fn write_table(out: &mut impl Write, path: &Path, config: &Config) -> std::io::Result<()> {
     writeln!(
         out,
@@ -118,7 +128,7 @@ fn write_table(out: &mut impl Write, path: &Path, config: &Config) -> std::io::R
                     "  {:<16} {:<6} {}  api_key={}{}",
                     b.name,
                     b.settings.kind(),
-                    http.base_url,
+                    redacted(&http.base_url),
                     key,
                     if headers.is_empty() {
                         String::new()

@@ -74,6 +74,20 @@ fn a_good_file_prints_the_route_table_without_secrets() {
 }
 
 #[test]
+fn a_password_in_a_base_url_is_not_printed() {
+    let (ok, stdout, _) = check(
+        "[backends.p]\nkind = \"proxy\"\nbase_url = \"https://user:hunter2@proxy.internal/v1\"\n[[routes]]\nprefix = \"\"\nbackend = \"p\"\n",
+    );
+    assert!(ok);
+    assert!(
+        stdout.contains("user:%3Credacted%3E@proxy.internal")
+            || stdout.contains("user:<redacted>@proxy.internal"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("hunter2"), "{stdout}");
+}
+
+#[test]
 fn the_shipped_routes_toml_is_valid() {
     let shipped =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/routes.toml")).unwrap();
