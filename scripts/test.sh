@@ -25,6 +25,9 @@ fi
 export SWITCHYARD_PYTHON="$PWD/.venv/bin/python"
 
 # --- Rust -------------------------------------------------------------------------------------
+# The shared build directory may hold a `switchyard` binary linked from another checkout (cargo
+# re-links the uplifted binary only when it is missing): remove it so the CLI tests run this one.
+rm -f "$CARGO_TARGET_DIR/debug/switchyard"
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked
