@@ -9,6 +9,7 @@ mod echo;
 mod http;
 mod openai;
 mod proxy;
+pub mod redis;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -21,6 +22,7 @@ use futures::Stream;
 pub use echo::EchoBackend;
 pub use openai::OpenAIBackend;
 pub use proxy::ProxyBackend;
+pub use redis::RedisBackend;
 
 use crate::config::{BackendConfig, BackendSettings};
 use crate::error::GatewayError;
@@ -138,6 +140,8 @@ pub enum AnyBackend {
     Proxy(ProxyBackend),
     /// Built-in echo.
     Echo(EchoBackend),
+    /// An openai-rq queue on Redis.
+    Redis(RedisBackend),
 }
 
 impl AnyBackend {
@@ -151,6 +155,9 @@ impl AnyBackend {
                 AnyBackend::Proxy(ProxyBackend::new(&config.name, http)?)
             }
             BackendSettings::Echo => AnyBackend::Echo(EchoBackend::new(&config.name)),
+            BackendSettings::Redis(settings) => {
+                AnyBackend::Redis(RedisBackend::new(&config.name, settings)?)
+            }
         })
     }
 
@@ -160,6 +167,7 @@ impl AnyBackend {
             AnyBackend::OpenAI(_) => "openai",
             AnyBackend::Proxy(_) => "proxy",
             AnyBackend::Echo(_) => "echo",
+            AnyBackend::Redis(_) => "redis",
         }
     }
 }
@@ -170,6 +178,7 @@ impl Backend for AnyBackend {
             AnyBackend::OpenAI(b) => b.send(call).await,
             AnyBackend::Proxy(b) => b.send(call).await,
             AnyBackend::Echo(b) => b.send(call).await,
+            AnyBackend::Redis(b) => b.send(call).await,
         }
     }
 
@@ -178,6 +187,7 @@ impl Backend for AnyBackend {
             AnyBackend::OpenAI(b) => b.list_models().await,
             AnyBackend::Proxy(b) => b.list_models().await,
             AnyBackend::Echo(b) => b.list_models().await,
+            AnyBackend::Redis(b) => b.list_models().await,
         }
     }
 }

@@ -64,6 +64,8 @@ pub enum BackendSettings {
     Proxy(HttpSettings),
     /// The built-in echo backend.
     Echo,
+    /// Jobs on a Redis queue, answered by `switchyard worker` or openai-rq workers.
+    Redis(RedisSettings),
 }
 
 impl BackendSettings {
@@ -73,6 +75,7 @@ impl BackendSettings {
             BackendSettings::OpenAI(_) => "openai",
             BackendSettings::Proxy(_) => "proxy",
             BackendSettings::Echo => "echo",
+            BackendSettings::Redis(_) => "redis",
         }
     }
 }
@@ -92,6 +95,17 @@ pub struct HttpSettings {
     pub connect_timeout: Duration,
     /// Time allowed for response headers and between body reads.
     pub request_timeout: Duration,
+}
+
+/// Settings of `kind = "redis"`.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// The connection URL; it may hold a password, so it is kept secret.
+    pub url: SecretString,
+    /// The URL as written (`${REDIS_URL}`), for display.
+    pub url_source: String,
+    /// How long a client waits for its result, and between two entries of a stream.
+    pub timeout: Duration,
 }
 
 /// One `[[routes]]`.
