@@ -44,7 +44,7 @@ pub enum Command {
     },
     /// Relay jobs from a Redis queue (openai-rq 0.1.2 protocol) to a local OpenAI-compatible
     /// server. Flags mirror `openai-rq worker`.
-    Worker(WorkerArgs),
+    Worker(Box<WorkerArgs>),
 }
 
 /// `switchyard worker` flags (the first ten are openai-rq's).
@@ -163,7 +163,7 @@ fn worker(args: WorkerArgs) -> ExitCode {
             tracing::info!("signal received: stopping");
             stop.cancel();
         });
-        worker.run_until_stopped().await;
+        let _ = worker.run_until_stopped().await;
         ExitCode::SUCCESS
     })
 }
@@ -204,7 +204,7 @@ pub fn run(cli: Cli) -> ExitCode {
             }
         }
         Command::Check { path } => check(&path),
-        Command::Worker(args) => worker(args),
+        Command::Worker(args) => worker(*args),
     }
 }
 

@@ -498,4 +498,54 @@ strip_prefix = false
         let errs = errors("[backends.x]\nkind = \"grpc\"\n");
         assert!(errs[0].contains("unknown kind `grpc`"), "{errs:?}");
     }
+
+    #[test]
+    fn a_redis_backend_takes_its_url_from_the_environment_and_refuses_http_keys() {
+        let env = |name: &str| (name == "REDIS_URL").then(|| "redis://:pw@redis:6379/0".to_owned());
+        let good =
+            "[backends.dc]\nkind = \"redis\"\nredis_url = \"${REDIS_URL}\"\ntimeout = \"90s\"\n";
+        let config = validate(good, "routes.toml", &env).unwrap();
+        let BackendSettings::Redis(r) = &config.backends[0].settings else {
+            panic!()
+        };
+        assert_eq!(r.timeout, Duration::from_secs(90));
+        assert_eq!(r.url_source, "${REDIS_URL}");
+        assert!(
+            !format!("{r:?}").contains("pw"),
+            "the password never prints"
+        );
+
+        let errs = errors(
+            "[backends.dc]\nkind = \"redis\"\nredis_url = \"redis://r\"\nbase_url = \"http://x\"\napi_key = \"k\"\n",
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e
+                    .starts_with("routes.toml:4:12: `base_url` does not apply to kind `redis`")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("routes.toml:5:11: `api_key` does not apply")),
+            "{errs:?}"
+        );
+        let errs = errors("[backends.dc]\nkind = \"redis\"\n");
+        assert!(errs[0].contains("needs a `redis_url`"), "{errs:?}");
+        let errs = errors(
+            "[backends.dc]\nkind = \"redis\"\nredis_url = \"http://r\"\ntimeout = \"soon\"\n",
+        );
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("routes.toml:3:13: `redis_url` must be a redis://")),
+            "{errs:?}"
+        );
+        let errs = errors(
+            "[backends.o]\nkind = \"openai\"\nbase_url = \"http://x/v1\"\nredis_url = \"redis://r\"\n",
+        );
+        assert!(
+            errs[0].starts_with("routes.toml:4:13: `redis_url` does not apply to kind `openai`"),
+            "{errs:?}"
+        );
+    }
 }

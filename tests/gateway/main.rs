@@ -13,4 +13,5 @@ mod errors;
 mod models;
 mod passthrough;
 mod python_sdk;
+mod redis_transport;
 mod streaming;

@@ -37,8 +37,6 @@ pub use worker::{StepOutcome, Worker, WorkerConfig};
 
 /// Time allowed beyond the wait itself for Redis to answer a command, before it counts as down.
 const REDIS_GRACE: Duration = Duration::from_secs(5);
-/// A pooled connection that fails faster than this was dead before it was used.
-const STALE_FAILURE: Duration = Duration::from_millis(100);
 
 /// The gateway's side of an openai-rq queue.
 #[derive(Debug)]
@@ -67,25 +65,14 @@ impl RedisBackend {
     /// Queues a job and waits for its answer; `stream` picks the result stream.
     async fn relay(&self, job: OutgoingJob) -> Result<UpstreamReply, GatewayError> {
         let deadline = Instant::now() + self.timeout;
-        let (lease, pooled) = self
+        let lease = self
             .pool
             .lease(deadline)
             .await
             .map_err(|e| self.unavailable(&e))?;
-        let started = Instant::now();
-        match self.queue_and_wait(lease, &job, deadline).await {
-            // A pooled connection may have died with a Redis restart, and then fails at once,
-            // before anything was queued: one fresh try. A failure after a while may come after
-            // the XADD, and a second job under the same id could splice two answers: no retry.
-            Err(err) if pooled && pool::retryable(&err) && started.elapsed() < STALE_FAILURE => {
-                let conn = self.pool.lease(deadline).await;
-                let (lease, _) = conn.map_err(|e| self.unavailable(&e))?;
-                self.queue_and_wait(lease, &job, deadline)
-                    .await
-                    .map_err(|e| self.unavailable(&e))?
-            }
-            other => other.map_err(|e| self.unavailable(&e))?,
-        }
+        self.queue_and_wait(lease, &job, deadline)
+            .await
+            .map_err(|e| self.unavailable(&e))?
     }
 
     /// `XADD` + the first wait, pipelined on one connection (one round trip).
@@ -401,9 +388,12 @@ async fn forget_job(lease: &mut Lease, entry_id: &str, stream_key: Option<&str>)
 /// A Redis failure as the client sees it. The message is the error's category and detail,
 /// never the URL (which may hold a password).
 pub(crate) fn queue_unavailable(backend: &str, err: &redis::RedisError) -> GatewayError {
-    let message = match err.detail() {
-        Some(detail) => format!("{}: {detail}", err.category()),
-        None => err.category().to_owned(),
+    let text = err.to_string();
+    // The URL (and its password) is never part of the message.
+    let message = if text.contains("://") || text.contains('@') {
+        err.category().to_owned()
+    } else {
+        text
     };
     GatewayError::QueueUnavailable {
         backend: backend.to_owned(),

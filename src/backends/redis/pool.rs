@@ -16,6 +16,9 @@ use tokio::time::Instant;
 
 /// Idle connections kept for reuse; more are opened under load and closed after use.
 const MAX_IDLE: usize = 64;
+/// A connection idle longer than this is checked with a `PING` before use: Redis may have
+/// restarted meanwhile. Busy connections skip the check (no extra round trip under load).
+const CHECK_AFTER: Duration = Duration::from_secs(1);
 /// First and largest pause between two connection attempts.
 const BACKOFF_START: Duration = Duration::from_millis(25);
 const BACKOFF_MAX: Duration = Duration::from_millis(500);
@@ -29,7 +32,7 @@ pub struct Pool {
 struct Inner {
     client: redis::Client,
     config: AsyncConnectionConfig,
-    idle: Mutex<Vec<MultiplexedConnection>>,
+    idle: Mutex<Vec<(MultiplexedConnection, Instant)>>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -55,13 +58,24 @@ impl Pool {
         }
     }
 
-    /// A connection: an idle one, else a new one, retrying with backoff until `deadline`.
-    /// The flag says whether it came from the pool (it may have gone stale since).
-    pub async fn lease(&self, deadline: Instant) -> RedisResult<(Lease, bool)> {
-        if let Some(conn) = self.inner.idle.lock().ok().and_then(|mut idle| idle.pop()) {
-            return Ok((self.wrap(conn), true));
+    /// A connection: an idle one known to work, else a new one, retrying with backoff until
+    /// `deadline`. A job is never sent twice, so the connection must be sound before use.
+    pub async fn lease(&self, deadline: Instant) -> RedisResult<Lease> {
+        loop {
+            let Some((mut conn, since)) = self.inner.idle.lock().ok().and_then(|mut i| i.pop())
+            else {
+                break;
+            };
+            if since.elapsed() < CHECK_AFTER {
+                return Ok(self.wrap(conn));
+            }
+            let cmd = redis::cmd("PING");
+            let ping = cmd.query_async::<()>(&mut conn);
+            if let Ok(Ok(())) = tokio::time::timeout(CHECK_AFTER, ping).await {
+                return Ok(self.wrap(conn));
+            }
         }
-        Ok((self.wrap(self.connect(deadline).await?), false))
+        Ok(self.wrap(self.connect(deadline).await?))
     }
 
     /// A new connection, retrying refused or reset connections with backoff until `deadline`.
@@ -146,7 +160,7 @@ impl Drop for Lease {
         if let (Some(conn), Ok(mut idle)) = (self.conn.take(), self.pool.idle.lock())
             && idle.len() < MAX_IDLE
         {
-            idle.push(conn);
+            idle.push((conn, Instant::now()));
         }
     }
 }

@@ -228,7 +228,7 @@ impl Drop for ResultReader {
         let key = std::mem::take(&mut self.key);
         handle.spawn(async move {
             let deadline = Instant::now() + REDIS_GRACE;
-            if let Ok((mut lease, _)) = pool.lease(deadline).await {
+            if let Ok(mut lease) = pool.lease(deadline).await {
                 forget_job(&mut lease, &entry_id, Some(&key)).await;
             }
         });

@@ -503,8 +503,8 @@ mod tests {
         assert_eq!(j("http://h/v1", "/v10/x"), "http://h/v10/x");
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn the_first_event_goes_at_once_and_later_ones_within_the_window() {
+    #[test]
+    fn the_first_event_goes_at_once_and_later_ones_within_the_window() {
         let window = Duration::from_millis(50);
         let mut b = Batcher::new(window);
         let t0 = Instant::now();
@@ -527,8 +527,8 @@ mod tests {
         assert_eq!(b.deadline(), None);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn crlf_events_are_cut_at_their_boundary_not_held_to_the_end() {
+    #[test]
+    fn crlf_events_are_cut_at_their_boundary_not_held_to_the_end() {
         let mut b = Batcher::new(Duration::from_millis(50));
         let t0 = Instant::now();
         assert_eq!(

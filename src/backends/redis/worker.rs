@@ -377,6 +377,12 @@ impl Worker {
                 return StepOutcome::Idle;
             }
         }
+        if self.stop.is_cancelled() && !self.taken.is_empty() {
+            // Delivered while the stop signal arrived: hand them straight to other workers.
+            let ids: Vec<String> = self.taken.drain(..).map(|t| t.entry_id).collect();
+            self.release(&ids).await;
+            return StepOutcome::Idle;
+        }
         match self.taken.pop_front() {
             Some(taken) => self.dispatch(taken).await,
             None => StepOutcome::Idle,
@@ -386,7 +392,7 @@ impl Worker {
     /// Runs `step` until the stop token is cancelled (SIGTERM/SIGINT in the CLI), then lets
     /// running jobs finish for up to `shutdown_timeout`. Jobs still running then are stopped and
     /// released at once for other workers; their entries stay pending, never acknowledged.
-    pub async fn run_until_stopped(mut self) {
+    pub async fn run_until_stopped(mut self) -> StatsSnapshot {
         let consumer = self.cfg.consumer.clone();
         tracing::info!(
             group = %self.cfg.group,
@@ -423,7 +429,9 @@ impl Worker {
             self.tasks.wait().await;
             self.release(&left).await;
         }
-        log_stats("worker stopped", &self.stats());
+        let stats = self.stats();
+        log_stats("worker stopped", &stats);
+        stats
     }
 
     async fn ensure_group(&mut self) -> redis::RedisResult<()> {

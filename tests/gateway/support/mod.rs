@@ -3,6 +3,7 @@
 
 pub mod paced_sse;
 pub mod python;
+pub mod redis;
 
 use std::net::{SocketAddr, TcpListener};
 
