@@ -8,11 +8,16 @@
 //! - mixed: `OpenAIRQ` → Redis → `switchyard worker` (the worker swapped alone).
 //!
 //! Also the CPU time each worker process spends per request (from /proc). Everything runs on
-//! loopback: a redis-server started here, a fast in-process upstream (fixed 423-byte chat
+//! loopback: a redis-server started here, a fast in-process upstream (fixed 422-byte chat
 //! completion; 20 content chunks), release builds. Run: `cargo bench --bench redis_hop`
 //! (needs redis-server, and the venv of scripts/test.sh for the Python rows).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout
+)]
 
 use std::net::TcpListener as StdListener;
 use std::path::PathBuf;
@@ -54,7 +59,7 @@ impl Proc {
     }
 }
 
-const CHAT: &str = r#"{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"The quick brown fox jumps over the lazy dog, and then it jumps again, just to be sure that everybody saw it."},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":25,"total_tokens":37},"system_fingerprint":"fp_bench_000000"}"#;
+const CHAT: &str = r#"{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"The quick brown fox jumps over the lazy dog, and then it jumps again, just to be sure that everybody saw it. Twice, for good measure, okay."},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":25,"total_tokens":37},"system_fingerprint":"fp_bench_000000"}"#;
 
 fn sse() -> String {
     let mut body = String::new();
@@ -103,9 +108,15 @@ async fn upstream() -> u16 {
                     let stream = body.windows(13).any(|w| w == b"\"stream\":true")
                         || body.windows(14).any(|w| w == b"\"stream\": true");
                     let response = if stream {
-                        format!("HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n{stream_body}", stream_body.len())
+                        format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n{stream_body}",
+                            stream_body.len()
+                        )
                     } else {
-                        format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{CHAT}", CHAT.len())
+                        format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{CHAT}",
+                            CHAT.len()
+                        )
                     };
                     if socket.write_all(response.as_bytes()).await.is_err() {
                         return;
@@ -121,10 +132,7 @@ async fn upstream() -> u16 {
 fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
     samples.sort();
     let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
-    (
-        at(0.50).as_secs_f64() * 1e3,
-        at(0.99).as_secs_f64() * 1e3,
-    )
+    (at(0.50).as_secs_f64() * 1e3, at(0.99).as_secs_f64() * 1e3)
 }
 
 async fn measure(client: &reqwest::Client, url: &str, body: &str) -> (f64, f64) {
@@ -166,7 +174,13 @@ fn python() -> Option<PathBuf> {
 fn switchyard_worker(redis_url: &str, upstream: &str) -> Proc {
     Proc(
         Command::new(env!("CARGO_BIN_EXE_switchyard"))
-            .args(["worker", "--redis-url", redis_url, "--openai-base-url", upstream])
+            .args([
+                "worker",
+                "--redis-url",
+                redis_url,
+                "--openai-base-url",
+                upstream,
+            ])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
@@ -178,7 +192,13 @@ fn python_worker(redis_url: &str, upstream: &str) -> Option<Proc> {
     let script = python()?.with_file_name("openai-rq");
     Some(Proc(
         Command::new(script)
-            .args(["worker", "--redis-url", redis_url, "--openai-base-url", upstream])
+            .args([
+                "worker",
+                "--redis-url",
+                redis_url,
+                "--openai-base-url",
+                upstream,
+            ])
             .stdout(Stdio::null())
             .spawn()
             .unwrap(),
@@ -192,7 +212,11 @@ fn python_pair(redis_url: &str, upstream: &str) -> Option<serde_json::Value> {
         .args([redis_url, upstream, &N.to_string(), &WARMUP.to_string()])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Some(serde_json::from_slice(&out.stdout).unwrap())
 }
 
@@ -211,7 +235,16 @@ async fn run() {
     let redis_port = free_port();
     let _redis = Proc(
         Command::new("redis-server")
-            .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &redis_port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server installed"),
@@ -236,7 +269,10 @@ async fn run() {
             .unwrap(),
     );
     wait_port(gw_port);
-    let client = reqwest::Client::builder().tcp_nodelay(true).build().unwrap();
+    let client = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .build()
+        .unwrap();
     let chat = r#"{"model":"dc/m","messages":[{"role":"user","content":"hi"}]}"#;
     let stream = r#"{"model":"dc/m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
 
@@ -256,7 +292,10 @@ async fn run() {
     let py_worker = python_worker(&redis_url, &up);
     let gw_py = if py_worker.is_some() {
         std::thread::sleep(Duration::from_millis(500));
-        Some((measure(&client, &gw, chat).await, measure(&client, &gw, stream).await))
+        Some((
+            measure(&client, &gw, chat).await,
+            measure(&client, &gw, stream).await,
+        ))
     } else {
         None
     };
@@ -301,8 +340,14 @@ async fn run() {
     let cpu0 = worker.cpu();
     let mixed = python_pair(&redis_url, &up).unwrap();
     let mixed_cpu = (worker.cpu() - cpu0).as_secs_f64() * 1e6 / (2 * (N + WARMUP)) as f64;
-    let get = |v: &serde_json::Value, k: &str| (v[k][0].as_f64().unwrap(), v[k][1].as_f64().unwrap());
-    row("direct (Python httpx)", get(&py, "direct_chat"), get(&py, "direct_stream"), "");
+    let get =
+        |v: &serde_json::Value, k: &str| (v[k][0].as_f64().unwrap(), v[k][1].as_f64().unwrap());
+    row(
+        "direct (Python httpx)",
+        get(&py, "direct_chat"),
+        get(&py, "direct_stream"),
+        "",
+    );
     row(
         "OpenAIRQ → Redis → openai-rq worker",
         get(&py, "rq_chat"),

@@ -48,7 +48,7 @@ pub enum Command {
 }
 
 /// `switchyard worker` flags (the first ten are openai-rq's).
-#[derive(Debug, clap::Args)]
+#[derive(clap::Args)]
 pub struct WorkerArgs {
     /// Redis URL: redis://[:password@]host:port/db, rediss:// for TLS.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
@@ -96,6 +96,18 @@ pub struct WorkerArgs {
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+}
+
+impl std::fmt::Debug for WorkerArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a password, and the key and header values are credentials.
+        f.debug_struct("WorkerArgs")
+            .field("openai_base_url", &self.openai_base_url.as_str())
+            .field("concurrency", &self.concurrency)
+            .field("group", &self.group)
+            .field("consumer", &self.consumer)
+            .finish_non_exhaustive()
+    }
 }
 
 fn parse_header(text: &str) -> Result<(String, String), String> {
