@@ -7,12 +7,17 @@ cd "$(dirname "$0")/.."
 # Reuse one build directory across clean checkouts (CI clones afresh each run).
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/switchyard-target}"
 
-# --- Headless Chromium for the docs page test (Debian's package; no browser download) ----------
-if ! command -v chromium >/dev/null 2>&1; then
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+# --- System packages (Debian), installed only when missing ------------------------------------
+# Headless Chromium for the docs page test (Debian's package; no browser download), and a real
+# redis-server (>= 7 for XAUTOCLAIM) that the Redis transport tests start on a free port.
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium fonts-liberation)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+if [ "${#missing[@]}" -gt 0 ]; then
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-    chromium fonts-liberation >/dev/null
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
 fi
 
 # --- Python venv with the real clients -------------------------------------------------------

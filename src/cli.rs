@@ -1,4 +1,4 @@
-//! The command line: `serve`, `check` and `openapi` (and `worker` in a later issue).
+//! The command line: `serve`, `check`, `worker` and `openapi`.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::backends::redis::{Worker, WorkerConfig};
 use crate::config::{self, BackendSettings, Config};
 use crate::server;
 use crate::telemetry::{self, LogFormat};
@@ -43,6 +44,160 @@ pub enum Command {
     },
     /// Print the OpenAPI 3.1 document of the gateway's API (what `openapi/openapi.json` holds).
     Openapi,
+    /// Relay jobs from a Redis queue (openai-rq 0.1.2 protocol) to a local OpenAI-compatible
+    /// server. Flags mirror `openai-rq worker`.
+    Worker(Box<WorkerArgs>),
+}
+
+/// `switchyard worker` flags (the first ten are openai-rq's).
+#[derive(clap::Args)]
+pub struct WorkerArgs {
+    /// Redis URL: redis://[:password@]host:port/db, rediss:// for TLS.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: String,
+    /// The local OpenAI-compatible server; job paths below /v1 are appended to it.
+    #[arg(long, default_value = "http://localhost:8000/v1")]
+    pub openai_base_url: url::Url,
+    /// Sent upstream as `Authorization: Bearer <key>`; never written to Redis.
+    #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
+    pub openai_api_key: Option<String>,
+    /// Extra upstream header (repeatable), replacing the job's header of that name.
+    #[arg(long = "openai-header", value_name = "KEY=VALUE", value_parser = parse_header)]
+    pub openai_headers: Vec<(String, String)>,
+    /// Jobs run at once; no more are taken from the queue than there are free slots.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
+    /// Consumer group.
+    #[arg(long, default_value = "openai-rq")]
+    pub group: String,
+    /// Consumer name (default: <hostname>/<pid>).
+    #[arg(long)]
+    pub consumer: Option<String>,
+    /// Longest time stream bytes are held to batch them into one Redis entry (the first event
+    /// of a stream is never held).
+    #[arg(long, default_value_t = 50)]
+    pub stream_flush_ms: u64,
+    /// TTL of result keys, set from their first write.
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub result_ttl_s: u64,
+    /// A job delivered more times than this is dead-lettered.
+    #[arg(long, default_value_t = 3)]
+    pub max_retries: u64,
+    /// A job pending this long without its worker's claim refresh is reclaimed by another.
+    #[arg(long, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub reclaim_idle_ms: u64,
+    /// After SIGTERM/SIGINT, how long running jobs may finish ("30s", "2m").
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: std::time::Duration,
+    /// Time allowed for upstream response headers, a whole body, and between stream reads.
+    #[arg(long, default_value = "600s", value_parser = humantime::parse_duration)]
+    pub upstream_timeout: std::time::Duration,
+    /// Cap of the dead-letter stream (entries).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub dead_letter_maxlen: u64,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+impl std::fmt::Debug for WorkerArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a password, and the key and header values are credentials.
+        f.debug_struct("WorkerArgs")
+            .field("openai_base_url", &self.openai_base_url.as_str())
+            .field("concurrency", &self.concurrency)
+            .field("group", &self.group)
+            .field("consumer", &self.consumer)
+            .finish_non_exhaustive()
+    }
+}
+
+fn parse_header(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_owned(), value.trim().to_owned()))
+        }
+        _ => Err(format!("expected KEY=VALUE, got {text:?}")),
+    }
+}
+
+impl WorkerArgs {
+    /// The worker's configuration.
+    pub fn config(self) -> WorkerConfig {
+        let mut cfg = WorkerConfig::new(self.redis_url.into(), self.openai_base_url);
+        cfg.openai_api_key = self
+            .openai_api_key
+            .filter(|k| !k.is_empty())
+            .map(Into::into);
+        cfg.openai_headers = self
+            .openai_headers
+            .into_iter()
+            .map(|(k, v)| (k, v.into()))
+            .collect();
+        cfg.concurrency = usize::from(self.concurrency);
+        cfg.group = self.group;
+        if let Some(consumer) = self.consumer {
+            cfg.consumer = consumer;
+        }
+        cfg.stream_flush = std::time::Duration::from_millis(self.stream_flush_ms);
+        cfg.result_ttl_s = self.result_ttl_s;
+        cfg.max_retries = self.max_retries;
+        cfg.reclaim_idle = std::time::Duration::from_millis(self.reclaim_idle_ms);
+        cfg.shutdown_timeout = self.shutdown_timeout;
+        cfg.upstream_timeout = self.upstream_timeout;
+        cfg.dead_letter_maxlen = self.dead_letter_maxlen;
+        cfg
+    }
+}
+
+/// `switchyard worker`: runs until SIGTERM or SIGINT, then drains.
+fn worker(args: WorkerArgs) -> ExitCode {
+    telemetry::init(args.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            let _ = writeln!(std::io::stderr(), "switchyard worker: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    runtime.block_on(async move {
+        let worker = match Worker::new(args.config()) {
+            Ok(worker) => worker,
+            Err(err) => {
+                let _ = writeln!(std::io::stderr(), "switchyard worker: {err}");
+                return ExitCode::from(2);
+            }
+        };
+        let stop = worker.stop_token();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("signal received: stopping");
+            stop.cancel();
+        });
+        let _ = worker.run_until_stopped().await;
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }
 
 /// Runs a parsed command line.
@@ -76,6 +231,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 }
             }
         }
+        Command::Worker(args) => worker(*args),
     }
 }
 
@@ -101,6 +257,15 @@ fn redacted(url: &url::Url) -> String {
     let mut shown = url.clone();
     let _ = shown.set_password(Some("<redacted>"));
     shown.to_string()
+}
+
+/// A Redis URL for display: as written when it refers to the environment, else with any
+/// password redacted.
+fn redacted_redis_url(source: &str) -> String {
+    if config::has_reference(source) {
+        return source.to_owned();
+    }
+    url::Url::parse(source).map_or_else(|_| "<invalid>".to_owned(), |url| redacted(&url))
 }
 
 fn write_table(out: &mut impl Write, path: &Path, config: &Config) -> std::io::Result<()> {
@@ -138,6 +303,14 @@ fn write_table(out: &mut impl Write, path: &Path, config: &Config) -> std::io::R
                 )?;
             }
             BackendSettings::Echo => writeln!(out, "  {:<16} {:<6}", b.name, b.settings.kind())?,
+            BackendSettings::Redis(redis) => writeln!(
+                out,
+                "  {:<16} {:<6} {}  timeout={}",
+                b.name,
+                b.settings.kind(),
+                redacted_redis_url(&redis.url_source),
+                humantime::format_duration(redis.timeout)
+            )?,
         }
     }
     writeln!(out, "\nroutes (longest prefix wins):")?;

@@ -100,6 +100,23 @@ pub enum GatewayError {
         message: String,
     },
 
+    // --- the Redis transport's ---
+    /// The queue's workers gave up on the job (`--max-retries` deliveries, or a job they could
+    /// not read) and moved it to the dead-letter stream.
+    #[error("the request was dead-lettered by the queue's workers (job {job_id})")]
+    DeadLettered {
+        /// The openai-rq job id, to find it in `openai-rq:dead-letter`.
+        job_id: String,
+    },
+    /// Redis could not be reached, so the request could not be queued or its answer read.
+    #[error("backend `{backend}`: the request queue is unavailable: {message}")]
+    QueueUnavailable {
+        /// Backend name.
+        backend: String,
+        /// Why (connection refused, reset, ...), never the URL.
+        message: String,
+    },
+
     // --- ours ---
     /// A bug or an unexpected state; the message is logged, not sent.
     #[error("internal error: {message}")]
@@ -182,6 +199,24 @@ impl GatewayError {
                     "api_error",
                     None,
                     Some("upstream_protocol_error"),
+                ),
+            ),
+            // 502 like any other upstream failure: the gateway worked, what stood behind it
+            // (the workers, or the server they relay to) did not answer.
+            DeadLettered { .. } => (
+                StatusCode::BAD_GATEWAY,
+                ErrorBody::new(self.to_string(), "api_error", None, Some("dead_lettered")),
+            ),
+            // 503: the queue itself is down, a temporary condition of the service path that
+            // clients should retry later (the SDKs do, with backoff); 502 would blame a worker
+            // or an upstream that was never reached.
+            QueueUnavailable { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorBody::new(
+                    self.to_string(),
+                    "api_error",
+                    None,
+                    Some("queue_unavailable"),
                 ),
             ),
             Internal { .. } => (
@@ -338,6 +373,23 @@ mod tests {
                 502,
                 "api_error",
                 Some("upstream_protocol_error"),
+            ),
+            (
+                GatewayError::DeadLettered {
+                    job_id: "9f2c".into(),
+                },
+                502,
+                "api_error",
+                Some("dead_lettered"),
+            ),
+            (
+                GatewayError::QueueUnavailable {
+                    backend: "dc".into(),
+                    message: "connection refused".into(),
+                },
+                503,
+                "api_error",
+                Some("queue_unavailable"),
             ),
             (
                 GatewayError::Internal {

@@ -63,6 +63,13 @@ pub fn start(listener: TcpListener, state: AppState) -> std::io::Result<Server> 
             .wrap(from_fn(telemetry::request_span))
             .configure(routes::configure)
     })
+    // Streams are many small writes: without TCP_NODELAY, Nagle holds each one until the
+    // client's delayed ACK (40 ms on Linux) once a keep-alive connection leaves quick-ACK mode.
+    .on_connect(|conn, _| {
+        if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            let _ = tcp.set_nodelay(true);
+        }
+    })
     .workers(workers)
     // On SIGTERM/SIGINT actix stops accepting and gives in-flight requests, streams included,
     // this long to finish.

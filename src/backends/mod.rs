@@ -10,6 +10,7 @@ mod http;
 mod ollama;
 mod openai;
 mod proxy;
+pub mod redis;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -23,6 +24,7 @@ pub use echo::EchoBackend;
 pub use ollama::OllamaBackend;
 pub use openai::OpenAIBackend;
 pub use proxy::ProxyBackend;
+pub use redis::RedisBackend;
 
 use crate::config::{BackendConfig, BackendSettings};
 use crate::error::GatewayError;
@@ -142,6 +144,8 @@ pub enum AnyBackend {
     Ollama(OllamaBackend),
     /// Built-in echo.
     Echo(EchoBackend),
+    /// An openai-rq queue on Redis.
+    Redis(RedisBackend),
 }
 
 impl AnyBackend {
@@ -158,6 +162,9 @@ impl AnyBackend {
                 AnyBackend::Ollama(OllamaBackend::new(&config.name, http)?)
             }
             BackendSettings::Echo => AnyBackend::Echo(EchoBackend::new(&config.name)),
+            BackendSettings::Redis(settings) => {
+                AnyBackend::Redis(RedisBackend::new(&config.name, settings)?)
+            }
         })
     }
 
@@ -168,6 +175,7 @@ impl AnyBackend {
             AnyBackend::Proxy(_) => "proxy",
             AnyBackend::Ollama(_) => "ollama",
             AnyBackend::Echo(_) => "echo",
+            AnyBackend::Redis(_) => "redis",
         }
     }
 }
@@ -179,6 +187,7 @@ impl Backend for AnyBackend {
             AnyBackend::Proxy(b) => b.send(call).await,
             AnyBackend::Ollama(b) => b.send(call).await,
             AnyBackend::Echo(b) => b.send(call).await,
+            AnyBackend::Redis(b) => b.send(call).await,
         }
     }
 
@@ -188,6 +197,7 @@ impl Backend for AnyBackend {
             AnyBackend::Proxy(b) => b.list_models().await,
             AnyBackend::Ollama(b) => b.list_models().await,
             AnyBackend::Echo(b) => b.list_models().await,
+            AnyBackend::Redis(b) => b.list_models().await,
         }
     }
 }

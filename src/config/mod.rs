@@ -66,6 +66,8 @@ pub enum BackendSettings {
     Ollama(HttpSettings),
     /// The built-in echo backend.
     Echo,
+    /// Jobs on a Redis queue, answered by `switchyard worker` or openai-rq workers.
+    Redis(RedisSettings),
 }
 
 impl BackendSettings {
@@ -76,6 +78,7 @@ impl BackendSettings {
             BackendSettings::Proxy(_) => "proxy",
             BackendSettings::Ollama(_) => "ollama",
             BackendSettings::Echo => "echo",
+            BackendSettings::Redis(_) => "redis",
         }
     }
 }
@@ -107,6 +110,25 @@ impl PartialEq for HttpSettings {
             && self.headers == other.headers
             && self.connect_timeout == other.connect_timeout
             && self.request_timeout == other.request_timeout
+    }
+}
+
+/// Settings of `kind = "redis"`.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// The connection URL; it may hold a password, so it is kept secret.
+    pub url: SecretString,
+    /// The URL as written (`${REDIS_URL}`), for display.
+    pub url_source: String,
+    /// How long a client waits for its result, and between two entries of a stream.
+    pub timeout: Duration,
+}
+
+// By hand for the same reason as `HttpSettings`.
+impl PartialEq for RedisSettings {
+    fn eq(&self, other: &Self) -> bool {
+        use secrecy::ExposeSecret;
+        self.url.expose_secret() == other.url.expose_secret() && self.timeout == other.timeout
     }
 }
 

@@ -43,7 +43,7 @@ pub struct RawServer {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBackend {
-    /// `openai`, `ollama`, `proxy` or `echo`.
+    /// `openai`, `ollama`, `proxy`, `echo` or `redis`.
     pub kind: Spanned<String>,
     /// Upstream base URL, `/v1` included for OpenAI-compatible servers.
     pub base_url: Option<Spanned<String>>,
@@ -55,6 +55,10 @@ pub struct RawBackend {
     pub connect_timeout: Option<Spanned<String>>,
     /// Time allowed for the response headers, and between two reads of the body.
     pub request_timeout: Option<Spanned<String>>,
+    /// `kind = "redis"`: the Redis holding the openai-rq queue (`redis://`, `rediss://`).
+    pub redis_url: Option<Spanned<String>>,
+    /// `kind = "redis"`: how long a client waits for its result (and between stream entries).
+    pub timeout: Option<Spanned<String>>,
 }
 
 /// `[[routes]]`.

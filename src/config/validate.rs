@@ -15,14 +15,15 @@ use url::Url;
 
 use super::raw::{RawBackend, RawConfig, RawRoute, RawServer};
 use super::{
-    BackendConfig, BackendSettings, Config, ConfigError, ConfigErrors, HttpSettings, RouteConfig,
-    ServerConfig, env,
+    BackendConfig, BackendSettings, Config, ConfigError, ConfigErrors, HttpSettings, RedisSettings,
+    RouteConfig, ServerConfig, env,
 };
 
 const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Turns a file's text into a validated `Config`, or every error found in it.
 pub fn validate(
@@ -152,6 +153,8 @@ impl Validator<'_> {
         let kind = backend.kind.get_ref().as_str();
         let settings = match kind {
             "openai" | "proxy" | "ollama" => {
+                self.forbid(&backend.redis_url, "redis_url", kind);
+                self.forbid(&backend.timeout, "timeout", kind);
                 let http = self.http_settings(name, backend)?;
                 match kind {
                     "openai" => BackendSettings::OpenAI(http),
@@ -164,6 +167,8 @@ impl Validator<'_> {
                 self.forbid(&backend.api_key, "api_key", kind);
                 self.forbid(&backend.connect_timeout, "connect_timeout", kind);
                 self.forbid(&backend.request_timeout, "request_timeout", kind);
+                self.forbid(&backend.redis_url, "redis_url", kind);
+                self.forbid(&backend.timeout, "timeout", kind);
                 if backend.headers.is_some() {
                     self.error(
                         raw.span(),
@@ -172,10 +177,11 @@ impl Validator<'_> {
                 }
                 BackendSettings::Echo
             }
+            "redis" => BackendSettings::Redis(self.redis_settings(name, raw)?),
             other => {
                 self.error(
                     backend.kind.span(),
-                    format!("backend `{name}`: unknown kind `{other}` (expected one of: openai, ollama, proxy, echo)"),
+                    format!("backend `{name}`: unknown kind `{other}` (expected one of: openai, ollama, proxy, echo, redis)"),
                 );
                 return None;
             }
@@ -258,6 +264,58 @@ impl Validator<'_> {
             headers,
             connect_timeout: connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
             request_timeout: request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT),
+        })
+    }
+
+    fn redis_settings(&mut self, name: &str, raw: &Spanned<RawBackend>) -> Option<RedisSettings> {
+        let backend = raw.get_ref();
+        // The worker owns the inference server's address and credential: none of the HTTP keys
+        // has a meaning on the gateway side of the queue.
+        self.forbid(&backend.base_url, "base_url", "redis");
+        self.forbid(&backend.api_key, "api_key", "redis");
+        self.forbid(&backend.connect_timeout, "connect_timeout", "redis");
+        self.forbid(&backend.request_timeout, "request_timeout", "redis");
+        if backend.headers.is_some() {
+            self.error(
+                raw.span(),
+                format!(
+                    "backend `{name}`: `headers` does not apply to kind `redis` (the worker sets \
+                     upstream headers with --openai-header)"
+                ),
+            );
+        }
+        let timeout = self.duration(backend.timeout.as_ref(), "timeout");
+        let Some(url) = &backend.redis_url else {
+            self.error(
+                backend.kind.span(),
+                format!("backend `{name}`: kind `redis` needs a `redis_url`"),
+            );
+            return None;
+        };
+        let text = self.resolve(url)?;
+        let scheme_ok = text.starts_with("redis://")
+            || text.starts_with("rediss://")
+            || text.starts_with("unix://")
+            || text.starts_with("redis+unix://");
+        if !scheme_ok {
+            self.error(
+                url.span(),
+                "`redis_url` must be a redis://, rediss:// or unix:// URL",
+            );
+            return None;
+        }
+        if let Err(err) = redis::Client::open(text.as_str()) {
+            // The message of a parse error never repeats the URL (it may hold a password).
+            self.error(
+                url.span(),
+                format!("`redis_url` is not a valid Redis URL ({})", err.category()),
+            );
+            return None;
+        }
+        Some(RedisSettings {
+            url: SecretString::from(text),
+            url_source: url.get_ref().clone(),
+            timeout: timeout.unwrap_or(DEFAULT_REDIS_TIMEOUT),
         })
     }
 
@@ -472,6 +530,55 @@ strip_prefix = false
         assert_eq!(
             errs,
             ["routes.toml:1:1: the file defines no [[routes]]; every request would be refused"]
+        );
+    }
+
+    #[test]
+    fn a_redis_backend_takes_its_url_from_the_environment_and_refuses_http_keys() {
+        let env = |name: &str| (name == "REDIS_URL").then(|| "redis://:pw@redis:6379/0".to_owned());
+        let good = "[backends.dc]\nkind = \"redis\"\nredis_url = \"${REDIS_URL}\"\ntimeout = \"90s\"\n[[routes]]\nprefix = \"dc/\"\nbackend = \"dc\"\n";
+        let config = validate(good, "routes.toml", &env).unwrap();
+        let BackendSettings::Redis(r) = &config.backends[0].settings else {
+            panic!()
+        };
+        assert_eq!(r.timeout, Duration::from_secs(90));
+        assert_eq!(r.url_source, "${REDIS_URL}");
+        assert!(
+            !format!("{r:?}").contains("pw"),
+            "the password never prints"
+        );
+
+        let errs = errors(
+            "[backends.dc]\nkind = \"redis\"\nredis_url = \"redis://r\"\nbase_url = \"http://x\"\napi_key = \"k\"\n",
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e
+                    .starts_with("routes.toml:4:12: `base_url` does not apply to kind `redis`")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("routes.toml:5:11: `api_key` does not apply")),
+            "{errs:?}"
+        );
+        let errs = errors("[backends.dc]\nkind = \"redis\"\n");
+        assert!(errs[0].contains("needs a `redis_url`"), "{errs:?}");
+        let errs = errors(
+            "[backends.dc]\nkind = \"redis\"\nredis_url = \"http://r\"\ntimeout = \"soon\"\n[[routes]]\nprefix = \"\"\nbackend = \"dc\"\n",
+        );
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("routes.toml:3:13: `redis_url` must be a redis://")),
+            "{errs:?}"
+        );
+        let errs = errors(
+            "[backends.o]\nkind = \"openai\"\nbase_url = \"http://x/v1\"\nredis_url = \"redis://r\"\n",
+        );
+        assert!(
+            errs[0].starts_with("routes.toml:4:13: `redis_url` does not apply to kind `openai`"),
+            "{errs:?}"
         );
     }
 }

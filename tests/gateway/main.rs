@@ -16,5 +16,6 @@ mod ollama;
 mod openapi;
 mod passthrough;
 mod python_sdk;
+mod redis_transport;
 mod serve_cli;
 mod streaming;
