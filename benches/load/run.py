@@ -65,10 +65,24 @@ def wait_http(url, timeout=20):
     sys.exit(f"{url} did not come up")
 
 
-def cpu_seconds(pid):
+def _stat(pid):
     with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        return f.read().rsplit(")", 1)[1].split()
+
+
+def cpu_seconds(pid):
+    """CPU time of a process and its children (nginx serves from worker processes)."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = _stat(entry)
+        except OSError:
+            continue
+        if int(entry) == pid or int(fields[1]) == pid:
+            total += int(fields[11]) + int(fields[12])
+    return total / CLK_TCK
 
 
 def rss_kib(pid):
