@@ -1,7 +1,6 @@
 //! Shared HTTP transport of the `openai`, `ollama` and `proxy` kinds: one pooled reqwest client
 //! per backend, header filtering both ways, timeouts, and upstream failures mapped to errors.
 
-use std::error::Error as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +18,7 @@ use crate::config::HttpSettings;
 use crate::error::GatewayError;
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus those the
-/// gateway sets itself. None of them is forwarded in either direction.
+/// gateway sets itself. None of them is forwarded in either direction, over HTTP or Redis.
 const HOP_BY_HOP: &[&str] = &[
     "connection",
     "keep-alive",
@@ -37,6 +36,35 @@ const HOP_BY_HOP: &[&str] = &[
 /// Request headers not forwarded upstream: the gateway asks for identity encoding so that it
 /// can parse SSE frames, and HTTP/2 pseudo-state is its own.
 const NOT_FORWARDED_UP: &[&str] = &["accept-encoding", "expect"];
+
+/// Whether a header describes one connection (never forwarded, in either direction).
+pub(crate) fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP.contains(&name)
+}
+
+/// Whether a client request header is one an upstream request must not carry (hop-by-hop, or
+/// an encoding/expectation the relaying client sets itself).
+pub(crate) fn is_not_forwarded_up(name: &str) -> bool {
+    is_hop_by_hop(name) || NOT_FORWARDED_UP.contains(&name)
+}
+
+/// Why a request failed, from an error's cause chain (which, unlike reqwest's own message,
+/// does not repeat the URL).
+pub(crate) fn cause_chain(err: &dyn std::error::Error) -> String {
+    let mut message = String::new();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    if message.is_empty() {
+        message = "the request failed".to_owned();
+    }
+    message
+}
 
 /// A configured HTTP upstream.
 #[derive(Debug)]
@@ -141,10 +169,7 @@ impl HttpUpstream {
         let mut out = HeaderMap::with_capacity(client.len() + self.headers.len() + 1);
         for (name, value) in client {
             let n = name.as_str();
-            if HOP_BY_HOP.contains(&n)
-                || NOT_FORWARDED_UP.contains(&n)
-                || (self.api_key.is_some() && n == "authorization")
-            {
+            if is_not_forwarded_up(n) || (self.api_key.is_some() && n == "authorization") {
                 continue;
             }
             if let (Ok(name), Ok(value)) = (
@@ -218,18 +243,7 @@ fn map_reqwest_error(backend: &str, err: &reqwest::Error, phase: &'static str) -
         };
     }
     // The chain says why ("connection refused"); the URL is left out of the message.
-    let mut message = String::new();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        if !message.is_empty() {
-            message.push_str(": ");
-        }
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    if message.is_empty() {
-        message = "the request failed".to_owned();
-    }
+    let message = cause_chain(err);
     GatewayError::UpstreamUnreachable {
         backend: backend.to_owned(),
         message,
@@ -246,7 +260,7 @@ pub fn response_headers(upstream: &HeaderMap) -> ActixHeaders {
     let mut out = ActixHeaders::with_capacity(upstream.len());
     for (name, value) in upstream {
         let n = name.as_str();
-        if HOP_BY_HOP.contains(&n) {
+        if is_hop_by_hop(n) {
             continue;
         }
         if let (Ok(name), Ok(value)) = (

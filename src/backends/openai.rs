@@ -92,9 +92,17 @@ pub(super) async fn list_openai_models(
         return Err(http.status_error(response).await);
     }
     let body = http.read_body(response).await?;
+    parse_model_list(&body, http.name())
+}
+
+/// An OpenAI-shaped `GET /v1/models` body, parsed leniently: only `id` is required.
+pub(super) fn parse_model_list(
+    body: &[u8],
+    backend: &str,
+) -> Result<Vec<DiscoveredModel>, GatewayError> {
     let list: ModelListWire =
-        serde_json::from_slice(&body).map_err(|e| GatewayError::UpstreamProtocol {
-            backend: http.name().to_owned(),
+        serde_json::from_slice(body).map_err(|e| GatewayError::UpstreamProtocol {
+            backend: backend.to_owned(),
             message: format!("model list: {e}"),
         })?;
     Ok(list

@@ -13,6 +13,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::backends::http::{is_hop_by_hop, is_not_forwarded_up};
+
 /// The stream every job is added to.
 pub const REQUESTS_STREAM: &str = "openai-rq:requests";
 /// Where jobs that cannot be run go, with the reason.
@@ -26,39 +28,6 @@ pub const STREAM_MAXLEN: u64 = 10_000;
 pub const DEAD_LETTERED_STREAM_BODY: &str = "openai-rq: dead-lettered";
 /// Body of the synthetic 502 result of a dead-lettered non-stream job (as the Python worker).
 pub const DEAD_LETTERED_RESULT_BODY: &str = "openai-rq: job exceeded max_retries (dead-lettered)";
-
-/// Request headers never put in a job or replayed: they describe one connection, or carry
-/// the client's credential for the *gateway* (the worker owns the upstream credential).
-const NOT_IN_JOB: &[&str] = &[
-    "host",
-    "content-length",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "te",
-    "trailer",
-    "upgrade",
-    "expect",
-    "accept-encoding",
-    "authorization",
-    "proxy-authorization",
-    "cookie",
-    "api-key",
-    "x-api-key",
-];
-
-/// Response headers dropped from results: the body is stored whole and the reader frames it.
-const NOT_IN_RESULT: &[&str] = &[
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "upgrade",
-];
 
 /// Header values replaced with `<redacted>` when a job is copied to the dead-letter stream:
 /// jobs from the Python client carry its `authorization`.
@@ -85,14 +54,16 @@ pub fn new_job_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
-/// Whether a request header may be frozen into a job.
+/// Whether a request header may be frozen into a job: not one that describes the connection,
+/// and not the client's credential for the *gateway* (the worker owns the upstream one).
 pub fn header_goes_in_job(name: &str) -> bool {
-    !NOT_IN_JOB.contains(&name)
+    !(is_not_forwarded_up(name) || CREDENTIAL_HEADERS.contains(&name))
 }
 
-/// Whether a response header is kept in a result.
+/// Whether a response header is kept in a result (the body is stored whole and the reader
+/// frames it, so no framing header is).
 pub fn header_goes_in_result(name: &str) -> bool {
-    !NOT_IN_RESULT.contains(&name)
+    !is_hop_by_hop(name)
 }
 
 /// Headers as the wire has them: lowercase names, repeated headers joined with `", "`.

@@ -291,16 +291,6 @@ impl Backend for RedisBackend {
     }
 
     async fn list_models(&self) -> Result<Vec<DiscoveredModel>, GatewayError> {
-        #[derive(Deserialize)]
-        struct List {
-            data: Vec<Item>,
-        }
-        #[derive(Deserialize)]
-        struct Item {
-            id: String,
-            created: Option<u64>,
-            owned_by: Option<String>,
-        }
         let id = job::new_job_id();
         let data = job::encode_job(&id, "GET", "/v1/models", &WireHeaders::new(), b"", false);
         let reply = self
@@ -314,17 +304,7 @@ impl Backend for RedisBackend {
         let ReplyBody::Full(body) = reply.body else {
             return Ok(Vec::new());
         };
-        let list: List = serde_json::from_slice(&body)
-            .map_err(|e| self.protocol_error(format!("model list: {e}")))?;
-        Ok(list
-            .data
-            .into_iter()
-            .map(|m| DiscoveredModel {
-                id: m.id,
-                created: m.created,
-                owned_by: m.owned_by,
-            })
-            .collect())
+        super::openai::parse_model_list(&body, &self.name)
     }
 }
 

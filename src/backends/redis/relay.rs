@@ -20,22 +20,6 @@ use crate::adapters::sse::SseFramer;
 /// Largest batch of SSE bytes held before a flush, whatever the window.
 const MAX_BATCH: usize = 32 * 1024;
 
-/// Request headers a worker never replays: they describe the connection to Redis's client,
-/// not the request (the relaying HTTP client sets its own).
-const NOT_REPLAYED: &[&str] = &[
-    "host",
-    "content-length",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "te",
-    "trailer",
-    "upgrade",
-    "expect",
-    "accept-encoding",
-];
-
 /// How one job ended, for counters and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -85,7 +69,7 @@ impl Upstream {
             .map_err(|_| format!("invalid method {:?}", job.method))?;
         let mut headers = HeaderMap::with_capacity(job.headers.len() + 2);
         for (name, value) in &job.headers {
-            if NOT_REPLAYED.contains(&name.as_str()) {
+            if crate::backends::http::is_not_forwarded_up(name.as_str()) {
                 continue;
             }
             if let (Ok(name), Ok(value)) = (
@@ -454,24 +438,10 @@ fn result_headers(headers: &HeaderMap) -> WireHeaders {
 
 /// Why a request failed, from its cause chain, without the URL.
 fn error_chain(err: &reqwest::Error) -> String {
-    use std::error::Error as _;
-    let mut message = String::new();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        if !message.is_empty() {
-            message.push_str(": ");
-        }
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
     if err.is_timeout() {
         return "timed out".to_owned();
     }
-    if message.is_empty() {
-        "the request failed".to_owned()
-    } else {
-        message
-    }
+    crate::backends::http::cause_chain(err)
 }
 
 #[cfg(test)]
