@@ -70,7 +70,8 @@ fn parse_and_forward(c: &mut Criterion) {
             |b, body| {
                 b.iter(|| {
                     let req: ChatCompletionRequest = parse_request(body).expect("valid");
-                    let out = replace_model(body, &req.model["openai/".len()..]).expect("spliced");
+                    let out = replace_model(body, &req.model, &req.model["openai/".len()..])
+                        .expect("spliced");
                     black_box(out.len())
                 })
             },
@@ -90,7 +91,13 @@ fn parse_and_forward(c: &mut Criterion) {
             },
         );
         group.bench_with_input(BenchmarkId::new("splice_only", size), &body, |b, body| {
-            b.iter(|| black_box(replace_model(body, "gpt-4o").expect("spliced").len()))
+            b.iter(|| {
+                black_box(
+                    replace_model(body, "openai/gpt-4o", "gpt-4o")
+                        .expect("spliced")
+                        .len(),
+                )
+            })
         });
         group.bench_with_input(
             BenchmarkId::new("typed_parse_only", size),

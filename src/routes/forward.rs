@@ -67,7 +67,7 @@ pub async fn forward<T: RoutedRequest>(
             model: model.to_owned(),
         })?;
     let body = if resolved.rewrites(model) {
-        replace_model(&body, resolved.upstream_model)?
+        replace_model(&body, model, resolved.upstream_model)?
     } else {
         body
     };

@@ -40,7 +40,7 @@ pub async fn relay(
                     model: model.clone(),
                 })?;
             let body = if resolved.rewrites(model) {
-                replace_model(&body, resolved.upstream_model)?
+                replace_model(&body, model, resolved.upstream_model)?
             } else {
                 body
             };
