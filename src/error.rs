@@ -259,11 +259,17 @@ impl ResponseError for GatewayError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        // Log once, here at the edge, at a level that says whose problem it is.
-        if self.is_client_fault() {
-            tracing::debug!(error = %self, "request refused");
-        } else {
-            tracing::error!(error = %self, "request failed");
+        // Log once, here at the edge, at a level that says whose problem it is: the caller's
+        // (debug), an upstream that answered with a failure we pass on (warn), or a request
+        // this gateway could not serve (error).
+        match self {
+            GatewayError::UpstreamStatus { status, .. }
+                if status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS =>
+            {
+                tracing::warn!(error = %self, "upstream failure passed through");
+            }
+            _ if self.is_client_fault() => tracing::debug!(error = %self, "request refused"),
+            _ => tracing::error!(error = %self, "request failed"),
         }
         if let GatewayError::UpstreamStatus {
             status,
