@@ -104,7 +104,10 @@ impl std::fmt::Debug for WorkerArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The URL may hold a password, and the key and header values are credentials.
         f.debug_struct("WorkerArgs")
-            .field("openai_base_url", &self.openai_base_url.as_str())
+            .field(
+                "openai_base_url",
+                &telemetry::redacted_url(&self.openai_base_url),
+            )
             .field("concurrency", &self.concurrency)
             .field("group", &self.group)
             .field("consumer", &self.consumer)
@@ -249,23 +252,16 @@ fn check(path: &Path) -> ExitCode {
     }
 }
 
-/// A URL for display: a password in it (`https://user:pw@host`) is never printed.
-fn redacted(url: &url::Url) -> String {
-    if url.password().is_none() {
-        return url.to_string();
-    }
-    let mut shown = url.clone();
-    let _ = shown.set_password(Some("<redacted>"));
-    shown.to_string()
-}
-
 /// A Redis URL for display: as written when it refers to the environment, else with any
 /// password redacted.
 fn redacted_redis_url(source: &str) -> String {
     if config::has_reference(source) {
         return source.to_owned();
     }
-    url::Url::parse(source).map_or_else(|_| "<invalid>".to_owned(), |url| redacted(&url))
+    url::Url::parse(source).map_or_else(
+        |_| "<invalid>".to_owned(),
+        |url| telemetry::redacted_url(&url),
+    )
 }
 
 fn write_table(out: &mut impl Write, path: &Path, config: &Config) -> std::io::Result<()> {
@@ -293,7 +289,7 @@ fn write_table(out: &mut impl Write, path: &Path, config: &Config) -> std::io::R
                     "  {:<16} {:<6} {}  api_key={}{}",
                     b.name,
                     b.settings.kind(),
-                    redacted(&http.base_url),
+                    telemetry::redacted_url(&http.base_url),
                     key,
                     if headers.is_empty() {
                         String::new()

@@ -126,7 +126,25 @@ pub fn to_value() -> Value {
     let mut spec = serde_json::to_value(ApiDoc::openapi()).unwrap_or(Value::Null);
     widen_unsigned_32(&mut spec);
     add_stream_event_schema(&mut spec);
+    open_response_format(&mut spec);
     sorted(spec)
+}
+
+/// `response_format` is one of the modelled formats, or an object of any other `type`
+/// (forwarded as sent). utoipa describes the catch-all variant with a tag of its own (`"type":
+/// "other"`), which is not what is accepted, and as `oneOf`, which a modelled format would
+/// break by also fitting the catch-all: the last item becomes the catch-all's own schema, and
+/// `oneOf` becomes `anyOf`.
+fn open_response_format(spec: &mut Value) {
+    let Some(Value::Object(format)) = spec.pointer_mut("/components/schemas/ResponseFormat") else {
+        return;
+    };
+    if let Some(Value::Array(mut items)) = format.remove("oneOf") {
+        if let Some(last) = items.last_mut() {
+            *last = serde_json::json!({ "$ref": "#/components/schemas/OtherResponseFormat" });
+        }
+        format.insert("anyOf".to_owned(), Value::Array(items));
+    }
 }
 
 /// The name of the schema of one event of a streamed chat completion.

@@ -13,6 +13,17 @@ use actix_web::middleware::Next;
 use tracing::Instrument;
 use tracing_subscriber::EnvFilter;
 
+/// A URL fit for a log line or a printout: a password in it (`https://user:pw@host`) is
+/// replaced by `<redacted>`.
+pub fn redacted_url(url: &url::Url) -> String {
+    if url.password().is_none() {
+        return url.to_string();
+    }
+    let mut shown = url.clone();
+    let _ = shown.set_password(Some("<redacted>"));
+    shown.to_string()
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {

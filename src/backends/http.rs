@@ -8,7 +8,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{
     HeaderMap as ActixHeaders, HeaderName as ActixName, HeaderValue as ActixValue,
 };
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use secrecy::ExposeSecret;
@@ -36,6 +36,13 @@ const HOP_BY_HOP: &[&str] = &[
 /// Request headers not forwarded upstream: the gateway asks for identity encoding so that it
 /// can parse SSE frames, and HTTP/2 pseudo-state is its own.
 const NOT_FORWARDED_UP: &[&str] = &["accept-encoding", "expect"];
+
+/// The largest error body or model list read from an upstream (they are a few KiB).
+pub(crate) const MAX_SMALL_BODY: usize = 4 * 1024 * 1024;
+
+/// The largest successful body the gateway holds to convert or parse (Ollama answers, model
+/// lists); large embedding batches in JSON run to tens of MiB.
+pub(crate) const MAX_HELD_BODY: usize = 256 * 1024 * 1024;
 
 /// Whether a header describes one connection (never forwarded, in either direction).
 pub(crate) fn is_hop_by_hop(name: &str) -> bool {
@@ -188,11 +195,50 @@ impl HttpUpstream {
         out
     }
 
-    /// Reads a whole response body (bounded by `request_timeout` overall).
-    pub async fn read_body(&self, response: reqwest::Response) -> Result<Bytes, GatewayError> {
-        match tokio::time::timeout(self.request_timeout, response.bytes()).await {
-            Ok(Ok(body)) => Ok(body),
-            Ok(Err(err)) => Err(self.map_error(&err, "response body")),
+    /// Reads a whole response body that the gateway must hold (to convert or to parse it),
+    /// bounded in time by `request_timeout` and in size by `limit`: an upstream that sends more
+    /// is a protocol error, not a reason to grow memory without bound.
+    pub async fn read_body(
+        &self,
+        response: reqwest::Response,
+        limit: usize,
+    ) -> Result<Bytes, GatewayError> {
+        let too_large = || GatewayError::UpstreamProtocol {
+            backend: self.name.to_string(),
+            message: format!("the response body exceeds {limit} bytes"),
+        };
+        if response.content_length().is_some_and(|n| n > limit as u64) {
+            return Err(too_large());
+        }
+        let read = async {
+            let mut chunks = response.bytes_stream();
+            // Most bodies arrive in one read: keep it as is, copy only when a second arrives.
+            let mut first: Option<Bytes> = None;
+            let mut rest = BytesMut::new();
+            while let Some(chunk) = chunks.next().await {
+                let chunk = chunk.map_err(|err| self.map_error(&err, "response body"))?;
+                let held = first.as_ref().map_or(0, Bytes::len) + rest.len();
+                if held + chunk.len() > limit {
+                    return Err(too_large());
+                }
+                match &first {
+                    None => first = Some(chunk),
+                    Some(f) => {
+                        if rest.is_empty() {
+                            rest.extend_from_slice(f);
+                        }
+                        rest.extend_from_slice(&chunk);
+                    }
+                }
+            }
+            Ok(if rest.is_empty() {
+                first.unwrap_or_default()
+            } else {
+                rest.freeze()
+            })
+        };
+        match tokio::time::timeout(self.request_timeout, read).await {
+            Ok(result) => result,
             Err(_) => Err(self.timeout("response body")),
         }
     }
@@ -209,7 +255,7 @@ impl HttpUpstream {
     pub async fn status_error(&self, response: reqwest::Response) -> GatewayError {
         let status = status_of(&response);
         let headers = response_headers(response.headers());
-        match self.read_body(response).await {
+        match self.read_body(response, MAX_SMALL_BODY).await {
             Ok(body) => GatewayError::UpstreamStatus {
                 status,
                 headers,

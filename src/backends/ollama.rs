@@ -52,7 +52,7 @@ impl OllamaBackend {
                 self.http.name(),
             ))
         } else {
-            let body = self.http.read_body(response).await?;
+            let body = self.http.read_body(response, http::MAX_HELD_BODY).await?;
             ReplyBody::Full(ollama::chat_response(
                 &body,
                 call.client_model,
@@ -76,7 +76,7 @@ impl OllamaBackend {
         let response = self.post("/api/embed", body, call.client_headers).await?;
         let status = http::status_of(&response);
         let headers = json_headers(response.headers());
-        let body = self.http.read_body(response).await?;
+        let body = self.http.read_body(response, http::MAX_HELD_BODY).await?;
         let body = ollama::embed_response(
             &body,
             call.client_model,
@@ -120,7 +120,7 @@ impl OllamaBackend {
     async fn status_error(&self, response: reqwest::Response) -> GatewayError {
         let status = http::status_of(&response);
         let headers = json_headers(response.headers());
-        match self.http.read_body(response).await {
+        match self.http.read_body(response, http::MAX_SMALL_BODY).await {
             Ok(body) => GatewayError::UpstreamStatus {
                 status,
                 headers,
@@ -175,7 +175,7 @@ impl Backend for OllamaBackend {
         if !response.status().is_success() {
             return Err(self.status_error(response).await);
         }
-        let body = self.http.read_body(response).await?;
+        let body = self.http.read_body(response, http::MAX_SMALL_BODY).await?;
         ollama::tags(&body, self.http.name())
     }
 }

@@ -41,15 +41,15 @@ impl Backend for OpenAIBackend {
         }
         let status = http::status_of(&response);
         let headers = http::response_headers(response.headers());
-        let body = match call.endpoint {
-            Endpoint::Raw { .. } => {
-                let length = response.content_length();
-                ReplyBody::Raw(self.http.body_stream(response), length)
-            }
-            _ if call.stream && http::is_event_stream(&response) => ReplyBody::EventStream(
-                relay_events(self.http.body_stream(response), self.http.name()),
-            ),
-            _ => ReplyBody::Full(self.http.read_body(response).await?),
+        let body = if call.stream && http::is_event_stream(&response) {
+            ReplyBody::EventStream(relay_events(
+                self.http.body_stream(response),
+                self.http.name(),
+            ))
+        } else {
+            // Nothing to convert: relay the body as it arrives, neither held nor copied.
+            let length = response.content_length();
+            ReplyBody::Raw(self.http.body_stream(response), length)
         };
         Ok(UpstreamReply {
             status,
@@ -91,7 +91,7 @@ pub(super) async fn list_openai_models(
     if !response.status().is_success() {
         return Err(http.status_error(response).await);
     }
-    let body = http.read_body(response).await?;
+    let body = http.read_body(response, http::MAX_SMALL_BODY).await?;
     parse_model_list(&body, http.name())
 }
 

@@ -448,14 +448,22 @@ pub struct InputAudio {
     pub format: String,
 }
 
-/// A tool the model may call.
+/// A tool the model may call: a function, or a tool type this gateway does not model (OpenAI's
+/// `custom` tools, say), which is forwarded as sent.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Tool {
-    /// Always `function`.
+    /// `function`, or another tool type.
     #[serde(rename = "type")]
-    pub kind: ToolKind,
-    /// The function.
-    pub function: FunctionDefinition,
+    #[schema(example = "function")]
+    pub kind: String,
+    /// The function, for `function` tools (a backend that builds its own request, such as
+    /// `ollama`, refuses a function tool without it; others forward it as sent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<FunctionDefinition>,
+    /// The other fields of a tool of another type.
+    #[serde(flatten)]
+    #[schema(additional_properties)]
+    pub extra: Map<String, Value>,
 }
 
 /// The kind of a tool; only functions exist in the chat API.
@@ -482,7 +490,8 @@ pub struct FunctionDefinition {
     pub strict: Option<bool>,
 }
 
-/// `tool_choice`: a mode or a named function.
+/// `tool_choice`: a mode, a named function, or a form this gateway does not model
+/// (`allowed_tools`, `custom`), forwarded as sent.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum ToolChoice {
@@ -490,6 +499,8 @@ pub enum ToolChoice {
     Mode(ToolChoiceMode),
     /// `{"type":"function","function":{"name":…}}`.
     Named(NamedToolChoice),
+    /// Another form, forwarded as sent.
+    Other(Map<String, Value>),
 }
 
 /// The string forms of `tool_choice`.
@@ -543,7 +554,7 @@ pub struct FunctionCall {
 }
 
 /// `response_format`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ResponseFormat {
     /// Free text.
@@ -555,6 +566,64 @@ pub enum ResponseFormat {
         /// The schema and its name.
         json_schema: JsonSchemaFormat,
     },
+    /// A format this gateway does not model (vLLM's `structural_tag`, say), forwarded as sent.
+    #[serde(untagged)]
+    #[schema(value_type = OtherResponseFormat)]
+    Other(OtherResponseFormat),
+}
+
+/// The modelled formats, as serde's derive reads them.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum KnownFormat {
+    Text,
+    JsonObject,
+    JsonSchema { json_schema: JsonSchemaFormat },
+}
+
+// By hand: serde's tagged enums also take a number as the tag (`"type": 0` would read as
+// `text`), and the catch-all must only take what the derive cannot.
+impl<'de> Deserialize<'de> for ResponseFormat {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut format = Map::<String, Value>::deserialize(deserializer)?;
+        let kind = match format.get("type") {
+            Some(Value::String(kind)) => kind.clone(),
+            Some(_) => {
+                return Err(de::Error::custom(
+                    "`type` of `response_format` must be a string",
+                ));
+            }
+            None => return Err(de::Error::missing_field("type")),
+        };
+        if matches!(kind.as_str(), "text" | "json_object" | "json_schema") {
+            let known =
+                KnownFormat::deserialize(Value::Object(format)).map_err(de::Error::custom)?;
+            return Ok(match known {
+                KnownFormat::Text => ResponseFormat::Text,
+                KnownFormat::JsonObject => ResponseFormat::JsonObject,
+                KnownFormat::JsonSchema { json_schema } => {
+                    ResponseFormat::JsonSchema { json_schema }
+                }
+            });
+        }
+        format.remove("type");
+        Ok(ResponseFormat::Other(OtherResponseFormat {
+            kind,
+            rest: format,
+        }))
+    }
+}
+
+/// A `response_format` of a type this gateway does not model, forwarded as sent.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct OtherResponseFormat {
+    /// The format's type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Its other fields.
+    #[serde(flatten)]
+    #[schema(additional_properties)]
+    pub rest: Map<String, Value>,
 }
 
 /// The `json_schema` of a structured-output request.
@@ -642,6 +711,38 @@ mod tests {
         assert_eq!(req.messages.len(), 5);
         assert_eq!(req.last_user_text().as_deref(), Some("look"));
         assert!(req.extra.contains_key("guided_json"));
+    }
+
+    #[test]
+    fn newer_tool_and_format_shapes_parse_and_stay_verbatim_in_the_bytes() {
+        let req = parse(
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],
+            "tools":[{"type":"custom","custom":{"name":"grammar","format":{"type":"text"}}},
+                     {"type":"function","function":{"name":"f"}}],
+            "tool_choice":{"type":"allowed_tools","allowed_tools":{"mode":"auto","tools":[]}},
+            "response_format":{"type":"structural_tag","structures":[]}}"#,
+        )
+        .unwrap();
+        let tools = req.tools.unwrap();
+        assert_eq!(
+            (tools[0].kind.as_str(), tools[0].function.is_none()),
+            ("custom", true)
+        );
+        assert!(tools[0].extra.contains_key("custom"));
+        assert!(matches!(req.tool_choice, Some(ToolChoice::Other(_))));
+        assert!(matches!(
+            req.response_format,
+            Some(ResponseFormat::Other(_))
+        ));
+        for bad in [
+            r#"{"json_schema":{}}"#,
+            r#"{"type":0}"#,
+            r#"{"type":"json_schema"}"#,
+        ] {
+            let body = format!(r#"{{"model":"m","messages":[],"response_format":{bad}}}"#);
+            let err = parse(&body).unwrap_err();
+            assert!(err.starts_with("response_format"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -183,3 +183,22 @@ async fn unknown_paths_are_404_in_openai_shape_and_requests_carry_an_id() {
         (404, Some("unknown_url"))
     );
 }
+
+#[tokio::test]
+async fn an_upstream_error_body_too_large_to_hold_is_a_502_not_unbounded_memory() {
+    let upstream = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(500).set_body_string("x".repeat(5 * 1024 * 1024)))
+        .mount(&upstream)
+        .await;
+    let gw = spawn_gateway(&openai_routes(&format!("{}/v1", upstream.uri()), "")).await;
+    let (status, body) = error_of(
+        gw.post_json("/v1/chat/completions", &chat("up/gpt-4o"))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (502, Some("upstream_protocol_error"))
+    );
+}

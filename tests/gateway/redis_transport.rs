@@ -321,6 +321,14 @@ impl Respond for DelayedEcho {
     }
 }
 
+/// Awaits a loop of worker steps, failing the test rather than hanging it when the loop does
+/// not finish within `LONG`.
+async fn within<T>(what: &str, steps: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(LONG, steps)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: not done within {LONG:?}"))
+}
+
 async fn read_until(response: &mut reqwest::Response, needle: &str) -> String {
     let mut seen = String::new();
     while !seen.contains(needle) {
@@ -597,11 +605,10 @@ async fn unreadable_jobs_are_dead_lettered_at_once_and_identified_clients_get_a_
                 .unwrap()
         }
     });
-    loop {
-        if let StepOutcome::Replayed(_) = worker.step().await {
-            break;
-        }
-    }
+    within("a job replayed", async {
+        while !matches!(worker.step().await, StepOutcome::Replayed(_)) {}
+    })
+    .await;
     let r = tokio::time::timeout(LONG, client).await.unwrap().unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(worker.stats().dead_lettered, 3);
@@ -738,11 +745,14 @@ async fn a_busy_worker_takes_no_more_jobs_than_free_slots_and_reclaims_within_th
 
     // Act: the worker takes two, then a third step must wait for a slot.
     let mut started = 0;
-    while started < 2 {
-        if let StepOutcome::Replayed(_) = busy.step().await {
-            started += 1;
+    within("two jobs started", async {
+        while started < 2 {
+            if let StepOutcome::Replayed(_) = busy.step().await {
+                started += 1;
+            }
         }
-    }
+    })
+    .await;
     let h1 = upstream.next(LONG).await;
     let h2 = upstream.next(LONG).await;
     assert!(
@@ -763,13 +773,16 @@ async fn a_busy_worker_takes_no_more_jobs_than_free_slots_and_reclaims_within_th
     // A second worker with 2 slots: one orphan of a dead ghost is reclaimed alongside new work.
     let mut other = Worker::new(cfg).unwrap();
     let mut took = Vec::new();
-    while took.len() < 2 {
-        match other.step().await {
-            StepOutcome::Replayed(id) => took.push(id),
-            StepOutcome::Idle => {}
-            o => panic!("{o:?}"),
+    within("two jobs taken", async {
+        while took.len() < 2 {
+            match other.step().await {
+                StepOutcome::Replayed(id) => took.push(id),
+                StepOutcome::Idle => {}
+                o => panic!("{o:?}"),
+            }
         }
-    }
+    })
+    .await;
     let h3 = upstream.next(LONG).await;
     let h4 = upstream.next(LONG).await;
     // Four jobs run at once across the two workers; each answers its own client.
@@ -791,21 +804,23 @@ async fn a_busy_worker_takes_no_more_jobs_than_free_slots_and_reclaims_within_th
     // One slot busy with a new job; then two orphans of a dead ghost: only one is reclaimed
     // (one free slot), and it runs at once, alongside the job the loop started.
     let new_client = send("n1");
-    loop {
-        if let StepOutcome::Replayed(_) = other.step().await {
-            break;
-        }
-    }
+    within("a job replayed", async {
+        while !matches!(other.step().await, StepOutcome::Replayed(_)) {}
+    })
+    .await;
     let held_new = upstream.next(LONG).await;
     let orphan_clients: Vec<_> = ["o1", "o2"].into_iter().map(send).collect();
     ghost_takes_job(&redis, 1).await;
     ghost_takes_job(&redis, 1).await;
-    let outcome = loop {
-        match other.step().await {
-            StepOutcome::Idle => {}
-            o => break o,
+    let outcome = within("a reclaim", async {
+        loop {
+            match other.step().await {
+                StepOutcome::Idle => {}
+                o => break o,
+            }
         }
-    };
+    })
+    .await;
     assert_eq!(outcome, StepOutcome::Reclaimed(1));
     assert!(matches!(other.step().await, StepOutcome::Replayed(_)));
     let reclaimed = upstream.next(LONG).await;
@@ -821,12 +836,15 @@ async fn a_busy_worker_takes_no_more_jobs_than_free_slots_and_reclaims_within_th
     );
     other.wait_idle().await;
     // The second orphan is reclaimed once slots are free.
-    let outcome = loop {
-        match other.step().await {
-            StepOutcome::Idle => {}
-            o => break o,
+    let outcome = within("a reclaim", async {
+        loop {
+            match other.step().await {
+                StepOutcome::Idle => {}
+                o => break o,
+            }
         }
-    };
+    })
+    .await;
     assert_eq!(outcome, StepOutcome::Reclaimed(1));
     assert!(matches!(other.step().await, StepOutcome::Replayed(_)));
     upstream.next(LONG).await.send(Step::Json("o".into())).await;

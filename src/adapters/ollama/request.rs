@@ -71,6 +71,12 @@ pub fn chat_request(
             "kind `ollama` generates one choice per request; `n` must be 1",
         ));
     }
+    if let Some(ResponseFormat::Other(_)) = &request.response_format {
+        return Err(invalid(
+            "response_format",
+            "kind `ollama` takes `response_format` as text, json_object or json_schema",
+        ));
+    }
     let body = ChatRequest {
         model,
         messages: messages(&request.messages)?,
@@ -261,15 +267,33 @@ fn image_data(url: &str) -> Option<&str> {
 }
 
 fn tools(request: &ChatCompletionRequest) -> Result<Vec<&crate::schema::chat::Tool>, GatewayError> {
-    let all = request.tools.as_deref().unwrap_or_default();
+    let mut all = Vec::new();
+    for (i, tool) in request.tools.iter().flatten().enumerate() {
+        match &tool.function {
+            Some(_) if tool.kind == "function" => all.push(tool),
+            _ => {
+                return Err(invalid(
+                    format!("tools[{i}]"),
+                    format!(
+                        "kind `ollama` takes only function tools, not `{}`",
+                        tool.kind
+                    ),
+                ));
+            }
+        }
+    }
     match &request.tool_choice {
         // Ollama has no tool_choice: "none" is honoured by not offering the tools at all.
         Some(ToolChoice::Mode(ToolChoiceMode::None)) => Ok(Vec::new()),
         // A named function: offer only that one.
         Some(ToolChoice::Named(named)) => {
             let chosen: Vec<_> = all
-                .iter()
-                .filter(|t| t.function.name == named.function.name)
+                .into_iter()
+                .filter(|t| {
+                    t.function
+                        .as_ref()
+                        .is_some_and(|f| f.name == named.function.name)
+                })
                 .collect();
             if chosen.is_empty() {
                 return Err(invalid(
@@ -283,7 +307,12 @@ fn tools(request: &ChatCompletionRequest) -> Result<Vec<&crate::schema::chat::To
             Ok(chosen)
         }
         // "auto" and "required" (which Ollama cannot enforce) offer every tool.
-        Some(ToolChoice::Mode(_)) | None => Ok(all.iter().collect()),
+        Some(ToolChoice::Mode(_)) | None => Ok(all),
+        Some(ToolChoice::Other(_)) => Err(invalid(
+            "tool_choice",
+            "kind `ollama` takes `tool_choice` as none, auto, required or a named function"
+                .to_owned(),
+        )),
     }
 }
 
@@ -295,6 +324,8 @@ fn format(request: &ChatCompletionRequest) -> Option<Cow<'_, Value>> {
             None => Cow::Owned(Value::from("json")),
         }),
         Some(ResponseFormat::Text) => None,
+        // Refused before the request is built (in `chat_request`).
+        Some(ResponseFormat::Other(_)) => None,
         // A client speaking Ollama's own `format` directly.
         None => request.extra.get("format").map(Cow::Borrowed),
     }

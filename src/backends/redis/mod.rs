@@ -38,6 +38,9 @@ pub use worker::{StepOutcome, Worker, WorkerConfig};
 /// Time allowed beyond the wait itself for Redis to answer a command, before it counts as down.
 const REDIS_GRACE: Duration = Duration::from_secs(5);
 
+/// How long a request may spend getting a Redis connection before it is answered 503.
+const CONNECT_BUDGET: Duration = Duration::from_secs(5);
+
 /// The gateway's side of an openai-rq queue.
 #[derive(Debug)]
 pub struct RedisBackend {
@@ -65,9 +68,12 @@ impl RedisBackend {
     /// Queues a job and waits for its answer; `stream` picks the result stream.
     async fn relay(&self, job: OutgoingJob) -> Result<UpstreamReply, GatewayError> {
         let deadline = Instant::now() + self.timeout;
+        // Reconnecting rides out a Redis restart, but an outage is a quick 503 for the client
+        // (which its SDK retries), not a wait of the whole `timeout`.
+        let connect_by = deadline.min(Instant::now() + CONNECT_BUDGET);
         let lease = self
             .pool
-            .lease(deadline)
+            .lease(connect_by)
             .await
             .map_err(|e| self.unavailable(&e))?;
         self.queue_and_wait(lease, &job, deadline)
@@ -75,23 +81,29 @@ impl RedisBackend {
             .map_err(|e| self.unavailable(&e))?
     }
 
-    /// `XADD` + the first wait, pipelined on one connection (one round trip).
+    /// `XADD`, then the first wait. Two round trips, not one pipeline: in a pipeline Redis
+    /// runs the blocking read even when `XADD` fails (READONLY after a failover, OOM), and the
+    /// client would wait its whole `timeout` for a job that was never queued.
     async fn queue_and_wait(
         &self,
         mut lease: Lease,
         job: &OutgoingJob,
         deadline: Instant,
     ) -> redis::RedisResult<Result<UpstreamReply, GatewayError>> {
-        let wait = deadline.saturating_duration_since(Instant::now());
-        let mut pipe = redis::pipe();
-        pipe.cmd("XADD")
-            .arg(job::REQUESTS_STREAM)
+        let mut add = redis::cmd("XADD");
+        add.arg(job::REQUESTS_STREAM)
             .arg("MAXLEN")
             .arg("~")
             .arg(job::STREAM_MAXLEN)
             .arg("*")
             .arg("data")
             .arg(&job.data);
+        let entry_id: String = match tokio::time::timeout(REDIS_GRACE, lease.cmd(&add)).await {
+            Ok(added) => added?,
+            Err(_) => return Ok(Err(self.timeout_error("Redis to queue the job"))),
+        };
+        let wait = deadline.saturating_duration_since(Instant::now());
+        let mut pipe = redis::pipe();
         if job.stream {
             pipe.cmd("XREAD")
                 .arg("COUNT")
@@ -102,7 +114,7 @@ impl RedisBackend {
                 .arg(job::stream_key(&job.id))
                 .arg("0");
             let guarded = tokio::time::timeout(wait + REDIS_GRACE, lease.pipe(&pipe)).await;
-            let (entry_id, first): (String, Option<StreamReadReply>) = match guarded {
+            let (first,): (Option<StreamReadReply>,) = match guarded {
                 Ok(reply) => reply?,
                 Err(_) => return Ok(Err(self.timeout_error("the worker's answer"))),
             };
@@ -121,7 +133,7 @@ impl RedisBackend {
                 .arg(job::result_key(&job.id))
                 .arg(wait.as_secs_f64().max(0.01));
             let guarded = tokio::time::timeout(wait + REDIS_GRACE, lease.pipe(&pipe)).await;
-            let (entry_id, popped): (String, Option<(String, Vec<u8>)>) = match guarded {
+            let (popped,): (Option<(String, Vec<u8>)>,) = match guarded {
                 Ok(reply) => reply?,
                 Err(_) => return Ok(Err(self.timeout_error("the worker's answer"))),
             };

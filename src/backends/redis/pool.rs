@@ -61,7 +61,7 @@ impl Pool {
     /// A connection: an idle one known to work, else a new one, retrying with backoff until
     /// `deadline`. A job is never sent twice, so the connection must be sound before use.
     pub async fn lease(&self, deadline: Instant) -> RedisResult<Lease> {
-        loop {
+        while Instant::now() < deadline {
             let Some((mut conn, since)) = self.inner.idle.lock().ok().and_then(|mut i| i.pop())
             else {
                 break;

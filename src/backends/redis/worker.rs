@@ -275,7 +275,9 @@ impl Worker {
         };
         // Writes share one multiplexed connection; blocking reads get their own.
         let conn = manager(Some(Duration::from_secs(10)))?;
-        let reader = manager(None)?;
+        // A blocking read waits at most `block`; past that (plus slack) the connection is
+        // half-open, and without a bound the loop, and SIGTERM with it, would wait forever.
+        let reader = manager(Some(cfg.block + Duration::from_secs(5)))?;
         let upstream = build_upstream(&cfg)?;
         let shared = Arc::new(Shared {
             upstream,
@@ -354,6 +356,9 @@ impl Worker {
                 Ok(0) => {}
                 Ok(n) => return StepOutcome::Reclaimed(n),
                 Err(err) => {
+                    // A failed reclaim must not keep the loop from reading new jobs (and from
+                    // recreating a lost group): try again only after a full interval.
+                    self.next_reclaim = Instant::now() + reclaim_every(self.cfg.reclaim_idle);
                     self.redis_down(&err).await;
                     return StepOutcome::Idle;
                 }
@@ -398,7 +403,7 @@ impl Worker {
             group = %self.cfg.group,
             consumer = %consumer,
             concurrency = self.cfg.concurrency,
-            backend = %self.cfg.openai_base_url,
+            backend = %crate::telemetry::redacted_url(&self.cfg.openai_base_url),
             "switchyard worker started"
         );
         tokio::spawn(report_stats(self.shared.clone(), self.refresher.clone()));
@@ -470,16 +475,7 @@ impl Worker {
             .arg(">")
             .query_async(&mut self.reader)
             .await;
-        let reply = match reply {
-            Ok(reply) => reply,
-            Err(err) => {
-                if err.code() == Some("NOGROUP") {
-                    // Redis lost the group (restarted without persistence): make it again.
-                    self.group_ready = false;
-                }
-                return Err(err);
-            }
-        };
+        let reply = reply?;
         self.redis_up();
         for id in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
             let Some(slot) = slots.pop() else { break };
@@ -746,6 +742,11 @@ impl Worker {
     }
 
     async fn redis_down(&mut self, err: &redis::RedisError) {
+        if err.code() == Some("NOGROUP") {
+            // Redis lost the group (restarted without persistence), whichever command saw it
+            // first: make it again at the next step.
+            self.group_ready = false;
+        }
         match self.redis_down_since {
             None => {
                 self.redis_down_since = Some(Instant::now());

@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 
 /// The venv's python.
 pub fn python() -> PathBuf {
@@ -37,9 +38,13 @@ pub async fn run_pytest(file: &str, env: &[(&str, String)]) {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let output = tokio::task::spawn_blocking(move || cmd.output())
+    // Bounded: a client that waits forever (openai-rq reads with BLOCK 0) fails the test
+    // instead of hanging the suite; kill_on_drop ends pytest when the timeout drops it.
+    let mut cmd = tokio::process::Command::from(cmd);
+    cmd.kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(600), cmd.output())
         .await
-        .expect("join")
+        .unwrap_or_else(|_| panic!("pytest {file} still running after 600 s"))
         .expect("run pytest");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -47,9 +52,10 @@ pub async fn run_pytest(file: &str, env: &[(&str, String)]) {
         output.status.success(),
         "pytest {file} failed:\n{stdout}\n{stderr}"
     );
-    // pytest exits 5 when it collected nothing; success must mean tests ran and passed.
+    // pytest exits 5 when it collected nothing; success must mean tests ran and passed, and
+    // none was skipped.
     assert!(
-        stdout.contains("passed"),
-        "pytest {file} ran no tests:\n{stdout}"
+        stdout.contains("passed") && !stdout.contains("skipped"),
+        "pytest {file} ran no tests or skipped some:\n{stdout}"
     );
 }

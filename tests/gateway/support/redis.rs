@@ -279,6 +279,11 @@ pub fn worker_config(redis_url: &str, base_url: &str) -> WorkerConfig {
         url::Url::parse(base_url).expect("base url"),
     );
     cfg.block = Duration::from_millis(200);
+    // Each in-process worker its own consumer, as separate processes would be (the default,
+    // `<hostname>/<pid>`, is the same for every worker in this test process).
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    cfg.consumer = format!("{}/test-worker-{n}", cfg.consumer);
     cfg
 }
 
