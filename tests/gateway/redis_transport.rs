@@ -464,7 +464,11 @@ async fn a_redis_restart_mid_run_fails_waiting_requests_cleanly_and_later_ones_s
         .respond_with(EchoUpstream)
         .mount(&upstream)
         .await;
-    let worker = RunningWorker::start(worker_config(&redis.url, &format!("{}/v1", upstream.uri())));
+    // A short reclaim interval, so the first command to meet the restarted (empty) Redis may
+    // be the reclaim's XAUTOCLAIM: the worker must still remake its group and go on.
+    let mut cfg = worker_config(&redis.url, &format!("{}/v1", upstream.uri()));
+    cfg.reclaim_idle = Duration::from_millis(500);
+    let worker = RunningWorker::start(cfg);
     let gw = spawn_gateway(&redis_routes(&redis.url, "30s")).await;
     let r = gw
         .post_json("/v1/chat/completions", &chat("dc/m", "before", false))
@@ -985,4 +989,64 @@ async fn streams_flush_the_first_event_at_once_crlf_too_and_keys_expire_without_
     })
     .await;
     worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_first_command_after_redis_lost_its_group_is_a_reclaim_recovers() {
+    // Arrange: a worker stepped by hand, reclaiming often, and a gateway in front of it.
+    let redis = TestRedis::start().await;
+    let upstream = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(EchoUpstream)
+        .mount(&upstream)
+        .await;
+    let mut cfg = worker_config(&redis.url, &format!("{}/v1", upstream.uri()));
+    cfg.reclaim_idle = Duration::from_millis(100);
+    let mut worker = Worker::new(cfg).unwrap();
+    let gw = spawn_gateway(&redis_routes(&redis.url, "30s")).await;
+    let send = |prompt: &'static str| {
+        let (c, base) = (gw.client.clone(), gw.base.clone());
+        tokio::spawn(async move {
+            c.post(format!("{base}/v1/chat/completions"))
+                .json(&chat("dc/m", prompt, false))
+                .send()
+                .await
+                .unwrap()
+        })
+    };
+    let first = send("before");
+    within("the first job", async {
+        while !matches!(worker.step().await, StepOutcome::Replayed(_)) {}
+    })
+    .await;
+    assert_eq!(
+        tokio::time::timeout(LONG, first)
+            .await
+            .unwrap()
+            .unwrap()
+            .status(),
+        200
+    );
+    worker.wait_idle().await;
+
+    // Act: Redis loses everything (as a restart without persistence does) and the reclaim
+    // timer is due, so the next step's first command is XAUTOCLAIM, which meets NOGROUP.
+    let mut c = redis.conn().await;
+    let () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let after = send("after");
+
+    // Assert: the worker remakes its group and serves the new job.
+    within("a job after the group was lost", async {
+        while !matches!(worker.step().await, StepOutcome::Replayed(_)) {}
+    })
+    .await;
+    assert_eq!(
+        tokio::time::timeout(LONG, after)
+            .await
+            .unwrap()
+            .unwrap()
+            .status(),
+        200
+    );
 }
