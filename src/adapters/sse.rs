@@ -162,14 +162,6 @@ pub fn data_payloads(frames: &[u8]) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// Whether the last event in `frames` is `data: [DONE]`.
-pub fn ends_with_done(frames: &[u8]) -> bool {
-    events(frames)
-        .filter_map(|e| decode(e).data)
-        .last()
-        .is_some_and(|d| d.trim_ascii() == b"[DONE]")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,9 +221,6 @@ mod tests {
         let p =
             data_payloads(b": keep-alive\n\nevent: x\ndata: {\"a\":\ndata: 1}\n\ndata:[DONE]\n\n");
         assert_eq!(p, vec![b"{\"a\":\n1}".to_vec(), b"[DONE]".to_vec()]);
-        assert!(ends_with_done(b"data: {}\n\ndata: [DONE]\n\n"));
-        assert!(ends_with_done(b"data: [DONE]\r\n\r\n"));
-        assert!(!ends_with_done(b"data: [DONE]\n\ndata: {}\n\n"));
     }
 
     #[test]

@@ -3,8 +3,6 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::chat::ToolCall;
-
 /// One server-sent event of a streamed chat completion.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ChatCompletionChunk {
@@ -112,20 +110,6 @@ pub struct FunctionCallDelta {
     /// A piece of the arguments string.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arguments: Option<String>,
-}
-
-impl From<&ToolCall> for ToolCallDelta {
-    fn from(call: &ToolCall) -> Self {
-        ToolCallDelta {
-            index: 0,
-            id: Some(call.id.clone()),
-            kind: Some("function".to_owned()),
-            function: Some(FunctionCallDelta {
-                name: Some(call.function.name.clone()),
-                arguments: Some(call.function.arguments.clone()),
-            }),
-        }
-    }
 }
 
 /// Token counts of a request.

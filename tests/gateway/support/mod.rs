@@ -76,7 +76,11 @@ pub async fn spawn_gateway(routes_toml: &str) -> TestGateway {
     TestGateway {
         addr,
         base,
-        client: reqwest::Client::new(),
+        // Bounded: a gateway that never answers fails the test instead of hanging the suite.
+        client: reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(60))
+            .build()
+            .expect("client"),
         routes_path,
         handle,
         _dir: dir,
