@@ -343,7 +343,7 @@ async fn run() {
     let get =
         |v: &serde_json::Value, k: &str| (v[k][0].as_f64().unwrap(), v[k][1].as_f64().unwrap());
     row(
-        "direct (Python httpx)",
+        "direct (Python openai SDK)",
         get(&py, "direct_chat"),
         get(&py, "direct_stream"),
         "",
