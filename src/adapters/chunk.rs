@@ -149,10 +149,10 @@ impl ChunkWriter {
     }
 }
 
-/// A complete (non-streamed) chat completion with one text choice.
+/// A complete (non-streamed) chat completion with one choice, `message`.
 pub fn completion(
     model: &str,
-    content: String,
+    message: ResponseMessage,
     finish_reason: &str,
     usage: Usage,
 ) -> ChatCompletion {
@@ -163,15 +163,20 @@ pub fn completion(
         model: model.to_owned(),
         choices: vec![ChatChoice {
             index: 0,
-            message: ResponseMessage {
-                role: "assistant".to_owned(),
-                content: Some(content),
-                reasoning_content: None,
-                tool_calls: None,
-            },
+            message,
             finish_reason: Some(finish_reason.to_owned()),
         }],
         usage: Some(usage),
+    }
+}
+
+/// The assistant message of a plain text answer.
+pub fn text_message(content: String) -> ResponseMessage {
+    ResponseMessage {
+        role: "assistant".to_owned(),
+        content: Some(content),
+        reasoning_content: None,
+        tool_calls: None,
     }
 }
 

@@ -45,7 +45,7 @@ fn reply_and_usage(request: &ChatCompletionRequest) -> (String, Usage) {
 /// The non-streamed answer, as JSON bytes.
 pub fn chat_completion(request: &ChatCompletionRequest, model: &str) -> Bytes {
     let (reply, usage) = reply_and_usage(request);
-    let completion = chunk::completion(model, reply, "stop", usage);
+    let completion = chunk::completion(model, chunk::text_message(reply), "stop", usage);
     Bytes::from(serde_json::to_vec(&completion).unwrap_or_default())
 }
 

@@ -9,12 +9,12 @@ use serde_json::value::RawValue;
 
 use super::wire::{ChatResponse, EmbedResponse, ErrorResponse, TagsResponse};
 use super::{error_message, finish_reason, text, tool_call_arguments, tool_call_id};
-use crate::adapters::chunk::{completion_id, unix_now};
+use crate::adapters::chunk::completion;
 use crate::backends::DiscoveredModel;
 use crate::error::GatewayError;
-use crate::schema::chat::{ChatChoice, FunctionCall, ResponseMessage, ToolCall, ToolKind};
+use crate::schema::chat::{FunctionCall, ResponseMessage, ToolCall, ToolKind};
 use crate::schema::embeddings::EmbeddingUsage;
-use crate::schema::{ChatCompletion, ErrorBody, Usage};
+use crate::schema::{ErrorBody, Usage};
 
 /// Longest upstream text quoted in an error message.
 const MAX_QUOTED: usize = 512;
@@ -53,32 +53,25 @@ pub fn chat_response(body: &[u8], model: &str, backend: &str) -> Result<Bytes, G
         })
         .collect();
     let content = text(&message.content).map(str::to_owned);
-    let completion = ChatCompletion {
-        id: completion_id(),
-        object: "chat.completion".to_owned(),
-        created: unix_now(),
-        model: model.to_owned(),
-        choices: vec![ChatChoice {
-            index: 0,
-            finish_reason: Some(
-                finish_reason(!tool_calls.is_empty(), response.done_reason.as_deref()).to_owned(),
-            ),
-            message: ResponseMessage {
-                role: "assistant".to_owned(),
-                // OpenAI's `content` is null on a turn that only calls tools; Ollama sends "".
-                content: match content {
-                    None if tool_calls.is_empty() => Some(String::new()),
-                    other => other,
-                },
-                reasoning_content: text(&message.thinking).map(str::to_owned),
-                tool_calls: (!tool_calls.is_empty()).then_some(tool_calls),
+    let finish = finish_reason(!tool_calls.is_empty(), response.done_reason.as_deref());
+    let completion = completion(
+        model,
+        ResponseMessage {
+            role: "assistant".to_owned(),
+            // OpenAI's `content` is null on a turn that only calls tools; Ollama sends "".
+            content: match content {
+                None if tool_calls.is_empty() => Some(String::new()),
+                other => other,
             },
-        }],
-        usage: Some(Usage::new(
+            reasoning_content: text(&message.thinking).map(str::to_owned),
+            tool_calls: (!tool_calls.is_empty()).then_some(tool_calls),
+        },
+        finish,
+        Usage::new(
             response.prompt_eval_count.unwrap_or(0),
             response.eval_count.unwrap_or(0),
-        )),
-    };
+        ),
+    );
     serde_json::to_vec(&completion)
         .map(Bytes::from)
         .map_err(|e| GatewayError::Internal {
