@@ -16,7 +16,7 @@ use crate::support::redis::{
     HeldUpstream, RunningWorker, Step, TestRedis, eventually, redis_routes, spawn_python_worker,
     spawn_switchyard_worker, worker_config,
 };
-use crate::support::{spawn_gateway, sse_payloads, stream_text};
+use crate::support::{TestGateway, spawn_gateway, sse_payloads, stream_text};
 
 const WORKER_KEY: &str = "sk-worker-secret-1234";
 const LONG: Duration = Duration::from_secs(20);
@@ -321,6 +321,28 @@ impl Respond for DelayedEcho {
     }
 }
 
+/// Sends a chat request through the gateway in the background, for tests that hold the worker
+/// or the upstream while it waits.
+fn chat_in_background(
+    gw: &TestGateway,
+    prompt: &str,
+    stream: bool,
+) -> tokio::task::JoinHandle<reqwest::Response> {
+    let (client, base, body) = (
+        gw.client.clone(),
+        gw.base.clone(),
+        chat("dc/m", prompt, stream),
+    );
+    tokio::spawn(async move {
+        client
+            .post(format!("{base}/v1/chat/completions"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    })
+}
+
 /// Awaits a loop of worker steps, failing the test rather than hanging it when the loop does
 /// not finish within `LONG`.
 async fn within<T>(what: &str, steps: impl std::future::Future<Output = T>) -> T {
@@ -351,16 +373,7 @@ async fn kill_9_of_a_worker_mid_job_completes_through_another_or_ends_cleanly() 
 
     // 1. Non-stream job: A dies while the upstream works on it; B re-runs it; one answer.
     let mut a = spawn_switchyard_worker(&redis.url, &upstream.base_url, &fast_reclaim);
-    let client = {
-        let (c, base) = (gw.client.clone(), gw.base.clone());
-        tokio::spawn(async move {
-            c.post(format!("{base}/v1/chat/completions"))
-                .json(&chat("dc/m", "plain", false))
-                .send()
-                .await
-                .unwrap()
-        })
-    };
+    let client = chat_in_background(&gw, "plain", false);
     let first = upstream.next(LONG).await;
     a.kill9();
     let mut b = spawn_switchyard_worker(&redis.url, &upstream.base_url, &fast_reclaim);
@@ -409,16 +422,7 @@ async fn kill_9_of_a_worker_mid_job_completes_through_another_or_ends_cleanly() 
     // 3. Stream job, A killed after part of the answer reached the client: B does not re-run
     //    it (a second answer would be spliced on); the client's stream ends with an error.
     let mut a = spawn_switchyard_worker(&redis.url, &upstream.base_url, &fast_reclaim);
-    let pending = {
-        let (c, base) = (gw.client.clone(), gw.base.clone());
-        tokio::spawn(async move {
-            c.post(format!("{base}/v1/chat/completions"))
-                .json(&chat("dc/m", "stream late", true))
-                .send()
-                .await
-                .unwrap()
-        })
-    };
+    let pending = chat_in_background(&gw, "stream late", true);
     let first = upstream.next(LONG).await;
     first.send(Step::SseHead).await;
     first.send(Step::Event("partial ".into())).await;
@@ -476,16 +480,7 @@ async fn a_redis_restart_mid_run_fails_waiting_requests_cleanly_and_later_ones_s
     assert_eq!(r.status(), 200);
 
     // Act: a request waits on its answer while Redis is killed and restarted (empty).
-    let waiting = {
-        let (c, base) = (gw.client.clone(), gw.base.clone());
-        tokio::spawn(async move {
-            c.post(format!("{base}/v1/chat/completions"))
-                .json(&chat("dc/m", "slow", false))
-                .send()
-                .await
-                .unwrap()
-        })
-    };
+    let waiting = chat_in_background(&gw, "slow", false);
     eventually(LONG, "the slow job reached the upstream", || async {
         upstream.received_requests().await.unwrap().len() >= 2
     })
@@ -599,16 +594,7 @@ async fn unreadable_jobs_are_dead_lettered_at_once_and_identified_clients_get_a_
 
     // The worker is alive: a good job after them runs.
     let gw = spawn_gateway(&redis_routes(&redis.url, "10s")).await;
-    let client = tokio::spawn({
-        let (c, base) = (gw.client.clone(), gw.base.clone());
-        async move {
-            c.post(format!("{base}/v1/chat/completions"))
-                .json(&chat("dc/m", "still here", false))
-                .send()
-                .await
-                .unwrap()
-        }
-    });
+    let client = chat_in_background(&gw, "still here", false);
     within("a job replayed", async {
         while !matches!(worker.step().await, StepOutcome::Replayed(_)) {}
     })
@@ -680,16 +666,7 @@ async fn a_job_over_max_retries_is_dead_lettered_and_its_client_gets_a_502() {
     let mut worker = Worker::new(cfg).unwrap();
     for stream in [false, true] {
         // Arrange: a client waits; a ghost worker took its job 3 times and died.
-        let client = tokio::spawn({
-            let (c, base) = (gw.client.clone(), gw.base.clone());
-            async move {
-                c.post(format!("{base}/v1/chat/completions"))
-                    .json(&chat("dc/m", "doomed", stream))
-                    .send()
-                    .await
-                    .unwrap()
-            }
-        });
+        let client = chat_in_background(&gw, "doomed", stream);
         let entry = ghost_takes_job(&redis, 3).await;
 
         // Act: the worker reclaims it (a 4th delivery) and dead-letters it.
@@ -722,16 +699,7 @@ async fn a_busy_worker_takes_no_more_jobs_than_free_slots_and_reclaims_within_th
     cfg.concurrency = 2;
     cfg.reclaim_idle = Duration::from_millis(300);
     let mut busy = Worker::new(cfg.clone()).unwrap();
-    let send = |prompt: &'static str| {
-        let (c, base) = (gw.client.clone(), gw.base.clone());
-        tokio::spawn(async move {
-            c.post(format!("{base}/v1/chat/completions"))
-                .json(&chat("dc/m", prompt, false))
-                .send()
-                .await
-                .unwrap()
-        })
-    };
+    let send = |prompt: &'static str| chat_in_background(&gw, prompt, false);
     let clients: Vec<_> = ["j1", "j2", "j3", "j4"].into_iter().map(send).collect();
     let mut c = redis.conn().await;
     eventually(LONG, "4 jobs queued", || {
@@ -869,16 +837,7 @@ async fn sigterm_finishes_running_jobs_takes_no_new_ones_and_releases_past_the_d
     let redis = TestRedis::start().await;
     let mut upstream = HeldUpstream::start().await;
     let gw = spawn_gateway(&redis_routes(&redis.url, "30s")).await;
-    let send = |prompt: &'static str| {
-        let (c, base) = (gw.client.clone(), gw.base.clone());
-        tokio::spawn(async move {
-            c.post(format!("{base}/v1/chat/completions"))
-                .json(&chat("dc/m", prompt, false))
-                .send()
-                .await
-                .unwrap()
-        })
-    };
+    let send = |prompt: &'static str| chat_in_background(&gw, prompt, false);
 
     // 1. A running job finishes after SIGTERM; a job queued after it is left for others.
     let mut w = spawn_switchyard_worker(
@@ -1004,16 +963,7 @@ async fn a_worker_whose_first_command_after_redis_lost_its_group_is_a_reclaim_re
     cfg.reclaim_idle = Duration::from_millis(100);
     let mut worker = Worker::new(cfg).unwrap();
     let gw = spawn_gateway(&redis_routes(&redis.url, "30s")).await;
-    let send = |prompt: &'static str| {
-        let (c, base) = (gw.client.clone(), gw.base.clone());
-        tokio::spawn(async move {
-            c.post(format!("{base}/v1/chat/completions"))
-                .json(&chat("dc/m", prompt, false))
-                .send()
-                .await
-                .unwrap()
-        })
-    };
+    let send = |prompt: &'static str| chat_in_background(&gw, prompt, false);
     let first = send("before");
     within("the first job", async {
         while !matches!(worker.step().await, StepOutcome::Replayed(_)) {}
