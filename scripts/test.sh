@@ -29,6 +29,16 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import openai, pytest' 2>
 fi
 export SWITCHYARD_PYTHON="$PWD/.venv/bin/python"
 
+# --- Taplo (TOML schema linter, from npm) for the routes.toml schema tests ----------------------
+TAPLO_VERSION=0.7.0
+if ! [ -x .tools/node_modules/.bin/taplo ] || [ "$(cat .tools/.taplo-version 2>/dev/null)" != "$TAPLO_VERSION" ]; then
+  command -v npm >/dev/null 2>&1 || { $SUDO apt-get update -qq; \
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm >/dev/null; }
+  npm install --prefix .tools --no-audit --no-fund --silent "@taplo/cli@$TAPLO_VERSION"
+  echo "$TAPLO_VERSION" > .tools/.taplo-version
+fi
+export SWITCHYARD_TAPLO="$PWD/.tools/node_modules/.bin/taplo"
+
 # --- Rust -------------------------------------------------------------------------------------
 # The shared build directory may hold a `switchyard` binary linked from another checkout (cargo
 # re-links the uplifted binary only when it is missing): remove it so the CLI tests run this one.

@@ -1,4 +1,4 @@
-//! The command line: `serve`, `check`, `worker` and `openapi`.
+//! The command line: `serve`, `check`, `init`, `worker`, `openapi` and `schema`.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -44,6 +44,22 @@ pub enum Command {
     },
     /// Print the OpenAPI 3.1 document of the gateway's API (what `openapi/openapi.json` holds).
     Openapi,
+    /// Print the JSON Schema of routes.toml (what `openapi/routes.schema.json` holds), for
+    /// editors: Taplo / Even Better TOML read it through the file's `#:schema` line.
+    Schema,
+    /// Write a commented starter routes.toml (and its JSON Schema beside it) for the backend
+    /// kinds named; `switchyard check` accepts it as written.
+    Init {
+        /// Backend kind to include (repeatable): openai, ollama, redis, echo, proxy. Default: echo.
+        #[arg(long = "backend", value_name = "KIND")]
+        backends: Vec<String>,
+        /// Where to write the file; `-` prints it instead.
+        #[arg(long, default_value = "routes.toml")]
+        output: PathBuf,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+    },
     /// Relay jobs from a Redis queue (openai-rq 0.1.2 protocol) to a local OpenAI-compatible
     /// server. Flags mirror `openai-rq worker`.
     Worker(Box<WorkerArgs>),
@@ -221,21 +237,80 @@ pub fn run(cli: Cli) -> ExitCode {
             }
         }
         Command::Check { path } => check(&path),
-        Command::Openapi => {
-            let mut out = std::io::stdout().lock();
-            match out
-                .write_all(crate::openapi::to_json().as_bytes())
-                .and_then(|()| out.flush())
-            {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(err) => {
-                    let _ = writeln!(std::io::stderr(), "switchyard: {err}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        Command::Openapi => print(&crate::openapi::to_json()),
+        Command::Schema => print(&config::schema::to_json()),
+        Command::Init {
+            backends,
+            output,
+            force,
+        } => init(&backends, &output, force),
         Command::Worker(args) => worker(*args),
     }
+}
+
+fn print(text: &str) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            let _ = writeln!(std::io::stderr(), "switchyard: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The schema's file name beside a file written by `init`.
+const INIT_SCHEMA_FILE: &str = "routes.schema.json";
+
+fn init(backends: &[String], output: &Path, force: bool) -> ExitCode {
+    let kinds: Vec<&str> = backends.iter().map(String::as_str).collect();
+    let text = match config::starter::starter(&kinds, &format!("./{INIT_SCHEMA_FILE}")) {
+        Ok(text) => text,
+        Err(err) => {
+            let _ = writeln!(std::io::stderr(), "switchyard init: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    if output == Path::new("-") {
+        return print(&text);
+    }
+    let schema = output.with_file_name(INIT_SCHEMA_FILE);
+    let written = write_new(output, &text, force)
+        .and_then(|()| std::fs::write(&schema, config::schema::to_json()));
+    match written {
+        Ok(()) => {
+            let _ = writeln!(
+                std::io::stdout(),
+                "wrote {} and {}; check it with: switchyard check {}",
+                output.display(),
+                schema.display(),
+                output.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "switchyard init: {}: {err}",
+                output.display()
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Writes `text` to `path`, refusing to replace an existing file unless `force`.
+fn write_new(path: &Path, text: &str, force: bool) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true);
+    if force {
+        options.create(true).truncate(true);
+    } else {
+        options.create_new(true);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(text.as_bytes())
 }
 
 fn check(path: &Path) -> ExitCode {

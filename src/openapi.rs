@@ -54,6 +54,7 @@ own, so they are not described here; without a backend to relay to, the answer i
         routes::models::list_models,
         routes::models::retrieve_model,
         routes::health::health,
+        routes::route_table::show_routes,
         routes::docs::openapi_json,
         routes::docs::docs_page,
     ),

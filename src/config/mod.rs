@@ -6,6 +6,8 @@
 
 mod env;
 mod raw;
+pub mod schema;
+pub mod starter;
 mod validate;
 
 use std::fmt;

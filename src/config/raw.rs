@@ -2,77 +2,144 @@
 //!
 //! Nothing is interpreted here: no URL parsing, no `${ENV}`, no cross-references. Unknown keys
 //! are refused by `deny_unknown_fields`, so a typo is an error with a position, never ignored.
+//!
+//! The same structs generate routes.toml's JSON Schema (`switchyard schema`, committed as
+//! `openapi/routes.schema.json`): their `///` comments are the descriptions an editor shows on
+//! hover, so they say what the README's configuration tables say. `toml::Spanned<T>` has no
+//! schema of its own, hence the `with = …` on every spanned field.
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use toml::Spanned;
 
-/// The whole file.
-#[derive(Debug, Deserialize)]
+/// What humantime accepts as a duration: one or more `<number><unit>` groups, e.g. `"5s"`,
+/// `"250ms"`, `"1m 30s"`.
+pub const DURATION_PATTERN: &str = r"^\s*[0-9]+\s*[a-zA-Zµ]+(\s*[0-9]+\s*[a-zA-Zµ]+)*\s*$";
+
+/// The backend kinds, as written in `kind = "…"` (the schema's enum; `validate` checks the same).
+#[derive(JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)] // Only its schema is used: `kind` is read as a spanned string for messages.
+pub enum KindName {
+    /// OpenAI-compatible HTTP: OpenAI, vLLM, SGLang, TGI, llama.cpp.
+    #[serde(rename = "openai")]
+    OpenAI,
+    /// Ollama's native API.
+    Ollama,
+    /// Raw relay of any `/v1/*` request.
+    Proxy,
+    /// Built in, no network: answers with the last user message.
+    Echo,
+    /// Jobs on a Redis queue, answered by `switchyard worker` or openai-rq workers.
+    Redis,
+}
+
+/// Switchyard's routes file: which backend serves which model-name prefix. Every key is
+/// documented in README.md ("Configuration: routes.toml").
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(title = "Switchyard routes.toml")]
 pub struct RawConfig {
-    /// `[server]`.
+    /// Settings of the gateway process.
     #[serde(default)]
     pub server: RawServer,
-    /// `[backends.<name>]`.
+    /// Upstreams by name, referred to by `[[routes]] backend`.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, RawBackend>")]
     pub backends: BTreeMap<String, Spanned<RawBackend>>,
-    /// `[[routes]]`.
+    /// Model-name prefixes and the backend serving each. The longest matching prefix wins.
     #[serde(default)]
+    #[schemars(with = "Vec<RawRoute>")]
     pub routes: Vec<Spanned<RawRoute>>,
 }
 
 /// `[server]`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
-    /// Address to listen on.
+    /// Address to listen on (default `127.0.0.1:8080`); `--listen` / `SWITCHYARD_LISTEN`
+    /// override it.
+    #[schemars(with = "Option<String>")]
     pub listen: Option<Spanned<String>>,
-    /// Largest request body accepted.
+    /// Largest request body accepted, in bytes (default 33554432, 32 MiB); larger is a 413
+    /// `request_too_large`.
+    #[schemars(with = "Option<u64>", range(min = 1))]
     pub max_body_bytes: Option<Spanned<i64>>,
-    /// Backend for pass-through requests that name no model.
+    /// Backend for pass-through requests (`/v1/files`, `/v1/audio/...`) whose body names no
+    /// model. Without it such requests are 404 `unknown_url`.
+    #[schemars(with = "Option<String>")]
     pub default_backend: Option<Spanned<String>>,
-    /// How long in-flight requests may run after SIGTERM.
+    /// Grace period for in-flight requests after SIGTERM/SIGINT (default `"30s"`).
+    #[schemars(with = "Option<String>", pattern(DURATION_PATTERN))]
     pub shutdown_timeout: Option<Spanned<String>>,
     /// HTTP worker threads (default: one per core).
+    #[schemars(with = "Option<u16>", range(min = 1, max = 1024))]
     pub workers: Option<Spanned<i64>>,
 }
 
 /// `[backends.<name>]`: the union of every kind's keys; `validate` checks which apply.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawBackend {
-    /// `openai`, `ollama`, `proxy`, `echo` or `redis`.
+    /// `openai` (OpenAI-compatible HTTP: OpenAI, vLLM, SGLang, TGI, llama.cpp), `ollama`
+    /// (Ollama's native API), `proxy` (raw relay), `echo` (built in, no network), `redis` (jobs
+    /// on a Redis queue).
+    #[schemars(with = "KindName")]
     pub kind: Spanned<String>,
-    /// Upstream base URL, `/v1` included for OpenAI-compatible servers.
+    /// Kinds openai, ollama, proxy (required there). Upstream base URL *including* `/v1` for
+    /// OpenAI-compatible servers; for `ollama`, the server's root (`http://127.0.0.1:11434`).
+    /// The request path below `/v1` is appended. `${VAR}` allowed.
+    #[schemars(with = "Option<String>")]
     pub base_url: Option<Spanned<String>>,
-    /// Key sent as `Authorization: Bearer`.
+    /// Kinds openai, ollama, proxy. Sent upstream as `Authorization: Bearer <key>`, replacing
+    /// the client's; absent, the client's `Authorization` passes through. Use `${VAR}` rather
+    /// than writing the key into the file.
+    #[schemars(with = "Option<String>")]
     pub api_key: Option<Spanned<String>>,
-    /// Extra headers sent upstream.
+    /// Kinds openai, ollama, proxy. Extra headers sent upstream (they replace a client header
+    /// of the same name). Values are treated as secrets (never logged or printed).
+    #[schemars(with = "Option<BTreeMap<String, String>>")]
     pub headers: Option<BTreeMap<String, Spanned<String>>>,
-    /// TCP (and TLS) connect timeout.
+    /// Kinds openai, ollama, proxy. TCP/TLS connect timeout (default `"5s"`); exceeded is a 504.
+    #[schemars(with = "Option<String>", pattern(DURATION_PATTERN))]
     pub connect_timeout: Option<Spanned<String>>,
-    /// Time allowed for the response headers, and between two reads of the body.
+    /// Kinds openai, ollama, proxy. Time allowed for the response headers, for a whole
+    /// non-streamed body, and between two reads of a stream (default `"600s"`); exceeded is a
+    /// 504 (or, mid-stream, an error event).
+    #[schemars(with = "Option<String>", pattern(DURATION_PATTERN))]
     pub request_timeout: Option<Spanned<String>>,
-    /// `kind = "redis"`: the Redis holding the openai-rq queue (`redis://`, `rediss://`).
+    /// Kind redis (required there). `redis://[:password@]host:port/db`, `rediss://` for TLS;
+    /// `${VAR}` allowed.
+    #[schemars(with = "Option<String>")]
     pub redis_url: Option<Spanned<String>>,
-    /// `kind = "redis"`: how long a client waits for its result (and between stream entries).
+    /// Kind redis. How long a client waits for its answer, and between two entries of a stream
+    /// (default `"600s"`); exceeded is a 504 `upstream_timeout`.
+    #[schemars(with = "Option<String>", pattern(DURATION_PATTERN))]
     pub timeout: Option<Spanned<String>>,
 }
 
 /// `[[routes]]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
-    /// Model-name prefix; `""` matches everything.
+    /// Model-name prefix. The longest matching prefix wins; `""` is a catch-all. Each prefix may
+    /// appear once.
+    #[schemars(with = "String")]
     pub prefix: Spanned<String>,
-    /// Name of a `[backends.<name>]` table.
+    /// The name of a `[backends.<name>]` table.
+    #[schemars(with = "String")]
     pub backend: Spanned<String>,
-    /// Remove the prefix before the request goes upstream (default true).
+    /// Remove the prefix before the request goes upstream (default true): `openai/gpt-4o`
+    /// reaches the backend as `gpt-4o`. When false, the client's body goes upstream byte for
+    /// byte.
     pub strip_prefix: Option<bool>,
-    /// Models advertised by `/v1/models`, without the prefix.
+    /// Models advertised by `/v1/models`, without the prefix (`"gpt-4o"` is listed as
+    /// `openai/gpt-4o`). Routing does not depend on this list.
+    #[schemars(with = "Option<Vec<String>>")]
     pub models: Option<Vec<Spanned<String>>>,
-    /// Also list the backend's own models.
+    /// Also list the backend's own models under the prefix (default false). Cached 30 s; a
+    /// backend that is down or slow is left out of the listing, never fails it.
     pub discover: Option<bool>,
 }

@@ -10,6 +10,7 @@ pub mod health;
 pub mod models;
 pub mod passthrough;
 mod reply;
+pub mod route_table;
 
 use actix_web::web::{self, ServiceConfig};
 use actix_web::{HttpRequest, HttpResponse};
@@ -32,6 +33,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
     .service(web::resource("/v1/models").route(web::get().to(models::list_models)))
     .service(web::resource("/v1/models/{model:.+}").route(web::get().to(models::retrieve_model)))
     .service(web::resource("/health").route(web::get().to(health::health)))
+    .service(web::resource("/admin/v1/routes").route(web::get().to(route_table::show_routes)))
     .service(web::resource("/openapi.json").route(web::get().to(docs::openapi_json)))
     .service(web::resource("/docs").route(web::get().to(docs::docs_page)))
     .service(web::resource("/docs/").route(web::get().to(docs::docs_slash)))

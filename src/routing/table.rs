@@ -165,6 +165,13 @@ impl RouteTable {
         &self.routes
     }
 
+    /// Every backend's name and the settings it was built from.
+    pub fn backend_settings(&self) -> impl Iterator<Item = (&str, &BackendSettings)> {
+        self.backends
+            .iter()
+            .map(|(name, built)| (name.as_str(), &built.settings))
+    }
+
     /// A backend by name.
     pub fn backend(&self, name: &str) -> Option<&Arc<AnyBackend>> {
         self.backends.get(name).map(|b| &b.backend)
