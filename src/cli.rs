@@ -9,6 +9,8 @@ use clap::{Parser, Subcommand};
 
 use crate::backends::redis::{Worker, WorkerConfig};
 use crate::config::{self, BackendSettings, Config};
+use crate::routing::RouteTable;
+use crate::routing::explain::explain;
 use crate::server;
 use crate::telemetry::{self, LogFormat};
 
@@ -41,6 +43,10 @@ pub enum Command {
         /// The routes file.
         #[arg(env = "SWITCHYARD_CONFIG", default_value = "routes.toml")]
         path: PathBuf,
+        /// Also say which route, backend and upstream model name a request for MODEL would get
+        /// (repeatable); exits 1 when one has no route.
+        #[arg(long = "resolve", value_name = "MODEL")]
+        resolve: Vec<String>,
     },
     /// Print the OpenAPI 3.1 document of the gateway's API (what `openapi/openapi.json` holds).
     Openapi,
@@ -236,7 +242,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 }
             }
         }
-        Command::Check { path } => check(&path),
+        Command::Check { path, resolve } => check(&path, &resolve),
         Command::Openapi => print(&crate::openapi::to_json()),
         Command::Schema => print(&config::schema::to_json()),
         Command::Init {
@@ -313,17 +319,54 @@ fn write_new(path: &Path, text: &str, force: bool) -> std::io::Result<()> {
     file.write_all(text.as_bytes())
 }
 
-fn check(path: &Path) -> ExitCode {
+fn check(path: &Path, models: &[String]) -> ExitCode {
     match config::load(path) {
         Ok((config, _)) => {
             let mut out = std::io::stdout().lock();
             let _ = write_table(&mut out, path, &config);
-            ExitCode::SUCCESS
+            if models.is_empty() {
+                return ExitCode::SUCCESS;
+            }
+            resolve(&mut out, &config, models)
         }
         Err(errors) => {
             let _ = writeln!(std::io::stderr(), "{errors}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `check --resolve`: each model's route, through the table serving would build.
+fn resolve(out: &mut impl Write, config: &Config, models: &[String]) -> ExitCode {
+    let table = match RouteTable::build(config) {
+        Ok(table) => table,
+        Err(err) => {
+            let _ = writeln!(std::io::stderr(), "switchyard check: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let _ = writeln!(out, "\nresolve:");
+    let mut all_routed = true;
+    for model in models {
+        let _ = match explain(&table, model) {
+            Some(a) => writeln!(
+                out,
+                "  {model} -> route {:?} -> backend {} ({}) as model {:?}",
+                a.prefix, a.backend, a.kind, a.upstream_model
+            ),
+            None => {
+                all_routed = false;
+                writeln!(
+                    out,
+                    "  {model} -> no route (a request gets 404 model_not_found)"
+                )
+            }
+        };
+    }
+    if all_routed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

@@ -2,7 +2,7 @@
 //!
 //! Read-only and secret-free: backends are shown by name, kind and address (a password in a
 //! URL is redacted), never by key or header value. `?model=X` answers through
-//! `RouteTable::resolve`, the very lookup that serves requests, so it cannot disagree with them.
+//! `routing::explain`, on the very lookup that serves requests, so it cannot disagree with them.
 
 use actix_web::web::{Data, Json, Query};
 use serde::{Deserialize, Serialize};
@@ -11,6 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::config::BackendSettings;
 use crate::error::GatewayError;
 use crate::routing::RouteTable;
+use crate::routing::explain::{RouteAnswer, explain};
 use crate::state::AppState;
 use crate::telemetry::redacted_url;
 
@@ -61,21 +62,6 @@ pub struct BackendView {
     pub target: Option<String>,
 }
 
-/// Where one model name goes.
-#[derive(Serialize, ToSchema)]
-pub struct RouteAnswer {
-    /// The model name asked about.
-    pub model: String,
-    /// The prefix of the route that serves it.
-    pub prefix: String,
-    /// The backend it reaches.
-    pub backend: String,
-    /// The backend's kind.
-    pub kind: &'static str,
-    /// The model name the backend receives.
-    pub upstream_model: String,
-}
-
 /// Either the whole table or one answer.
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
@@ -112,19 +98,10 @@ pub async fn show_routes(
     }
 }
 
-/// Where `model` goes, by the lookup that serves requests.
-pub fn answer(table: &RouteTable, model: &str) -> Result<RouteAnswer, GatewayError> {
-    let resolved = table
-        .resolve(model)
-        .ok_or_else(|| GatewayError::ModelNotFound {
-            model: model.to_owned(),
-        })?;
-    Ok(RouteAnswer {
+/// Where `model` goes, or the 404 a request for it gets.
+fn answer(table: &RouteTable, model: &str) -> Result<RouteAnswer, GatewayError> {
+    explain(table, model).ok_or_else(|| GatewayError::ModelNotFound {
         model: model.to_owned(),
-        prefix: resolved.route.prefix.clone(),
-        backend: resolved.route.backend_name.clone(),
-        kind: resolved.route.backend.kind(),
-        upstream_model: resolved.upstream_model.to_owned(),
     })
 }
 

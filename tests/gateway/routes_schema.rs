@@ -275,3 +275,33 @@ async fn a_model_is_answered_with_the_route_backend_and_upstream_name_serving_wo
         .await;
     assert_eq!(served.status(), 404);
 }
+
+#[test]
+fn check_resolve_answers_as_serving_would_and_fails_for_a_model_without_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("routes.toml");
+    std::fs::write(&file, ROUTES).unwrap();
+    let path = file.to_str().unwrap();
+    let out = switchyard(&[
+        "check",
+        path,
+        "--resolve",
+        "up/raw/x",
+        "--resolve",
+        "up/gpt-4o",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout
+            .contains("up/raw/x -> route \"up/raw/\" -> backend up (openai) as model \"up/raw/x\""),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("up/gpt-4o -> route \"up/\" -> backend up (openai) as model \"gpt-4o\""),
+        "{stdout}"
+    );
+    let out = switchyard(&["check", path, "--resolve", "nowhere/x"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("nowhere/x -> no route"));
+}
