@@ -10,5 +10,7 @@ pub mod echo;
 pub mod ndjson;
 pub mod ollama;
 pub mod openai;
+pub mod responses;
 pub mod sse;
 pub mod stream;
+pub mod text_completion;

@@ -57,6 +57,8 @@ pub struct RawBackend {
     pub request_timeout: Option<Spanned<String>>,
     /// `kind = "redis"`: the Redis holding the openai-rq queue (`redis://`, `rediss://`).
     pub redis_url: Option<Spanned<String>>,
+    /// `kind = "openai"`: `native` (relay `/v1/responses`) or `translate` (to chat completions).
+    pub responses: Option<Spanned<String>>,
     /// `kind = "redis"`: how long a client waits for its result (and between stream entries).
     pub timeout: Option<Spanned<String>>,
 }
