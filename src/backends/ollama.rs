@@ -73,7 +73,9 @@ impl OllamaBackend {
     ) -> Result<UpstreamReply, GatewayError> {
         let model = upstream_model(call, &request.model);
         let body = ollama::generate_request(request, &model, call.stream)?;
-        let response = self.post("/api/generate", body, call.client_headers).await?;
+        let response = self
+            .post("/api/generate", body, call.client_headers)
+            .await?;
         let status = http::status_of(&response);
         let headers = json_headers(response.headers());
         let body = if call.stream {

@@ -27,7 +27,7 @@ use crate::state::AppState;
                 "instructions": "Answer briefly.",
                 "input": "hi there"
             }))),
-            ("tool round trip" = (summary = "A function call's output sent back", value = json!({
+            ("tool_round_trip" = (summary = "A function call's output sent back", value = json!({
                 "model": "echo/hello",
                 "input": [
                     {"role": "user", "content": "Weather in Paris?"},

@@ -356,12 +356,12 @@ pub enum TextFormat {
     /// Any JSON object.
     JsonObject,
     /// JSON conforming to a schema.
-    JsonSchema(JsonSchemaFormat),
+    JsonSchema(TextJsonSchemaFormat),
 }
 
 /// A `json_schema` output format.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct JsonSchemaFormat {
+pub struct TextJsonSchemaFormat {
     /// Schema name.
     pub name: String,
     /// The JSON schema (an object).
@@ -609,12 +609,12 @@ string_or_list!(
     "a string or an array of content parts"
 );
 
-// An item is a message when its `type` is `message` or absent, else what its `type` says.
+// An item is a message when its `type` is `message`, null or absent, else what its `type` says.
 impl<'de> Deserialize<'de> for InputItem {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let item = Map::<String, Value>::deserialize(deserializer)?;
         let kind = match item.get("type") {
-            None => "message".to_owned(),
+            None | Some(Value::Null) => "message".to_owned(),
             Some(Value::String(kind)) => kind.clone(),
             Some(_) => {
                 return Err(de::Error::custom(
@@ -675,7 +675,7 @@ impl<'de> Deserialize<'de> for TextFormat {
             Some(Value::String(kind)) => match kind.as_str() {
                 "text" => Ok(TextFormat::Text),
                 "json_object" => Ok(TextFormat::JsonObject),
-                "json_schema" => JsonSchemaFormat::deserialize(Value::Object(format))
+                "json_schema" => TextJsonSchemaFormat::deserialize(Value::Object(format))
                     .map(TextFormat::JsonSchema)
                     .map_err(de::Error::custom),
                 other => Err(de::Error::custom(format!(

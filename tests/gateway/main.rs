@@ -17,5 +17,6 @@ mod openapi;
 mod passthrough;
 mod python_sdk;
 mod redis_transport;
+mod responses;
 mod serve_cli;
 mod streaming;

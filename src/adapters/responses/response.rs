@@ -130,22 +130,22 @@ mod tests {
     use crate::schema::responses::{OutputItem, Response, ResponsesRequest};
     use serde_json::json;
 
-/// The text of the message items of `output`.
-pub(super) fn output_text(output: &[OutputItem]) -> String {
-    use crate::schema::responses::OutputContent;
-    output
-        .iter()
-        .filter_map(|item| match item {
-            OutputItem::Message { content, .. } => Some(content),
-            OutputItem::FunctionCall { .. } => None,
-        })
-        .flatten()
-        .filter_map(|c| match c {
-            OutputContent::OutputText { text, .. } => Some(text.as_str()),
-            OutputContent::Refusal { .. } => None,
-        })
-        .collect()
-}
+    /// The text of the message items of `output`.
+    pub(super) fn output_text(output: &[OutputItem]) -> String {
+        use crate::schema::responses::OutputContent;
+        output
+            .iter()
+            .filter_map(|item| match item {
+                OutputItem::Message { content, .. } => Some(content),
+                OutputItem::FunctionCall { .. } => None,
+            })
+            .flatten()
+            .filter_map(|c| match c {
+                OutputContent::OutputText { text, .. } => Some(text.as_str()),
+                OutputContent::Refusal { .. } => None,
+            })
+            .collect()
+    }
 
     fn shell() -> ResponseShell {
         let request: ResponsesRequest = serde_json::from_value(json!({

@@ -232,7 +232,9 @@ async fn serve(mut socket: TcpStream, shared: Arc<Mutex<Shared>>, pieces: Pieces
                 r.path == path
                     && r.model.as_ref().is_none_or(|m| Some(m) == model.as_ref())
                     && r.stream.is_none_or(|s| s == stream)
-                    && r.needle.as_ref().is_none_or(|n| raw_body.contains(n.as_str()))
+                    && r.needle
+                        .as_ref()
+                        .is_none_or(|n| raw_body.contains(n.as_str()))
             })
             .max_by_key(|(i, r)| {
                 let specific = [r.model.is_some(), r.stream.is_some(), r.needle.is_some()];
