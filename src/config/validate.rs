@@ -535,6 +535,42 @@ strip_prefix = false
     }
 
     #[test]
+    fn responses_is_native_or_translate_and_only_for_kind_openai() {
+        let backend = |keys: &str| {
+            format!("[backends.b]\n{keys}\n[[routes]]\nprefix = \"b/\"\nbackend = \"b\"\n")
+        };
+        let mode = |value: &str| {
+            let src = backend(&format!(
+                "kind = \"openai\"\nbase_url = \"http://h/v1\"\n{value}"
+            ));
+            match validate(&src, "routes.toml", &env).unwrap().backends[0].settings {
+                BackendSettings::OpenAI(ref http) => http.responses,
+                ref other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(mode(""), ResponsesMode::Native);
+        assert_eq!(mode("responses = \"native\""), ResponsesMode::Native);
+        assert_eq!(mode("responses = \"translate\""), ResponsesMode::Translate);
+        let errs = errors(&backend(
+            "kind = \"openai\"\nbase_url = \"http://h/v1\"\nresponses = \"yes\"",
+        ));
+        assert_eq!(
+            errs,
+            ["routes.toml:4:13: `responses` must be \"native\" or \"translate\", not `yes`"]
+        );
+        for kind in [
+            "kind = \"ollama\"\nbase_url = \"http://h\"",
+            "kind = \"echo\"",
+        ] {
+            let errs = errors(&backend(&format!("{kind}\nresponses = \"translate\"")));
+            assert!(
+                errs.len() == 1 && errs[0].contains("`responses` does not apply to kind"),
+                "{errs:?}"
+            );
+        }
+    }
+
+    #[test]
     fn unknown_keys_and_syntax_errors_have_positions() {
         let errs = errors("[backends.e]\nkind = \"echo\"\nbase_ulr = \"x\"\n");
         assert_eq!(errs.len(), 1);

@@ -704,7 +704,7 @@ mod tests {
     fn every_item_kind_parses_and_unknown_fields_are_kept() {
         let req = parse(
             r#"{"model":"m","instructions":"be brief","input":[
-                {"role":"user","content":"weather?"},
+                {"role":"user","content":"weather?","type":null},
                 {"type":"message","role":"user","content":[{"type":"input_text","text":"and"},
                     {"type":"input_image","image_url":"data:image/png;base64,AA=="}]},
                 {"type":"message","role":"assistant","id":"msg_1","status":"completed",
