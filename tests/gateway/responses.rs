@@ -396,13 +396,33 @@ async fn an_openai_backend_translates_when_marked_and_relays_otherwise() {
     let old = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/v1/chat/completions"))
-        .and(body_partial_json(json!({"model": "gpt-4o",
-            "messages": [{"role": "user", "content": "hi"}]})))
+        .and(body_partial_json(
+            json!({"model": "gpt-4o", "stream": false,
+            "messages": [{"role": "user", "content": "hi"}]}),
+        ))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({
             "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o",
             "choices": [{"index": 0, "finish_reason": "stop",
                          "message": {"role": "assistant", "content": "hello"}}],
             "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}})))
+        .expect(1)
+        .mount(&old)
+        .await;
+    let chunks = [
+        json!({"choices": [{"index": 0, "delta": {"role": "assistant", "content": "hel"}}]}),
+        json!({"choices": [{"index": 0, "delta": {"content": "lo"}, "finish_reason": "stop"}]}),
+        json!({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}}),
+    ];
+    let sse: String = chunks
+        .iter()
+        .map(|c| format!("data: {c}\n\n"))
+        .chain(["data: [DONE]\n\n".to_owned()])
+        .collect();
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .and(body_partial_json(json!({"model": "gpt-4o", "stream": true,
+            "stream_options": {"include_usage": true}})))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(sse, "text/event-stream"))
         .expect(1)
         .mount(&old)
         .await;
@@ -433,11 +453,23 @@ async fn an_openai_backend_translates_when_marked_and_relays_otherwise() {
         )
         .await;
 
-    // Assert: translated both ways ...
+    let streamed = translating
+        .post_json(
+            "/v1/responses",
+            &json!({"model": "up/gpt-4o", "input": "hi", "stream": true}),
+        )
+        .await;
+
+    // Assert: translated both ways, plain and streamed ...
     assert_eq!(translated.status(), 200);
     let r: Value = translated.json().await.unwrap();
     assert_eq!(r["output"][0]["content"][0]["text"], "hello");
     assert_eq!(r["usage"]["total_tokens"], 4);
+    let events = events(streamed).await;
+    let (name, last) = events.last().unwrap();
+    assert_eq!(name, "response.completed");
+    assert_eq!(last["response"]["output"][0]["content"][0]["text"], "hello");
+    assert_eq!(last["response"]["usage"]["output_tokens"], 2);
     // ... or relayed byte for byte (the batch prompt a translating route would refuse).
     for endpoint in ["/v1/responses", "/v1/completions"] {
         let relayed = native
