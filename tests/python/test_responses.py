@@ -222,3 +222,5 @@ def test_the_agents_sdk_runs_one_turn_with_a_function_tool():
     expected = [(a["location"], a["format"]) for _, a in calls_of("chat_tools.json")]
     assert calls == expected
     assert result.final_output == transcript("chat.json")[0]
+    # Two model calls (the tool call, then the answer), both through the Responses API.
+    assert [r.response_id[:5] for r in result.raw_responses] == ["resp_", "resp_"]
