@@ -18,6 +18,13 @@
 //!    rate-limit headers); streams are relayed event by event. When the client goes away, actix
 //!    drops the stream, which drops the upstream body and closes that connection: cancellation
 //!    by ownership, with no task to clean up.
+//!
+//! `POST /v1/responses` and legacy `POST /v1/completions` exist on some upstreams only, so they
+//! resolve the model first (read from the body without the typed parse) and ask the backend
+//! (`AnyBackend::relays`): one that has the endpoint gets the client's body as it is; for the
+//! others the typed request is served by the backend itself (legacy completions on Ollama and
+//! echo) or, for the Responses API, translated to a chat completion that takes steps 6 to 8
+//! above, its answer translated back (`routes::via_chat`, `adapters::responses`).
 
 pub mod adapters;
 pub mod backends;

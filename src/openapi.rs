@@ -29,10 +29,18 @@ the stream closes.
 
 **Streaming.** With `\"stream\": true`, `POST /v1/chat/completions` answers \
 `text/event-stream`: each event is `data: ` followed by one `ChatCompletionChunk` as JSON, and \
-the stream ends with `data: [DONE]`.
+the stream ends with `data: [DONE]`. `POST /v1/completions` streams `TextCompletion`s the same \
+way; `POST /v1/responses` streams the Responses API's events (`event: <type>`, then `data: ` \
+and the `ResponseStreamEvent`), from `response.created` to `response.completed`.
+
+**Responses and legacy completions on every backend.** `POST /v1/responses` and \
+`POST /v1/completions` are described as the gateway serves them for backends that do not have \
+them: the Responses API through a chat completion (`ollama`, `echo`, and `openai` backends with \
+`responses = \"translate\"`), legacy completions through Ollama's `/api/generate` or the echo \
+backend. A route to a backend that has the endpoint relays the body as it is.
 
 **Pass-through.** Any other request under `/v1/` (`/v1/files`, `/v1/audio/...`, \
-`/v1/batches`, `/v1/responses`, other methods on the paths below, and endpoints OpenAI adds \
+`/v1/batches`, other methods on the paths below, and endpoints OpenAI adds \
 later) is relayed raw to an `openai` or `proxy` backend: the one routing the top-level `model` \
 of a JSON body, else `[server] default_backend`. Its request and response are the upstream's \
 own, so they are not described here; without a backend to relay to, the answer is 404 \
@@ -51,6 +59,8 @@ own, so they are not described here; without a backend to relay to, the answer i
     paths(
         routes::chat::chat_completions,
         routes::embeddings::create_embeddings,
+        routes::responses::create_response,
+        routes::completions::create_completion,
         routes::models::list_models,
         routes::models::retrieve_model,
         routes::health::health,
@@ -59,10 +69,12 @@ own, so they are not described here; without a backend to relay to, the answer i
         routes::docs::docs_page,
     ),
     // Types reached only through a media type other than JSON are listed so they get a name.
-    components(schemas(schema::ChatCompletionChunk)),
+    components(schemas(schema::ChatCompletionChunk, schema::ResponseStreamEvent)),
     tags(
         (name = "chat", description = "Chat completions, plain or streamed."),
         (name = "embeddings", description = "Vector embeddings of text or token arrays."),
+        (name = "responses", description = "The Responses API, on every backend kind."),
+        (name = "completions", description = "Legacy text completions, on every backend kind."),
         (name = "models", description = "The models the route table serves, prefixes included."),
         (name = "operations", description = "Liveness and the loaded route table."),
         (name = "docs", description = "This document and the page that renders it."),
@@ -148,14 +160,35 @@ fn open_response_format(spec: &mut Value) {
     }
 }
 
-/// The name of the schema of one event of a streamed chat completion.
-const STREAM_EVENT: &str = "ChatCompletionStreamEvent";
+/// The streamed endpoints: path, the schema of one event, what its `data` carries, and the
+/// SSE field naming the event's type (the Responses API's `event:`), if any.
+const STREAMS: [(&str, &str, &str, Option<&str>); 3] = [
+    (
+        "/v1/chat/completions",
+        "ChatCompletionStreamEvent",
+        "ChatCompletionChunk",
+        None,
+    ),
+    (
+        "/v1/completions",
+        "TextCompletionStreamEvent",
+        "TextCompletion",
+        None,
+    ),
+    (
+        "/v1/responses",
+        "ResponseStreamServerSentEvent",
+        "ResponseStreamEvent",
+        Some("The event's `type`, e.g. `response.output_text.delta`."),
+    ),
+];
 
 /// Describes `text/event-stream` the way OpenAPI 3.2 (and tools reading 3.1 documents, such as
 /// Schemathesis) read it: the schema is that of one event, an object whose `data` is a string;
-/// here a `ChatCompletionChunk` as JSON, the final `[DONE]`, or an `ErrorBody` when the stream
-/// fails after it started. utoipa 5 has no `contentSchema` nor `const`, so these few keywords
-/// are added to its output here; everything they reference is derived.
+/// here a chunk as JSON, the final `[DONE]` of the chat and legacy streams, or an `ErrorBody`
+/// when a chat or legacy stream fails after it started (a Responses stream fails with events of
+/// its own). utoipa 5 has no `contentSchema` nor `const`, so these few keywords are added to
+/// its output here; everything they reference is derived.
 fn add_stream_event_schema(spec: &mut Value) {
     let json_of = |name: &str, description: &str| {
         serde_json::json!({
@@ -165,30 +198,37 @@ fn add_stream_event_schema(spec: &mut Value) {
             "description": description,
         })
     };
-    let event = serde_json::json!({
-        "type": "object",
-        "description": "One server-sent event of a streamed chat completion. Only `data` is \
-            sent; an event is the line `data: <data>` followed by a blank line.",
-        "required": ["data"],
-        "properties": {
-            "data": {
-                "anyOf": [
-                    json_of("ChatCompletionChunk", "A chunk, as JSON."),
-                    { "const": "[DONE]", "description": "The last event of a complete stream." },
-                    json_of("ErrorBody", "A failure after the stream started; the stream \
-                        closes after this event."),
-                ],
-            },
-        },
-    });
-    if let Some(Value::Object(schemas)) = spec.pointer_mut("/components/schemas") {
-        schemas.insert(STREAM_EVENT.to_owned(), event);
-    }
-    if let Some(media) = spec
-        .pointer_mut("/paths/~1v1~1chat~1completions/post/responses/200/content/text~1event-stream")
-    {
-        media["schema"] =
-            serde_json::json!({ "$ref": format!("#/components/schemas/{STREAM_EVENT}") });
+    for (path, event_schema, chunk, event_field) in STREAMS {
+        let mut data = vec![json_of(chunk, "One event's content, as JSON.")];
+        let mut event = serde_json::json!({
+            "type": "object",
+            "description": "One server-sent event of a stream: the line `data: <data>` (after \
+                `event: <event>` where there is one), then a blank line.",
+            "required": ["data"],
+        });
+        if let Some(description) = event_field {
+            event["properties"]["event"] =
+                serde_json::json!({ "type": "string", "description": description });
+        } else {
+            data.push(serde_json::json!({
+                "const": "[DONE]", "description": "The last event of a complete stream." }));
+            data.push(json_of(
+                "ErrorBody",
+                "A failure after the stream started; the stream closes after this event.",
+            ));
+        }
+        event["properties"]["data"] = serde_json::json!({ "anyOf": data });
+        if let Some(Value::Object(schemas)) = spec.pointer_mut("/components/schemas") {
+            schemas.insert(event_schema.to_owned(), event);
+        }
+        let pointer = format!(
+            "/paths/{}/post/responses/200/content/text~1event-stream",
+            path.replace('/', "~1")
+        );
+        if let Some(media) = spec.pointer_mut(&pointer) {
+            media["schema"] =
+                serde_json::json!({ "$ref": format!("#/components/schemas/{event_schema}") });
+        }
     }
 }
 
@@ -226,7 +266,12 @@ fn sorted(value: Value) -> Value {
 }
 
 /// Where `with_route_examples` puts the live model names: each request schema's `model`.
-const MODEL_FIELDS: [&str; 2] = ["ChatCompletionRequest", "EmbeddingRequest"];
+const MODEL_FIELDS: [&str; 4] = [
+    "ChatCompletionRequest",
+    "EmbeddingRequest",
+    "ResponsesRequest",
+    "CompletionRequest",
+];
 
 /// `spec` with the model names the route table serves (`models`, prefixes included) as the
 /// examples of every `model` field and parameter, and the routed `prefixes` named in their
@@ -269,7 +314,12 @@ pub fn with_route_examples(mut spec: Value, models: &[String], prefixes: &[Strin
         }
     }
     if let Some(first) = models.first() {
-        for path in ["/v1/chat/completions", "/v1/embeddings"] {
+        for path in [
+            "/v1/chat/completions",
+            "/v1/embeddings",
+            "/v1/responses",
+            "/v1/completions",
+        ] {
             let pointer = format!(
                 "/paths/{}/post/requestBody/content/application~1json",
                 path.replace('/', "~1")
@@ -309,6 +359,8 @@ mod tests {
         for path in [
             "/v1/chat/completions",
             "/v1/embeddings",
+            "/v1/responses",
+            "/v1/completions",
             "/v1/models",
             "/v1/models/{model}",
             "/health",

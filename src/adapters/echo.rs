@@ -3,15 +3,16 @@
 //! deterministic embeddings.
 
 use base64::Engine as _;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use serde_json::Value;
 
 use super::chunk::{self, ChunkWriter};
+use super::text_completion::TextCompletionWriter;
 use crate::adapters::openai::DONE_EVENT;
 use crate::schema::embeddings::{Embedding, EmbeddingUsage};
 use crate::schema::{
-    ChatCompletionRequest, EmbeddingInput, EmbeddingRequest, EmbeddingResponse, EncodingFormat,
-    Usage,
+    ChatCompletionRequest, CompletionRequest, EmbeddingInput, EmbeddingRequest, EmbeddingResponse,
+    EncodingFormat, Usage,
 };
 
 const DEFAULT_DIMENSIONS: usize = 8;
@@ -55,19 +56,55 @@ pub fn chat_chunks(request: &ChatCompletionRequest, model: &str) -> Vec<Bytes> {
     let writer = ChunkWriter::new(model, request.include_usage());
     let mut events = Vec::with_capacity(words(&reply) as usize + 4);
     events.push(writer.role());
-    let mut start = 0;
-    for (i, _) in reply.match_indices(' ') {
-        if i > start {
-            events.push(writer.content(&reply[start..=i]));
-            start = i + 1;
-        }
-    }
-    if start < reply.len() {
-        events.push(writer.content(&reply[start..]));
-    }
+    events.extend(pieces(&reply).map(|piece| writer.content(piece)));
     events.push(writer.finish("stop"));
     events.extend(writer.usage(usage));
     events.push(Bytes::from_static(DONE_EVENT));
+    events
+}
+
+/// The reply cut word by word, each piece keeping the spaces after it.
+fn pieces(reply: &str) -> impl Iterator<Item = &str> {
+    let mut start = 0;
+    let mut cuts = reply.match_indices(' ');
+    std::iter::from_fn(move || {
+        for (i, _) in cuts.by_ref() {
+            if i > start {
+                let piece = &reply[start..=i];
+                start = i + 1;
+                return Some(piece);
+            }
+        }
+        (start < reply.len()).then(|| {
+            let piece = &reply[start..];
+            start = reply.len();
+            piece
+        })
+    })
+}
+
+/// A legacy completion answering `request`: its prompt back, as JSON bytes.
+pub fn completion(request: &CompletionRequest, model: &str) -> Bytes {
+    let prompt = request.prompt_text();
+    let usage = Usage::new(words(prompt), words(prompt));
+    TextCompletionWriter::new(model, false).whole(prompt, "stop", usage)
+}
+
+/// The streamed legacy completion: the prompt word by word, finish, usage, [DONE].
+pub fn completion_events(request: &CompletionRequest, model: &str) -> Vec<Bytes> {
+    let prompt = request.prompt_text();
+    let writer = TextCompletionWriter::new(model, request.include_usage());
+    let mut out = BytesMut::new();
+    let mut events: Vec<Bytes> = pieces(prompt)
+        .map(|piece| {
+            writer.write_text(&mut out, piece, None);
+            out.split().freeze()
+        })
+        .collect();
+    writer.write_text(&mut out, "", Some("stop"));
+    writer.write_usage(&mut out, Usage::new(words(prompt), words(prompt)));
+    out.extend_from_slice(DONE_EVENT);
+    events.push(out.freeze());
     events
 }
 
@@ -167,6 +204,32 @@ mod tests {
             .collect();
         assert_eq!(text, "hello brave  world");
         assert_eq!(events.last().unwrap(), &Bytes::from_static(DONE_EVENT));
+    }
+
+    #[test]
+    fn a_legacy_completion_streams_the_prompt_word_by_word_with_usage() {
+        let req: CompletionRequest = serde_json::from_str(
+            r#"{"model":"echo/x","prompt":["say  it twice"],"stream":true,"stream_options":{"include_usage":true}}"#,
+        )
+        .unwrap();
+        let payloads: Vec<Vec<u8>> = completion_events(&req, "echo/x")
+            .iter()
+            .flat_map(|e| crate::adapters::sse::data_payloads(e))
+            .collect();
+        assert_eq!(payloads.last().unwrap(), b"[DONE]");
+        let events: Vec<crate::schema::TextCompletion> = payloads[..payloads.len() - 1]
+            .iter()
+            .map(|p| serde_json::from_slice(p).unwrap())
+            .collect();
+        let text: String = events
+            .iter()
+            .flat_map(|e| e.choices.iter().map(|c| c.text.as_str()))
+            .collect();
+        assert_eq!(text, "say  it twice");
+        assert_eq!(events.last().unwrap().usage.unwrap().total_tokens, 6);
+        let whole: crate::schema::TextCompletion =
+            serde_json::from_slice(&completion(&req, "echo/x")).unwrap();
+        assert_eq!(whole.choices[0].text, "say  it twice");
     }
 
     #[test]

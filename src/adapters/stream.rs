@@ -92,6 +92,13 @@ pub trait StreamAdapter {
     /// The upstream ended cleanly without the adapter having ended the stream: write what
     /// closes it (a final usage chunk, `data: [DONE]`), or refuse a truncated stream.
     fn finish(&mut self, out: &mut Emitter) -> Result<(), GatewayError>;
+
+    /// Writes what ends a failed stream. The default is OpenAI's chat error event
+    /// (`data: {"error":{...}}`); a format with failure events of its own (the Responses API's)
+    /// writes those instead.
+    fn write_failure(&mut self, err: &GatewayError, out: &mut Emitter) {
+        out.extend(&err.to_sse_event());
+    }
 }
 
 /// Collects the bytes an adapter emits for one upstream read.
@@ -270,7 +277,7 @@ impl<A: StreamAdapter> Normalizer<A> {
     fn fail(&mut self, err: GatewayError) {
         self.closed = true;
         self.failed = true;
-        self.out.extend(&err.to_sse_event());
+        self.adapter.write_failure(&err, &mut self.out);
         self.failure = Some(err.to_string());
     }
 }

@@ -1,5 +1,6 @@
-//! `kind = "echo"`: no network. Answers chat with the last user message (streamed word by word)
-//! and embeddings with deterministic vectors; the out-of-the-box backend and a load-test target.
+//! `kind = "echo"`: no network. Answers chat with the last user message (streamed word by word),
+//! legacy completions with the prompt, and embeddings with deterministic vectors; the
+//! out-of-the-box backend and a load-test target.
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
@@ -10,6 +11,7 @@ use super::{
     Backend, DiscoveredModel, Endpoint, ParsedRequest, ReplyBody, UpstreamCall, UpstreamReply,
 };
 use crate::adapters::echo;
+use crate::adapters::text_completion::refuse_unservable;
 use crate::error::GatewayError;
 
 /// The echo backend.
@@ -57,6 +59,17 @@ impl Backend for EchoBackend {
             }
             (Endpoint::Embeddings, ParsedRequest::Embeddings(request)) => {
                 ReplyBody::Full(echo::embeddings(request, call.client_model))
+            }
+            (Endpoint::Completions, ParsedRequest::Completion(request)) => {
+                refuse_unservable(request)?;
+                if call.stream {
+                    let events = echo::completion_events(request, call.client_model);
+                    ReplyBody::EventStream(Box::pin(stream::iter(
+                        events.into_iter().map(Ok::<Bytes, GatewayError>),
+                    )))
+                } else {
+                    ReplyBody::Full(echo::completion(request, call.client_model))
+                }
             }
             (endpoint, _) => return Err(self.unsupported(endpoint.path())),
         };

@@ -345,6 +345,7 @@ mod tests {
             headers: Vec::new(),
             connect_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(1),
+            responses: Default::default(),
         };
         HttpUpstream::new("t", &settings).unwrap()
     }

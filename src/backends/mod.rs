@@ -26,9 +26,9 @@ pub use openai::OpenAIBackend;
 pub use proxy::ProxyBackend;
 pub use redis::RedisBackend;
 
-use crate::config::{BackendConfig, BackendSettings};
+use crate::config::{BackendConfig, BackendSettings, ResponsesMode};
 use crate::error::GatewayError;
-use crate::schema::{ChatCompletionRequest, EmbeddingRequest};
+use crate::schema::{ChatCompletionRequest, CompletionRequest, EmbeddingRequest};
 
 /// Which OpenAI endpoint a call is for.
 #[derive(Debug, Clone, Copy)]
@@ -37,6 +37,8 @@ pub enum Endpoint<'a> {
     ChatCompletions,
     /// `POST /v1/embeddings`.
     Embeddings,
+    /// `POST /v1/completions` (legacy), for backends that answer it themselves.
+    Completions,
     /// Anything else under `/v1`, relayed raw: the method and the path below `/v1` with its query.
     Raw {
         /// Request method.
@@ -52,6 +54,7 @@ impl Endpoint<'_> {
         match self {
             Endpoint::ChatCompletions => "/chat/completions",
             Endpoint::Embeddings => "/embeddings",
+            Endpoint::Completions => "/completions",
             Endpoint::Raw { path_and_query, .. } => path_and_query,
         }
     }
@@ -64,6 +67,8 @@ pub enum ParsedRequest<'a> {
     Chat(&'a ChatCompletionRequest),
     /// An embeddings request.
     Embeddings(&'a EmbeddingRequest),
+    /// A legacy completion request.
+    Completion(&'a CompletionRequest),
     /// A pass-through request: bytes only.
     Opaque,
 }
@@ -119,6 +124,15 @@ pub struct DiscoveredModel {
     pub owned_by: Option<String>,
 }
 
+/// An OpenAI endpoint that not every kind of upstream has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OptionalApi {
+    /// `POST /v1/responses`.
+    Responses,
+    /// `POST /v1/completions` (legacy).
+    Completions,
+}
+
 /// What every backend kind does.
 pub trait Backend {
     /// Carries one request upstream.
@@ -166,6 +180,19 @@ impl AnyBackend {
                 AnyBackend::Redis(RedisBackend::new(&config.name, settings)?)
             }
         })
+    }
+
+    /// Whether the upstream has `api` itself, so that the client's body is relayed to it as it
+    /// is. Otherwise the gateway serves it: legacy completions through the backend's own
+    /// `Endpoint::Completions`, the Responses API through a chat completion.
+    pub fn relays(&self, api: OptionalApi) -> bool {
+        match self {
+            AnyBackend::OpenAI(b) => {
+                api == OptionalApi::Completions || b.responses() == ResponsesMode::Native
+            }
+            AnyBackend::Proxy(_) | AnyBackend::Redis(_) => true,
+            AnyBackend::Ollama(_) | AnyBackend::Echo(_) => false,
+        }
     }
 
     /// `kind` as written in routes.toml.

@@ -1,6 +1,6 @@
-//! `kind = "ollama"`: an Ollama server by its native API (`/api/chat`, `/api/embed`,
-//! `/api/tags`), so that Ollama-only features (`keep_alive`, `think`, `options`) stay in reach
-//! and an OpenAI client cannot tell the answer came from Ollama.
+//! `kind = "ollama"`: an Ollama server by its native API (`/api/chat`, `/api/generate`,
+//! `/api/embed`, `/api/tags`), so that Ollama-only features (`keep_alive`, `think`, `options`)
+//! stay in reach and an OpenAI client cannot tell the answer came from Ollama.
 //!
 //! Transport only: the request and response conversions are `adapters::ollama`, and streams go
 //! through the shared normalisation layer (`adapters::stream`) with the NDJSON chat adapter.
@@ -12,12 +12,12 @@ use super::http::{self, HttpUpstream};
 use super::{
     Backend, DiscoveredModel, Endpoint, ParsedRequest, ReplyBody, UpstreamCall, UpstreamReply,
 };
-use crate::adapters::ollama::{self, ChatStream};
+use crate::adapters::ollama::{self, ChatStream, GenerateStream};
 use crate::adapters::stream::normalize;
 use crate::config::HttpSettings;
 use crate::error::GatewayError;
 use crate::routing::rewrite::peek_model;
-use crate::schema::{ChatCompletionRequest, EmbeddingRequest, EncodingFormat};
+use crate::schema::{ChatCompletionRequest, CompletionRequest, EmbeddingRequest, EncodingFormat};
 
 /// An Ollama backend.
 #[derive(Debug)]
@@ -54,6 +54,41 @@ impl OllamaBackend {
         } else {
             let body = self.http.read_body(response, http::MAX_HELD_BODY).await?;
             ReplyBody::Full(ollama::chat_response(
+                &body,
+                call.client_model,
+                self.http.name(),
+            )?)
+        };
+        Ok(UpstreamReply {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    async fn generate(
+        &self,
+        call: &UpstreamCall<'_>,
+        request: &CompletionRequest,
+    ) -> Result<UpstreamReply, GatewayError> {
+        let model = upstream_model(call, &request.model);
+        let body = ollama::generate_request(request, &model, call.stream)?;
+        let response = self
+            .post("/api/generate", body, call.client_headers)
+            .await?;
+        let status = http::status_of(&response);
+        let headers = json_headers(response.headers());
+        let body = if call.stream {
+            let adapter =
+                GenerateStream::new(call.client_model, request.include_usage(), self.http.name());
+            ReplyBody::EventStream(normalize(
+                self.http.body_stream(response),
+                adapter,
+                self.http.name(),
+            ))
+        } else {
+            let body = self.http.read_body(response, http::MAX_HELD_BODY).await?;
+            ReplyBody::Full(ollama::generate_response(
                 &body,
                 call.client_model,
                 self.http.name(),
@@ -154,6 +189,9 @@ impl Backend for OllamaBackend {
             }
             (Endpoint::Embeddings, ParsedRequest::Embeddings(request)) => {
                 self.embed(&call, request).await
+            }
+            (Endpoint::Completions, ParsedRequest::Completion(request)) => {
+                self.generate(&call, request).await
             }
             (endpoint, _) => Err(GatewayError::UnsupportedEndpoint {
                 backend: self.http.name().to_owned(),

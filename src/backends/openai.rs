@@ -8,13 +8,14 @@ use serde::Deserialize;
 use super::http::{self, HttpUpstream};
 use super::{Backend, DiscoveredModel, Endpoint, ReplyBody, UpstreamCall, UpstreamReply};
 use crate::adapters::openai::relay_events;
-use crate::config::HttpSettings;
+use crate::config::{HttpSettings, ResponsesMode};
 use crate::error::GatewayError;
 
 /// An OpenAI-compatible backend.
 #[derive(Debug)]
 pub struct OpenAIBackend {
     http: HttpUpstream,
+    responses: ResponsesMode,
 }
 
 impl OpenAIBackend {
@@ -22,7 +23,13 @@ impl OpenAIBackend {
     pub fn new(name: &str, settings: &HttpSettings) -> Result<Self, String> {
         Ok(OpenAIBackend {
             http: HttpUpstream::new(name, settings)?,
+            responses: settings.responses,
         })
+    }
+
+    /// Whether `/v1/responses` is relayed to the server or translated to chat completions.
+    pub fn responses(&self) -> ResponsesMode {
+        self.responses
     }
 }
 
@@ -30,7 +37,9 @@ impl Backend for OpenAIBackend {
     async fn send(&self, call: UpstreamCall<'_>) -> Result<UpstreamReply, GatewayError> {
         let method = match call.endpoint {
             Endpoint::Raw { method, .. } => http::method_of(method),
-            Endpoint::ChatCompletions | Endpoint::Embeddings => reqwest::Method::POST,
+            Endpoint::ChatCompletions | Endpoint::Embeddings | Endpoint::Completions => {
+                reqwest::Method::POST
+            }
         };
         let response = self
             .http

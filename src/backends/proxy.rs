@@ -26,7 +26,9 @@ impl Backend for ProxyBackend {
     async fn send(&self, call: UpstreamCall<'_>) -> Result<UpstreamReply, GatewayError> {
         let method = match call.endpoint {
             Endpoint::Raw { method, .. } => http::method_of(method),
-            Endpoint::ChatCompletions | Endpoint::Embeddings => reqwest::Method::POST,
+            Endpoint::ChatCompletions | Endpoint::Embeddings | Endpoint::Completions => {
+                reqwest::Method::POST
+            }
         };
         let response = self
             .http

@@ -100,6 +100,18 @@ pub struct HttpSettings {
     pub connect_timeout: Duration,
     /// Time allowed for response headers and between body reads.
     pub request_timeout: Duration,
+    /// `kind = "openai"`: how `/v1/responses` is served (`Native` for the other kinds).
+    pub responses: ResponsesMode,
+}
+
+/// `responses = "native" | "translate"` of an `openai` backend.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ResponsesMode {
+    /// The server has its own Responses API: requests are relayed as they are.
+    #[default]
+    Native,
+    /// The server has chat completions only: requests are translated to them and back.
+    Translate,
 }
 
 // By hand because `SecretString` deliberately has no `PartialEq`: a changed key must rebuild.
@@ -112,6 +124,7 @@ impl PartialEq for HttpSettings {
             && self.headers == other.headers
             && self.connect_timeout == other.connect_timeout
             && self.request_timeout == other.request_timeout
+            && self.responses == other.responses
     }
 }
 

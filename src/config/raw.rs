@@ -36,6 +36,17 @@ pub enum KindName {
     Redis,
 }
 
+/// The values of `responses = "…"` (the schema's enum; `validate` checks the same).
+#[derive(JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)] // Only its schema is used, as for `KindName`.
+pub enum ResponsesModeName {
+    /// Relay `/v1/responses` to the backend as it is.
+    Native,
+    /// Translate it to a chat completion and back.
+    Translate,
+}
+
 /// Switchyard's routes file: which backend serves which model-name prefix. Every key is
 /// documented in README.md ("Configuration: routes.toml").
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -114,6 +125,11 @@ pub struct RawBackend {
     /// `${VAR}` allowed.
     #[schemars(with = "Option<String>")]
     pub redis_url: Option<Spanned<String>>,
+    /// Kind openai. How `/v1/responses` reaches this backend: `native` (default) relays it as it
+    /// is, for servers with a Responses API of their own; `translate` turns it into a chat
+    /// completion and the answer back into a response, for servers without one.
+    #[schemars(with = "Option<ResponsesModeName>")]
+    pub responses: Option<Spanned<String>>,
     /// Kind redis. How long a client waits for its answer, and between two entries of a stream
     /// (default `"600s"`); exceeded is a 504 `upstream_timeout`.
     #[schemars(with = "Option<String>", pattern(DURATION_PATTERN))]

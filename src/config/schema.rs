@@ -16,11 +16,19 @@ pub const COMMITTED_PATH: &str = "openapi/routes.schema.json";
 /// Keys each kind takes beyond `kind`, and the one it requires; the schema forbids every other
 /// backend key, as `validate` does (a new raw key must be listed here for the kinds taking it).
 const KIND_KEYS: &[(&str, &[&str], Option<&str>)] = &[
-    ("openai", HTTP_KEYS, Some("base_url")),
+    ("openai", OPENAI_KEYS, Some("base_url")),
     ("ollama", HTTP_KEYS, Some("base_url")),
     ("proxy", HTTP_KEYS, Some("base_url")),
     ("echo", &[], None),
     ("redis", &["redis_url", "timeout"], Some("redis_url")),
+];
+const OPENAI_KEYS: &[&str] = &[
+    "base_url",
+    "api_key",
+    "headers",
+    "connect_timeout",
+    "request_timeout",
+    "responses",
 ];
 const HTTP_KEYS: &[&str] = &[
     "base_url",

@@ -89,6 +89,7 @@ api_key = \"${OPENAI_API_KEY}\"             # sent as Authorization: Bearer; abs
 # headers = { \"OpenAI-Organization\" = \"${OPENAI_ORG:-}\" }   # extra headers, treated as secrets
 # connect_timeout = \"5s\"
 # request_timeout = \"600s\"
+# responses = \"native\"     # /v1/responses relayed; \"translate\" for servers without one
 
 [[routes]]
 prefix = \"openai/\"

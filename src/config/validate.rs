@@ -16,7 +16,7 @@ use url::Url;
 use super::raw::{RawBackend, RawConfig, RawRoute, RawServer};
 use super::{
     BackendConfig, BackendSettings, Config, ConfigError, ConfigErrors, HttpSettings, RedisSettings,
-    RouteConfig, ServerConfig, env,
+    ResponsesMode, RouteConfig, ServerConfig, env,
 };
 
 const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
@@ -153,16 +153,23 @@ impl Validator<'_> {
         let kind = backend.kind.get_ref().as_str();
         let settings = match kind {
             "openai" | "proxy" | "ollama" => {
+                if kind != "openai" {
+                    self.forbid(&backend.responses, "responses", kind);
+                }
                 self.forbid(&backend.redis_url, "redis_url", kind);
                 self.forbid(&backend.timeout, "timeout", kind);
-                let http = self.http_settings(name, backend)?;
+                let mut http = self.http_settings(name, backend)?;
                 match kind {
-                    "openai" => BackendSettings::OpenAI(http),
+                    "openai" => {
+                        http.responses = self.responses_mode(backend.responses.as_ref());
+                        BackendSettings::OpenAI(http)
+                    }
                     "ollama" => BackendSettings::Ollama(http),
                     _ => BackendSettings::Proxy(http),
                 }
             }
             "echo" => {
+                self.forbid(&backend.responses, "responses", kind);
                 self.forbid(&backend.base_url, "base_url", kind);
                 self.forbid(&backend.api_key, "api_key", kind);
                 self.forbid(&backend.connect_timeout, "connect_timeout", kind);
@@ -177,7 +184,10 @@ impl Validator<'_> {
                 }
                 BackendSettings::Echo
             }
-            "redis" => BackendSettings::Redis(self.redis_settings(name, raw)?),
+            "redis" => {
+                self.forbid(&backend.responses, "responses", kind);
+                BackendSettings::Redis(self.redis_settings(name, raw)?)
+            }
             other => {
                 self.error(
                     backend.kind.span(),
@@ -190,6 +200,20 @@ impl Validator<'_> {
             name: name.to_owned(),
             settings,
         })
+    }
+
+    fn responses_mode(&mut self, value: Option<&Spanned<String>>) -> ResponsesMode {
+        match value.map(|v| (v.get_ref().as_str(), v.span())) {
+            None | Some(("native", _)) => ResponsesMode::Native,
+            Some(("translate", _)) => ResponsesMode::Translate,
+            Some((other, span)) => {
+                self.error(
+                    span,
+                    format!("`responses` must be \"native\" or \"translate\", not `{other}`"),
+                );
+                ResponsesMode::Native
+            }
+        }
     }
 
     fn forbid<T>(&mut self, value: &Option<Spanned<T>>, key: &str, kind: &str) {
@@ -264,6 +288,7 @@ impl Validator<'_> {
             headers,
             connect_timeout: connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
             request_timeout: request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT),
+            responses: ResponsesMode::Native,
         })
     }
 
@@ -507,6 +532,42 @@ strip_prefix = false
             errs[0].contains("kind `ollama` needs a `base_url`"),
             "{errs:?}"
         );
+    }
+
+    #[test]
+    fn responses_is_native_or_translate_and_only_for_kind_openai() {
+        let backend = |keys: &str| {
+            format!("[backends.b]\n{keys}\n[[routes]]\nprefix = \"b/\"\nbackend = \"b\"\n")
+        };
+        let mode = |value: &str| {
+            let src = backend(&format!(
+                "kind = \"openai\"\nbase_url = \"http://h/v1\"\n{value}"
+            ));
+            match validate(&src, "routes.toml", &env).unwrap().backends[0].settings {
+                BackendSettings::OpenAI(ref http) => http.responses,
+                ref other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(mode(""), ResponsesMode::Native);
+        assert_eq!(mode("responses = \"native\""), ResponsesMode::Native);
+        assert_eq!(mode("responses = \"translate\""), ResponsesMode::Translate);
+        let errs = errors(&backend(
+            "kind = \"openai\"\nbase_url = \"http://h/v1\"\nresponses = \"yes\"",
+        ));
+        assert_eq!(
+            errs,
+            ["routes.toml:4:13: `responses` must be \"native\" or \"translate\", not `yes`"]
+        );
+        for kind in [
+            "kind = \"ollama\"\nbase_url = \"http://h\"",
+            "kind = \"echo\"",
+        ] {
+            let errs = errors(&backend(&format!("{kind}\nresponses = \"translate\"")));
+            assert!(
+                errs.len() == 1 && errs[0].contains("`responses` does not apply to kind"),
+                "{errs:?}"
+            );
+        }
     }
 
     #[test]

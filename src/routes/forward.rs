@@ -1,15 +1,17 @@
-//! The flow shared by the typed endpoints (chat completions, embeddings): read, parse, resolve,
-//! rewrite the model, send, respond. See the crate documentation for the whole request flow.
+//! The flow shared by the typed endpoints (chat completions, embeddings, legacy completions on
+//! backends that answer them): read, parse, resolve, rewrite the model, send, respond. See the crate documentation for the whole request flow.
 
 use actix_web::web::{Data, Payload};
 use actix_web::{HttpRequest, HttpResponse};
+use bytes::Bytes;
 
 use super::body::read_body;
 use super::reply::respond;
 use crate::backends::{Backend, Endpoint, ParsedRequest, UpstreamCall};
 use crate::error::GatewayError;
-use crate::routing::rewrite::replace_model;
-use crate::schema::{ChatCompletionRequest, EmbeddingRequest, parse_request};
+use crate::routing::rewrite::{peek_model, replace_model};
+use crate::routing::{Resolved, RouteTable};
+use crate::schema::{ChatCompletionRequest, CompletionRequest, EmbeddingRequest, parse_request};
 use crate::state::AppState;
 
 /// A typed request that names its model.
@@ -50,6 +52,19 @@ impl RoutedRequest for EmbeddingRequest {
     }
 }
 
+impl RoutedRequest for CompletionRequest {
+    const ENDPOINT: Endpoint<'static> = Endpoint::Completions;
+    fn model(&self) -> &str {
+        &self.model
+    }
+    fn stream(&self) -> bool {
+        self.is_stream()
+    }
+    fn parsed(&self) -> ParsedRequest<'_> {
+        ParsedRequest::Completion(self)
+    }
+}
+
 /// Serves one typed request end to end.
 pub async fn forward<T: RoutedRequest>(
     req: HttpRequest,
@@ -60,12 +75,18 @@ pub async fn forward<T: RoutedRequest>(
     let table = state.routes.load_full();
     let body = read_body(&req, payload, table.server.max_body_bytes).await?;
     let request: T = parse_request(&body)?;
+    send(&req, &table, body, &request).await
+}
+
+/// Resolves `request`'s model and sends it (its bytes, `body`) through its route's backend.
+pub async fn send<T: RoutedRequest>(
+    req: &HttpRequest,
+    table: &RouteTable,
+    body: Bytes,
+    request: &T,
+) -> Result<HttpResponse, GatewayError> {
     let model = request.model();
-    let resolved = table
-        .resolve(model)
-        .ok_or_else(|| GatewayError::ModelNotFound {
-            model: model.to_owned(),
-        })?;
+    let resolved = resolve(table, model)?;
     let body = if resolved.rewrites(model) {
         replace_model(&body, model, resolved.upstream_model)?
     } else {
@@ -85,4 +106,26 @@ pub async fn forward<T: RoutedRequest>(
         })
         .await?;
     Ok(respond(reply))
+}
+
+/// The route serving `model`, or 404 `model_not_found`.
+pub fn resolve<'a>(table: &'a RouteTable, model: &'a str) -> Result<Resolved<'a>, GatewayError> {
+    table
+        .resolve(model)
+        .ok_or_else(|| GatewayError::ModelNotFound {
+            model: model.to_owned(),
+        })
+}
+
+/// The body's model, read without the typed parse (a route that relays the body never needs
+/// it); when there is none, the error of `T`'s parse, which names what is wrong.
+pub fn model_of<T: for<'de> serde::Deserialize<'de>>(body: &[u8]) -> Result<String, GatewayError> {
+    if let Some(model) = peek_model(body) {
+        return Ok(model);
+    }
+    parse_request::<T>(body)?;
+    Err(GatewayError::InvalidField {
+        param: Some("model".to_owned()),
+        message: "`model` must be a string".to_owned(),
+    })
 }

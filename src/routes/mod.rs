@@ -3,6 +3,7 @@
 
 mod body;
 pub mod chat;
+pub mod completions;
 pub mod docs;
 pub mod embeddings;
 mod forward;
@@ -10,7 +11,9 @@ pub mod health;
 pub mod models;
 pub mod passthrough;
 mod reply;
+pub mod responses;
 pub mod route_table;
+mod via_chat;
 
 use actix_web::web::{self, ServiceConfig};
 use actix_web::{HttpRequest, HttpResponse};
@@ -28,6 +31,17 @@ pub fn configure(cfg: &mut ServiceConfig) {
     .service(
         web::resource("/v1/embeddings")
             .route(web::post().to(embeddings::create_embeddings))
+            .default_service(web::to(passthrough::relay)),
+    )
+    .service(
+        web::resource("/v1/responses")
+            .route(web::post().to(responses::create_response))
+            // Other methods (OpenAI's retrieve, cancel, input items) are relayed.
+            .default_service(web::to(passthrough::relay)),
+    )
+    .service(
+        web::resource("/v1/completions")
+            .route(web::post().to(completions::create_completion))
             .default_service(web::to(passthrough::relay)),
     )
     .service(web::resource("/v1/models").route(web::get().to(models::list_models)))

@@ -5,11 +5,13 @@
 
 use actix_web::web::{Data, Payload};
 use actix_web::{HttpRequest, HttpResponse};
+use bytes::Bytes;
 
 use super::body::read_body;
 use super::reply::respond;
-use crate::backends::{Backend, Endpoint, ParsedRequest, UpstreamCall};
+use crate::backends::{AnyBackend, Backend, Endpoint, ParsedRequest, UpstreamCall};
 use crate::error::GatewayError;
+use crate::routing::Resolved;
 use crate::routing::rewrite::{peek_model, replace_model};
 use crate::state::AppState;
 
@@ -21,30 +23,19 @@ pub async fn relay(
 ) -> Result<HttpResponse, GatewayError> {
     let table = state.routes.load_full();
     let body = read_body(&req, payload, table.server.max_body_bytes).await?;
-    let path = req.path();
-    let below_v1 = path.strip_prefix("/v1").unwrap_or(path);
-    let path_and_query = match req.query_string() {
-        "" => below_v1.to_owned(),
-        query => format!("{below_v1}?{query}"),
-    };
     let model = if is_json(&req) {
         peek_model(&body)
     } else {
         None
     };
-    let (backend, body, client_model) = match &model {
+    match &model {
         Some(model) => {
             let resolved = table
                 .resolve(model)
                 .ok_or_else(|| GatewayError::ModelNotFound {
                     model: model.clone(),
                 })?;
-            let body = if resolved.rewrites(model) {
-                replace_model(&body, model, resolved.upstream_model)?
-            } else {
-                body
-            };
-            (resolved.route.backend.clone(), body, model.as_str())
+            relay_resolved(&req, resolved, body, model).await
         }
         None => {
             let backend = table
@@ -54,10 +45,40 @@ pub async fn relay(
                 .and_then(|name| table.backend(name))
                 .ok_or_else(|| GatewayError::UnknownUrl {
                     method: req.method().to_string(),
-                    path: path.to_owned(),
+                    path: req.path().to_owned(),
                 })?;
-            (backend.clone(), body, "")
+            relay_to(&req, backend, body, "").await
         }
+    }
+}
+
+/// Relays the request, its body already read, to the route `resolved` for `model`.
+pub(super) async fn relay_resolved(
+    req: &HttpRequest,
+    resolved: Resolved<'_>,
+    body: Bytes,
+    model: &str,
+) -> Result<HttpResponse, GatewayError> {
+    let body = if resolved.rewrites(model) {
+        replace_model(&body, model, resolved.upstream_model)?
+    } else {
+        body
+    };
+    relay_to(req, &resolved.route.backend, body, model).await
+}
+
+/// Relays the request, its body already read (and its model rewritten), to `backend`.
+pub(super) async fn relay_to(
+    req: &HttpRequest,
+    backend: &AnyBackend,
+    body: Bytes,
+    client_model: &str,
+) -> Result<HttpResponse, GatewayError> {
+    let path = req.path();
+    let below_v1 = path.strip_prefix("/v1").unwrap_or(path);
+    let path_and_query = match req.query_string() {
+        "" => below_v1.to_owned(),
+        query => format!("{below_v1}?{query}"),
     };
     let reply = backend
         .send(UpstreamCall {

@@ -2,16 +2,20 @@
 
 pub mod chat;
 pub mod chunk;
+pub mod completions;
 pub mod embeddings;
 pub mod error;
 pub mod integer;
 pub mod models;
+pub mod responses;
 
 pub use chat::{ChatCompletion, ChatCompletionRequest, ChatMessage, MessageContent};
 pub use chunk::{ChatCompletionChunk, Usage};
+pub use completions::{CompletionRequest, TextCompletion};
 pub use embeddings::{EmbeddingInput, EmbeddingRequest, EmbeddingResponse, EncodingFormat};
 pub use error::{ErrorBody, ErrorObject};
 pub use models::{Model, ModelList};
+pub use responses::{Response, ResponseStreamEvent, ResponsesRequest};
 
 use crate::error::GatewayError;
 

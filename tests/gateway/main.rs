@@ -17,6 +17,7 @@ mod openapi;
 mod passthrough;
 mod python_sdk;
 mod redis_transport;
+mod responses;
 mod routes_schema;
 mod serve_cli;
 mod streaming;

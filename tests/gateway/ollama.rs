@@ -808,8 +808,8 @@ async fn an_unreachable_ollama_is_502_and_other_endpoints_are_refused() {
 
     let response = gw
         .post_json(
-            "/v1/completions",
-            &json!({"model":"local/llama3.2","prompt":"hi"}),
+            "/v1/files",
+            &json!({"model":"local/llama3.2","purpose":"batch"}),
         )
         .await;
     assert_eq!(response.status(), 404);

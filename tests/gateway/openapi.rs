@@ -115,6 +115,8 @@ async fn openapi_json_is_the_committed_document_with_the_route_tables_models_as_
     for pointer in [
         request.to_owned(),
         "/components/schemas/EmbeddingRequest/properties/model".to_owned(),
+        "/components/schemas/ResponsesRequest/properties/model".to_owned(),
+        "/components/schemas/CompletionRequest/properties/model".to_owned(),
         "/paths/~1v1~1models~1{model}/get/parameters/0/schema".to_owned(),
     ] {
         let field = served
@@ -131,11 +133,19 @@ async fn openapi_json_is_the_committed_document_with_the_route_tables_models_as_
             None => field.remove("description"),
         };
     }
+    let responses = "/paths/~1v1~1responses/post/requestBody/content/application~1json/examples";
+    let completions =
+        "/paths/~1v1~1completions/post/requestBody/content/application~1json/examples";
     for pointer in [
         example.to_owned(),
         example.replace("/plain/", "/stream/"),
         "/paths/~1v1~1embeddings/post/requestBody/content/application~1json/example/model"
             .to_owned(),
+        format!("{responses}/plain/value/model"),
+        format!("{responses}/tool_round_trip/value/model"),
+        format!("{responses}/stream/value/model"),
+        format!("{completions}/plain/value/model"),
+        format!("{completions}/stream/value/model"),
     ] {
         *served.pointer_mut(&pointer).unwrap() = committed.pointer(&pointer).unwrap().clone();
     }

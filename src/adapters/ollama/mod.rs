@@ -1,10 +1,12 @@
-//! Ollama's native API (`/api/chat`, `/api/embed`, `/api/tags`) ↔ OpenAI's wire format.
+//! Ollama's native API (`/api/chat`, `/api/generate`, `/api/embed`, `/api/tags`) ↔ OpenAI's wire
+//! format.
 //!
 //! The shapes are Ollama's documented API (docs/api.md; summarised with the mapping in
 //! docs/ollama-api.md of this project's shared docs). `request` builds Ollama bodies from typed
 //! OpenAI requests, `response` converts whole responses and error bodies, `stream` is the
-//! `StreamAdapter` for the NDJSON chat stream. No I/O here: transport is `backends::ollama`.
+//! `StreamAdapter` for the NDJSON chat stream, `generate` serves legacy completions. No I/O here: transport is `backends::ollama`.
 
+mod generate;
 mod request;
 mod response;
 mod stream;
@@ -15,6 +17,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+pub use generate::{GenerateStream, generate_request, generate_response};
 pub use request::{chat_request, embed_request};
 pub use response::{chat_response, embed_response, error_body, tags};
 pub use stream::ChatStream;

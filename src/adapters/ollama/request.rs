@@ -52,7 +52,7 @@ const OPTION_NAMES: &[&str] = &[
     "numa",
 ];
 
-fn invalid(param: impl Into<String>, message: impl Into<String>) -> GatewayError {
+pub(super) fn invalid(param: impl Into<String>, message: impl Into<String>) -> GatewayError {
     GatewayError::InvalidField {
         param: Some(param.into()),
         message: message.into(),
@@ -120,7 +120,7 @@ pub fn embed_request(request: &EmbeddingRequest, model: &str) -> Result<Bytes, G
         })
 }
 
-fn pick(extra: &Map<String, Value>, names: &[&str]) -> Map<String, Value> {
+pub(super) fn pick(extra: &Map<String, Value>, names: &[&str]) -> Map<String, Value> {
     names
         .iter()
         .filter_map(|&name| extra.get(name).map(|v| (name.to_owned(), v.clone())))
@@ -332,36 +332,52 @@ fn format(request: &ChatCompletionRequest) -> Option<Cow<'_, Value>> {
 }
 
 fn options(request: &ChatCompletionRequest) -> Result<Map<String, Value>, GatewayError> {
+    let mapped = [
+        ("temperature", request.temperature.map(float)),
+        ("top_p", request.top_p.map(float)),
+        ("seed", request.seed.map(Value::from)),
+        (
+            "num_predict",
+            request
+                .max_completion_tokens
+                .or(request.max_tokens)
+                .map(Value::from),
+        ),
+        ("presence_penalty", request.presence_penalty.map(float)),
+        ("frequency_penalty", request.frequency_penalty.map(float)),
+        ("stop", request.stop.as_ref().map(stop_list)),
+    ];
+    merge_options(mapped, &request.extra)
+}
+
+/// `stop` as Ollama's list.
+pub(super) fn stop_list(stop: &Stop) -> Value {
+    match stop {
+        Stop::One(s) => Value::from(vec![s.clone()]),
+        Stop::Many(list) => Value::from(list.clone()),
+    }
+}
+
+/// Ollama's `options`: the `mapped` OpenAI fields that are set, then Ollama option names sent
+/// as extra top-level fields, then an explicit `options` object, whose entries win.
+pub(super) fn merge_options<'a>(
+    mapped: impl IntoIterator<Item = (&'a str, Option<Value>)>,
+    extra: &Map<String, Value>,
+) -> Result<Map<String, Value>, GatewayError> {
     let mut options = Map::new();
     let mut set = |name: &str, value: Option<Value>| {
         if let Some(value) = value {
             options.insert(name.to_owned(), value);
         }
     };
-    set("temperature", request.temperature.map(float));
-    set("top_p", request.top_p.map(float));
-    set("seed", request.seed.map(Value::from));
-    set(
-        "num_predict",
-        request
-            .max_completion_tokens
-            .or(request.max_tokens)
-            .map(Value::from),
-    );
-    set("presence_penalty", request.presence_penalty.map(float));
-    set("frequency_penalty", request.frequency_penalty.map(float));
-    set(
-        "stop",
-        request.stop.as_ref().map(|stop| match stop {
-            Stop::One(s) => Value::from(vec![s.clone()]),
-            Stop::Many(list) => Value::from(list.clone()),
-        }),
-    );
+    for (name, value) in mapped {
+        set(name, value);
+    }
     for &name in OPTION_NAMES {
-        set(name, request.extra.get(name).cloned());
+        set(name, extra.get(name).cloned());
     }
     // An explicit Ollama `options` object is the most specific: its entries win.
-    match request.extra.get("options") {
+    match extra.get("options") {
         None | Some(Value::Null) => {}
         Some(Value::Object(explicit)) => {
             options.extend(explicit.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -378,7 +394,7 @@ fn options(request: &ChatCompletionRequest) -> Result<Map<String, Value>, Gatewa
 
 /// An `f32` as the JSON number the client wrote: `0.9`, not `0.8999999761581421` (its exact
 /// `f64` widening).
-fn float(value: f32) -> Value {
+pub(super) fn float(value: f32) -> Value {
     value
         .to_string()
         .parse::<f64>()

@@ -277,7 +277,9 @@ impl Backend for RedisBackend {
     async fn send(&self, call: UpstreamCall<'_>) -> Result<UpstreamReply, GatewayError> {
         let (method, endpoint_is_raw) = match call.endpoint {
             Endpoint::Raw { method, .. } => (method.as_str(), true),
-            Endpoint::ChatCompletions | Endpoint::Embeddings => ("POST", false),
+            Endpoint::ChatCompletions | Endpoint::Embeddings | Endpoint::Completions => {
+                ("POST", false)
+            }
         };
         let stream =
             call.stream || (endpoint_is_raw && wants_stream(call.client_headers, &call.body));

@@ -84,6 +84,8 @@ struct Rule {
     path: String,
     model: Option<String>,
     stream: Option<bool>,
+    /// Applies only to requests whose raw body contains this.
+    needle: Option<String>,
     status: u16,
     headers: String,
     body: Vec<u8>,
@@ -157,8 +159,29 @@ impl OllamaUpstream {
             path: path.to_owned(),
             model: model.map(str::to_owned),
             stream,
+            needle: None,
             status,
             headers,
+            body,
+        });
+    }
+
+    /// `reply`, for requests whose raw body contains `needle` (the second turn of a tool round
+    /// trip carries the tool's result, say); more specific than a rule without one.
+    pub fn reply_when_body_has(
+        &self,
+        path: &str,
+        needle: &str,
+        stream: Option<bool>,
+        body: Vec<u8>,
+    ) {
+        self.shared.lock().unwrap().rules.push(Rule {
+            path: path.to_owned(),
+            model: None,
+            stream,
+            needle: Some(needle.to_owned()),
+            status: 200,
+            headers: String::new(),
             body,
         });
     }
@@ -188,6 +211,7 @@ async fn serve(mut socket: TcpStream, shared: Arc<Mutex<Shared>>, pieces: Pieces
     let mut words = head.split_whitespace();
     let method = words.next().unwrap_or_default().to_owned();
     let path = words.next().unwrap_or_default().to_owned();
+    let raw_body = String::from_utf8_lossy(&raw[split + 4..]).to_string();
     let body: Value = serde_json::from_slice(&raw[split + 4..]).unwrap_or(Value::Null);
     let model = body["model"].as_str().map(str::to_owned);
     // Ollama's default: a chat streams unless the body says `"stream": false`.
@@ -208,8 +232,14 @@ async fn serve(mut socket: TcpStream, shared: Arc<Mutex<Shared>>, pieces: Pieces
                 r.path == path
                     && r.model.as_ref().is_none_or(|m| Some(m) == model.as_ref())
                     && r.stream.is_none_or(|s| s == stream)
+                    && r.needle
+                        .as_ref()
+                        .is_none_or(|n| raw_body.contains(n.as_str()))
             })
-            .max_by_key(|(i, r)| (r.model.is_some() as u8 + r.stream.is_some() as u8, *i))
+            .max_by_key(|(i, r)| {
+                let specific = [r.model.is_some(), r.stream.is_some(), r.needle.is_some()];
+                (specific.iter().filter(|s| **s).count(), *i)
+            })
             .map(|(_, r)| (r.status, r.headers.clone(), r.body.clone()));
         rule.unwrap_or_else(|| {
             (

@@ -1,0 +1,73 @@
+//! `POST /v1/responses`: relayed to backends with a Responses API of their own (`openai` with
+//! `responses = "native"`, the default; `proxy`; `redis`), served through a chat completion for
+//! the others (`ollama`, `echo`, `openai` with `responses = "translate"`).
+
+use actix_web::web::{Data, Payload};
+use actix_web::{HttpRequest, HttpResponse};
+
+use super::body::read_body;
+use super::forward::{model_of, resolve};
+use super::passthrough::relay_resolved;
+use super::via_chat::respond_via_chat;
+use crate::backends::OptionalApi;
+use crate::error::GatewayError;
+use crate::schema::{ErrorBody, ResponsesRequest, parse_request};
+use crate::state::AppState;
+
+/// Creates a model response, streamed as Responses server-sent events when `stream` is true.
+#[utoipa::path(
+    post,
+    path = "/v1/responses",
+    tag = "responses",
+    request_body(
+        description = "The Responses API request, as far as a route served through a chat completion takes it (`ollama`, `echo`, `openai` with `responses = \"translate\"`). Fields not listed pass on to the chat completion (`top_k`, `keep_alive`, ...). Routes to backends with a Responses API of their own relay the body as it is.",
+        content((ResponsesRequest = "application/json", examples(
+            ("plain" = (summary = "Text in, text out", value = json!({
+                "model": "echo/hello",
+                "instructions": "Answer briefly.",
+                "input": "hi there"
+            }))),
+            ("tool_round_trip" = (summary = "A function call's output sent back", value = json!({
+                "model": "echo/hello",
+                "input": [
+                    {"role": "user", "content": "Weather in Paris?"},
+                    {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": "{\"city\":\"Paris\"}"},
+                    {"type": "function_call_output", "call_id": "call_1", "output": "22C and sunny"}
+                ],
+                "tools": [{"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]
+            }))),
+            ("stream" = (summary = "Streamed", value = json!({
+                "model": "echo/hello",
+                "input": "hi there",
+                "stream": true
+            }))),
+        ))),
+    ),
+    responses(
+        (status = 200, description = "A `response` (`application/json`), or with `stream: true` a `text/event-stream` of `ResponseStreamEvent`s, each `event: <type>` and `data: <json>`, from `response.created` to `response.completed` (or `response.incomplete`). A failure after the stream started is `response.failed` then an `error` event, and the stream closes.", content(
+            (crate::schema::Response = "application/json"),
+            (crate::schema::ResponseStreamEvent = "text/event-stream"),
+        )),
+        (status = 400, description = "Malformed JSON, a field that does not fit the schema (`param` names it), or what needs state the gateway does not keep (`previous_response_id`, `store: true`, `conversation`, `background`, `prompt`)", body = ErrorBody),
+        (status = 404, description = "No route serves the model (`model_not_found`)", body = ErrorBody),
+        (status = 413, description = "Body over `[server] max_body_bytes` (`request_too_large`)", body = ErrorBody),
+        (status = 502, description = "Upstream unreachable (`upstream_unreachable`) or its answer was not valid (`upstream_protocol_error`)", body = ErrorBody),
+        (status = 504, description = "Upstream timed out (`upstream_timeout`)", body = ErrorBody),
+        (status = "default", description = "The upstream's own error answer, in OpenAI's error shape", body = ErrorBody),
+    )
+)]
+pub async fn create_response(
+    req: HttpRequest,
+    payload: Payload,
+    state: Data<AppState>,
+) -> Result<HttpResponse, GatewayError> {
+    let table = state.routes.load_full();
+    let body = read_body(&req, payload, table.server.max_body_bytes).await?;
+    let model = model_of::<ResponsesRequest>(&body)?;
+    let resolved = resolve(&table, &model)?;
+    if resolved.route.backend.relays(OptionalApi::Responses) {
+        return relay_resolved(&req, resolved, body, &model).await;
+    }
+    let request: ResponsesRequest = parse_request(&body)?;
+    respond_via_chat(&req, resolved, &request).await
+}
