@@ -13,7 +13,7 @@ use futures::StreamExt;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use secrecy::ExposeSecret;
 
-use super::ByteStream;
+use super::{ByteStream, upstream_path};
 use crate::config::HttpSettings;
 use crate::error::GatewayError;
 
@@ -146,7 +146,7 @@ impl HttpUpstream {
     ) -> Result<reqwest::Response, GatewayError> {
         let request = self
             .client
-            .request(method, self.url(path))
+            .request(method, self.url(path)?)
             .headers(self.upstream_headers(client_headers))
             .body(body);
         match tokio::time::timeout(self.request_timeout, request.send()).await {
@@ -156,8 +156,14 @@ impl HttpUpstream {
         }
     }
 
-    /// `base_url` joined with a path below `/v1` (query included).
-    fn url(&self, path_and_query: &str) -> url::Url {
+    /// `base_url` joined with a path below `/v1` (query included). Refused, rather than
+    /// resolved, when the path could leave the base URL: the backend's credential goes with it.
+    fn url(&self, path_and_query: &str) -> Result<url::Url, GatewayError> {
+        let unsafe_path = |reason| GatewayError::UnsafePath {
+            path: path_and_query.to_owned(),
+            reason,
+        };
+        upstream_path::check(path_and_query).map_err(unsafe_path)?;
         let (path, query) = match path_and_query.split_once('?') {
             Some((path, query)) => (path, Some(query)),
             None => (path_and_query, None),
@@ -168,7 +174,10 @@ impl HttpUpstream {
         full.push_str(path);
         url.set_path(&full);
         url.set_query(query);
-        url
+        if !upstream_path::is_under(&url, &self.base_path) {
+            return Err(unsafe_path("it leaves the backend's base URL"));
+        }
+        Ok(url)
     }
 
     /// The client's headers minus hop-by-hop ones, with the backend's key and headers applied.
@@ -352,24 +361,37 @@ mod tests {
     #[test]
     fn request_paths_join_below_the_base_path_without_doubling_slashes() {
         assert_eq!(
-            upstream("http://h:1/v1").url("/chat/completions").as_str(),
+            upstream("http://h:1/v1").url("/chat/completions").unwrap().as_str(),
             "http://h:1/v1/chat/completions"
         );
         assert_eq!(
             upstream("http://h:1/v1/")
                 .url("/files?purpose=batch")
+                .unwrap()
                 .as_str(),
             "http://h:1/v1/files?purpose=batch"
         );
         assert_eq!(
             upstream("https://h/proxy/openai/v1")
                 .url("/models")
+                .unwrap()
                 .as_str(),
             "https://h/proxy/openai/v1/models"
         );
         assert_eq!(
-            upstream("http://h").url("/embeddings").as_str(),
+            upstream("http://h").url("/embeddings").unwrap().as_str(),
             "http://h/embeddings"
         );
+    }
+
+    #[test]
+    fn a_path_that_would_leave_the_base_url_is_refused_not_resolved() {
+        let up = upstream("http://h:1/v1");
+        for path in ["/../../admin/secret", "/%2e%2E/admin", "/..\\admin"] {
+            assert!(
+                matches!(up.url(path), Err(GatewayError::UnsafePath { .. })),
+                "{path}"
+            );
+        }
     }
 }

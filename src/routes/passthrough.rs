@@ -8,7 +8,7 @@ use actix_web::{HttpRequest, HttpResponse};
 
 use super::body::read_body;
 use super::reply::respond;
-use crate::backends::{Backend, Endpoint, ParsedRequest, UpstreamCall};
+use crate::backends::{Backend, Endpoint, ParsedRequest, UpstreamCall, upstream_path};
 use crate::error::GatewayError;
 use crate::routing::rewrite::{peek_model, replace_model};
 use crate::state::AppState;
@@ -19,10 +19,15 @@ pub async fn relay(
     payload: Payload,
     state: Data<AppState>,
 ) -> Result<HttpResponse, GatewayError> {
-    let table = state.routes.load_full();
-    let body = read_body(&req, payload, table.server.max_body_bytes).await?;
     let path = req.path();
     let below_v1 = path.strip_prefix("/v1").unwrap_or(path);
+    // Refused before the body is read: nothing about this request may reach an upstream.
+    upstream_path::check(below_v1).map_err(|reason| GatewayError::UnsafePath {
+        path: path.to_owned(),
+        reason,
+    })?;
+    let table = state.routes.load_full();
+    let body = read_body(&req, payload, table.server.max_body_bytes).await?;
     let path_and_query = match req.query_string() {
         "" => below_v1.to_owned(),
         query => format!("{below_v1}?{query}"),

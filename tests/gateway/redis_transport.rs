@@ -1000,3 +1000,67 @@ async fn a_worker_whose_first_command_after_redis_lost_its_group_is_a_reclaim_re
         200
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_path_leaves_the_base_url_gets_a_400_and_never_reaches_the_upstream() {
+    // Arrange: an inference host that answers anything, and jobs written straight into Redis
+    // (whoever can write there can submit jobs) with paths aiming above the worker's base URL.
+    let redis = TestRedis::start().await;
+    let upstream = MockServer::start().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(200).set_body_string("reached"))
+        .mount(&upstream)
+        .await;
+    let mut worker = Worker::new(worker_config(
+        &redis.url,
+        &format!("{}/v1", upstream.uri()),
+    ))
+    .unwrap();
+    let mut c = redis.conn().await;
+    let job = |id: &str, path: &str, stream: bool| {
+        json!({"id": id, "method": "GET", "path": path, "headers": {}, "body_b64": "", "stream": stream})
+            .to_string()
+    };
+
+    // Act: one non-stream and one stream job, each replayed by a step.
+    xadd(&redis, &job("aa11", "/v1/../../admin/x", false)).await;
+    assert_eq!(worker.step().await, StepOutcome::Replayed("aa11".into()));
+    xadd(&redis, &job("bb22", "/v1/%2e%2e/%2E%2e/admin", true)).await;
+    assert_eq!(worker.step().await, StepOutcome::Replayed("bb22".into()));
+    worker.wait_idle().await;
+
+    // Assert: the non-stream client reads a 400 in OpenAI's shape...
+    let (_, raw): (String, Vec<u8>) = redis::cmd("BLPOP")
+        .arg("openai-rq:result:aa11")
+        .arg(5)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let result: Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(result["status"], 400, "{result}");
+    let body = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        result["body_b64"].as_str().unwrap(),
+    )
+    .unwrap();
+    let error: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(error["error"]["code"], "invalid_path");
+    // ...the stream client a terminal 400 entry...
+    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg("openai-rq:stream:bb22")
+        .arg("-")
+        .arg("+")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let last: Vec<u8> = entries.ids.last().unwrap().get("data").unwrap();
+    let last: Value = serde_json::from_slice(&last).unwrap();
+    assert_eq!((&last["t"], &last["status"]), (&json!("error"), &json!(400)));
+    // ...and the inference host saw nothing, so never the worker's key.
+    let reached = upstream.received_requests().await.unwrap();
+    assert!(
+        reached.is_empty(),
+        "{:?}",
+        reached.iter().map(|r| r.url.to_string()).collect::<Vec<_>>()
+    );
+}
