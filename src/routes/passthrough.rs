@@ -33,7 +33,7 @@ pub async fn relay(
         query => format!("{below_v1}?{query}"),
     };
     let model = if is_json(&req) {
-        peek_model(&body)
+        peek_model(&body)?
     } else {
         None
     };

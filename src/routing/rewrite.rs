@@ -151,13 +151,47 @@ fn value_end(body: &[u8], start: usize) -> Option<usize> {
     }
 }
 
-/// The top-level `model` of a JSON body, when there is one (pass-through routing).
-pub fn peek_model(body: &[u8]) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Model {
-        model: Option<String>,
+/// The top-level `model` as written, `null` included (which `Option` alone would hide).
+#[derive(Deserialize)]
+struct PeekedModel<'a> {
+    #[serde(borrow, default, deserialize_with = "present")]
+    model: Option<&'a RawValue>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+/// The top-level `model` of a JSON body, for pass-through routing. `None` when the body is not
+/// a JSON object (multipart uploads, empty bodies) or has no `model`: the default backend then
+/// serves it. A `model` that is not a string, or appears twice, is refused rather than routed to
+/// the default backend, whose key the client did not ask for; so is an object that does not parse.
+pub fn peek_model(body: &[u8]) -> Result<Option<String>, GatewayError> {
+    if body.get(skip_ws(body, 0)) != Some(&b'{') {
+        return Ok(None);
     }
-    serde_json::from_slice::<Model>(body).ok()?.model
+    let field: PeekedModel<'_> = serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            // Only `model` is typed, so a data error is about it (`duplicate field `model``).
+            GatewayError::InvalidField {
+                param: Some("model".to_owned()),
+                message: e.to_string(),
+            }
+        } else {
+            GatewayError::InvalidJson {
+                message: e.to_string(),
+            }
+        }
+    })?;
+    let Some(raw) = field.model else {
+        return Ok(None);
+    };
+    serde_json::from_str::<String>(raw.get())
+        .map(Some)
+        .map_err(|_| GatewayError::InvalidField {
+            param: Some("model".to_owned()),
+            message: "`model` must be a string".to_owned(),
+        })
 }
 
 #[cfg(test)]
@@ -190,10 +224,33 @@ mod tests {
     #[test]
     fn peek_reads_only_a_string_model() {
         assert_eq!(
-            peek_model(br#"{"model":"x","file":"y"}"#).as_deref(),
+            peek_model(br#"{"model":"x","file":"y"}"#).unwrap().as_deref(),
             Some("x")
         );
-        assert_eq!(peek_model(b"--boundary"), None);
+        assert_eq!(peek_model(b"--boundary").unwrap(), None);
+        assert_eq!(peek_model(b"").unwrap(), None);
+        assert_eq!(peek_model(br#"{"file":"y"}"#).unwrap(), None);
+        assert_eq!(peek_model(b"[1]").unwrap(), None);
+    }
+
+    #[test]
+    fn peek_refuses_a_model_that_is_not_one_string() {
+        for body in [
+            &br#"{"model":"a/x","model":"b/y"}"#[..],
+            br#"{"model":["a/x"]}"#,
+            br#"{"model":7}"#,
+            br#"{"model":null}"#,
+        ] {
+            let err = peek_model(body).unwrap_err();
+            assert!(
+                matches!(&err, GatewayError::InvalidField { param: Some(p), .. } if p == "model"),
+                "{err:?}"
+            );
+        }
+        assert!(matches!(
+            peek_model(br#"{"model":"a/x""#),
+            Err(GatewayError::InvalidJson { .. })
+        ));
     }
 }
 

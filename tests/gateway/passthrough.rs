@@ -170,3 +170,38 @@ async fn paths_that_would_leave_the_base_url_are_refused_and_nothing_reaches_the
     .await;
     assert_eq!((status, body.as_str()), (200, "reached"));
 }
+
+#[tokio::test]
+async fn a_duplicate_or_non_string_model_is_refused_not_sent_to_the_default_backend() {
+    // Arrange: a default backend with its own key, which these clients did not ask for.
+    let upstream = MockServer::start().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(200).set_body_string("reached"))
+        .mount(&upstream)
+        .await;
+    let gw = spawn_gateway(&proxy_routes(&upstream.uri())).await;
+
+    for body in [
+        r#"{"model":"raw/o3","model":"other/x","input":"hi"}"#,
+        r#"{"model":["raw/o3"],"input":"hi"}"#,
+        r#"{"model":{"name":"raw/o3"},"input":"hi"}"#,
+        r#"{"model":42,"input":"hi"}"#,
+    ] {
+        // Act
+        let response = gw
+            .client
+            .post(format!("{}/v1/responses", gw.base))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+
+        // Assert: a 400 naming `model`.
+        assert_eq!(response.status(), 400, "{body}");
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["error"]["param"], "model", "{error}");
+        assert_eq!(error["error"]["type"], "invalid_request_error");
+    }
+    assert!(upstream.received_requests().await.unwrap().is_empty());
+}
