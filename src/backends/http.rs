@@ -55,6 +55,21 @@ pub(crate) fn is_not_forwarded_up(name: &str) -> bool {
     is_hop_by_hop(name) || NOT_FORWARDED_UP.contains(&name)
 }
 
+/// The header names a message's `Connection` headers list (RFC 9110 §7.6.1): hop-by-hop for
+/// that message, so never forwarded either, in either direction. Lowercase; empty, without
+/// allocating, when there is no such header.
+pub(crate) fn connection_options<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Vec<String> {
+    let mut names = Vec::new();
+    for value in values {
+        for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+            if !token.is_empty() {
+                names.push(String::from_utf8_lossy(token).to_ascii_lowercase());
+            }
+        }
+    }
+    names
+}
+
 /// Why a request failed, from an error's cause chain (which, unlike reqwest's own message,
 /// does not repeat the URL).
 pub(crate) fn cause_chain(err: &dyn std::error::Error) -> String {
@@ -183,9 +198,13 @@ impl HttpUpstream {
     /// The client's headers minus hop-by-hop ones, with the backend's key and headers applied.
     fn upstream_headers(&self, client: &ActixHeaders) -> HeaderMap {
         let mut out = HeaderMap::with_capacity(client.len() + self.headers.len() + 1);
+        let named = connection_options(client.get_all("connection").map(|v| v.as_bytes()));
         for (name, value) in client {
             let n = name.as_str();
-            if is_not_forwarded_up(n) || (self.api_key.is_some() && n == "authorization") {
+            if is_not_forwarded_up(n)
+                || (self.api_key.is_some() && n == "authorization")
+                || named.iter().any(|x| x == n)
+            {
                 continue;
             }
             if let (Ok(name), Ok(value)) = (
@@ -310,12 +329,14 @@ pub fn status_of(response: &reqwest::Response) -> StatusCode {
     StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY)
 }
 
-/// Upstream response headers for the client, hop-by-hop ones removed.
+/// Upstream response headers for the client, hop-by-hop ones (and those the upstream's
+/// `Connection` names) removed.
 pub fn response_headers(upstream: &HeaderMap) -> ActixHeaders {
     let mut out = ActixHeaders::with_capacity(upstream.len());
+    let named = connection_options(upstream.get_all("connection").iter().map(|v| v.as_bytes()));
     for (name, value) in upstream {
         let n = name.as_str();
-        if is_hop_by_hop(n) {
+        if is_hop_by_hop(n) || named.iter().any(|x| x == n) {
             continue;
         }
         if let (Ok(name), Ok(value)) = (
@@ -361,7 +382,10 @@ mod tests {
     #[test]
     fn request_paths_join_below_the_base_path_without_doubling_slashes() {
         assert_eq!(
-            upstream("http://h:1/v1").url("/chat/completions").unwrap().as_str(),
+            upstream("http://h:1/v1")
+                .url("/chat/completions")
+                .unwrap()
+                .as_str(),
             "http://h:1/v1/chat/completions"
         );
         assert_eq!(

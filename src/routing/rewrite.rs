@@ -224,7 +224,9 @@ mod tests {
     #[test]
     fn peek_reads_only_a_string_model() {
         assert_eq!(
-            peek_model(br#"{"model":"x","file":"y"}"#).unwrap().as_deref(),
+            peek_model(br#"{"model":"x","file":"y"}"#)
+                .unwrap()
+                .as_deref(),
             Some("x")
         );
         assert_eq!(peek_model(b"--boundary").unwrap(), None);

@@ -104,7 +104,10 @@ async fn raw_http(addr: std::net::SocketAddr, request: &str) -> (u16, String) {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no status line in {text:?}"));
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
     (status, body)
 }
 
@@ -159,7 +162,10 @@ async fn paths_that_would_leave_the_base_url_are_refused_and_nothing_reaches_the
     assert!(
         reached.is_empty(),
         "the upstream saw {:?}",
-        reached.iter().map(|r| r.url.to_string()).collect::<Vec<_>>()
+        reached
+            .iter()
+            .map(|r| r.url.to_string())
+            .collect::<Vec<_>>()
     );
 
     // An ordinary path still goes through.

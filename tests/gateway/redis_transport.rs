@@ -1011,11 +1011,8 @@ async fn a_job_whose_path_leaves_the_base_url_gets_a_400_and_never_reaches_the_u
         .respond_with(ResponseTemplate::new(200).set_body_string("reached"))
         .mount(&upstream)
         .await;
-    let mut worker = Worker::new(worker_config(
-        &redis.url,
-        &format!("{}/v1", upstream.uri()),
-    ))
-    .unwrap();
+    let mut worker =
+        Worker::new(worker_config(&redis.url, &format!("{}/v1", upstream.uri()))).unwrap();
     let mut c = redis.conn().await;
     let job = |id: &str, path: &str, stream: bool| {
         json!({"id": id, "method": "GET", "path": path, "headers": {}, "body_b64": "", "stream": stream})
@@ -1055,12 +1052,18 @@ async fn a_job_whose_path_leaves_the_base_url_gets_a_400_and_never_reaches_the_u
         .unwrap();
     let last: Vec<u8> = entries.ids.last().unwrap().get("data").unwrap();
     let last: Value = serde_json::from_slice(&last).unwrap();
-    assert_eq!((&last["t"], &last["status"]), (&json!("error"), &json!(400)));
+    assert_eq!(
+        (&last["t"], &last["status"]),
+        (&json!("error"), &json!(400))
+    );
     // ...and the inference host saw nothing, so never the worker's key.
     let reached = upstream.received_requests().await.unwrap();
     assert!(
         reached.is_empty(),
         "{:?}",
-        reached.iter().map(|r| r.url.to_string()).collect::<Vec<_>>()
+        reached
+            .iter()
+            .map(|r| r.url.to_string())
+            .collect::<Vec<_>>()
     );
 }

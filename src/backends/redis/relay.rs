@@ -16,7 +16,7 @@ use url::Url;
 
 use super::job::{self, Entry, Job, WireHeaders};
 use crate::adapters::sse::SseFramer;
-use crate::backends::upstream_path;
+use crate::backends::{http, upstream_path};
 
 /// Largest batch of SSE bytes held before a flush, whatever the window.
 const MAX_BATCH: usize = 32 * 1024;
@@ -69,8 +69,9 @@ impl Upstream {
         let method = reqwest::Method::from_bytes(job.method.as_bytes())
             .map_err(|_| format!("invalid method {:?}", job.method))?;
         let mut headers = HeaderMap::with_capacity(job.headers.len() + 2);
+        let named = http::connection_options(job.headers.get("connection").map(|v| v.as_bytes()));
         for (name, value) in &job.headers {
-            if crate::backends::http::is_not_forwarded_up(name.as_str()) {
+            if http::is_not_forwarded_up(name.as_str()) || named.contains(name) {
                 continue;
             }
             if let (Ok(name), Ok(value)) = (
@@ -133,12 +134,8 @@ pub fn join_url(base: &Url, path_and_query: &str) -> Result<Url, &'static str> {
 /// The 400 a job gets when its path is refused, OpenAI-shaped like the gateway's own.
 fn refused_path(path: &str, reason: &str) -> (u16, WireHeaders, Bytes) {
     let message = format!("the path `{path}` is not allowed: {reason}");
-    let body = crate::schema::ErrorBody::new(
-        message,
-        "invalid_request_error",
-        None,
-        Some("invalid_path"),
-    );
+    let body =
+        crate::schema::ErrorBody::new(message, "invalid_request_error", None, Some("invalid_path"));
     let headers = WireHeaders::from([("content-type".to_owned(), "application/json".to_owned())]);
     (400, headers, body.to_bytes())
 }
@@ -486,8 +483,10 @@ impl Batcher {
 /// Response headers kept in a result.
 fn result_headers(headers: &HeaderMap) -> WireHeaders {
     let mut out = WireHeaders::new();
+    let named =
+        http::connection_options(headers.get_all("connection").iter().map(|v| v.as_bytes()));
     for (name, value) in headers {
-        if job::header_goes_in_result(name.as_str()) {
+        if job::header_goes_in_result(name.as_str()) && !named.iter().any(|x| x == name.as_str()) {
             job::push_header(&mut out, name.as_str(), value.as_bytes());
         }
     }
