@@ -14,8 +14,12 @@ use crate::schema::{
     Usage,
 };
 
-const DEFAULT_DIMENSIONS: usize = 8;
-const MAX_DIMENSIONS: usize = 4096;
+/// Dimensions of a vector when the request does not ask (the echo backend bounds the rest).
+pub const DEFAULT_DIMENSIONS: usize = 8;
+/// Content events of one streamed answer at most: a long message is sent several words per
+/// event, so the stream's size stays proportional to the text (one event per character-long
+/// word would multiply it by two orders of magnitude).
+pub const MAX_CONTENT_EVENTS: usize = 256;
 
 fn words(text: &str) -> u64 {
     text.split_whitespace().count() as u64
@@ -53,17 +57,20 @@ pub fn chat_completion(request: &ChatCompletionRequest, model: &str) -> Bytes {
 pub fn chat_chunks(request: &ChatCompletionRequest, model: &str) -> Vec<Bytes> {
     let (reply, usage) = reply_and_usage(request);
     let writer = ChunkWriter::new(model, request.include_usage());
-    let mut events = Vec::with_capacity(words(&reply) as usize + 4);
+    let pieces = piece_ends(&reply).count() + 1;
+    let per_event = pieces.div_ceil(MAX_CONTENT_EVENTS);
+    let mut events = Vec::with_capacity(pieces.min(MAX_CONTENT_EVENTS) + 4);
     events.push(writer.role());
-    let mut start = 0;
-    for (i, _) in reply.match_indices(' ') {
-        if i > start {
-            events.push(writer.content(&reply[start..=i]));
-            start = i + 1;
+    let (mut group_start, mut in_group) = (0, 0);
+    for end in piece_ends(&reply) {
+        in_group += 1;
+        if in_group == per_event {
+            events.push(writer.content(&reply[group_start..=end]));
+            (group_start, in_group) = (end + 1, 0);
         }
     }
-    if start < reply.len() {
-        events.push(writer.content(&reply[start..]));
+    if group_start < reply.len() {
+        events.push(writer.content(&reply[group_start..]));
     }
     events.push(writer.finish("stop"));
     events.extend(writer.usage(usage));
@@ -71,11 +78,25 @@ pub fn chat_chunks(request: &ChatCompletionRequest, model: &str) -> Vec<Bytes> {
     events
 }
 
-/// Deterministic embeddings: the same text always gives the same unit vector.
+/// Where each word of the reply ends: at a space that follows something other than a space
+/// (the space stays with the word before it, so the pieces spell the text exactly).
+fn piece_ends(reply: &str) -> impl Iterator<Item = usize> + '_ {
+    let mut start = 0;
+    reply.match_indices(' ').map(|(i, _)| i).filter(move |&i| {
+        let ends_a_word = i > start;
+        if ends_a_word {
+            start = i + 1;
+        }
+        ends_a_word
+    })
+}
+
+/// Deterministic embeddings: the same text always gives the same unit vector. The caller
+/// bounds `dimensions` and the number of inputs.
 pub fn embeddings(request: &EmbeddingRequest, model: &str) -> Bytes {
-    let dims = request.dimensions.map_or(DEFAULT_DIMENSIONS, |d| {
-        (d as usize).clamp(1, MAX_DIMENSIONS)
-    });
+    let dims = request
+        .dimensions
+        .map_or(DEFAULT_DIMENSIONS, |d| (d as usize).max(1));
     let inputs: Vec<Vec<u8>> = match &request.input {
         EmbeddingInput::Text(t) => vec![t.as_bytes().to_vec()],
         EmbeddingInput::Texts(ts) => ts.iter().map(|t| t.as_bytes().to_vec()).collect(),
@@ -147,6 +168,7 @@ fn vector_of(input: &[u8], dims: usize) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn request(json: &str) -> ChatCompletionRequest {
         serde_json::from_str(json).unwrap()
@@ -167,6 +189,29 @@ mod tests {
             .collect();
         assert_eq!(text, "hello brave  world");
         assert_eq!(events.last().unwrap(), &Bytes::from_static(DONE_EVENT));
+    }
+
+    #[test]
+    fn a_long_message_streams_in_at_most_the_event_cap_and_spells_it_exactly() {
+        let text = "a ".repeat(100_000) + "end";
+        let body =
+            json!({"model":"echo/x","messages":[{"role":"user","content":text}],"stream":true});
+        let events = chat_chunks(&request(&body.to_string()), "echo/x");
+        let sent: usize = events.iter().map(Bytes::len).sum();
+        assert!(events.len() <= MAX_CONTENT_EVENTS + 4, "{}", events.len());
+        assert!(
+            sent < 2 * text.len(),
+            "{sent} bytes for {} of text",
+            text.len()
+        );
+        let spelled: String = events
+            .iter()
+            .flat_map(|e| crate::adapters::sse::data_payloads(e))
+            .filter(|d| d != b"[DONE]")
+            .filter_map(|d| serde_json::from_slice::<crate::schema::ChatCompletionChunk>(&d).ok())
+            .filter_map(|c| c.choices.first().and_then(|ch| ch.delta.content.clone()))
+            .collect();
+        assert_eq!(spelled, text);
     }
 
     #[test]

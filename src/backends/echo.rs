@@ -1,5 +1,10 @@
 //! `kind = "echo"`: no network. Answers chat with the last user message (streamed word by word)
 //! and embeddings with deterministic vectors; the out-of-the-box backend and a load-test target.
+//!
+//! The shipped routes.toml serves it to anyone, so its work is bounded the way OpenAI bounds
+//! embeddings (inputs per request, dimensions), plus a cap on the numbers one answer holds: a
+//! small request must never become a huge answer. Chat output is proportional to the input by
+//! construction (see `adapters::echo::chat_chunks`).
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
@@ -11,6 +16,49 @@ use super::{
 };
 use crate::adapters::echo;
 use crate::error::GatewayError;
+use crate::schema::EmbeddingRequest;
+
+/// Inputs one embeddings request may carry (OpenAI's own limit).
+pub const MAX_EMBEDDING_INPUTS: usize = 2048;
+/// Largest `dimensions` (that of OpenAI's largest embedding model).
+pub const MAX_DIMENSIONS: u32 = 3072;
+/// Numbers one embeddings answer may hold (inputs × dimensions), about 3 MB of JSON.
+pub const MAX_EMBEDDING_VALUES: usize = 256 * 1024;
+
+/// Refuses an embeddings request whose answer would exceed echo's bounds, naming the field.
+fn check_embeddings(request: &EmbeddingRequest) -> Result<(), GatewayError> {
+    let invalid = |param: &str, message: String| GatewayError::InvalidField {
+        param: Some(param.to_owned()),
+        message,
+    };
+    let inputs = request.input.len();
+    if inputs > MAX_EMBEDDING_INPUTS {
+        return Err(invalid(
+            "input",
+            format!("{inputs} inputs; at most {MAX_EMBEDDING_INPUTS} are allowed per request"),
+        ));
+    }
+    let dims = match request.dimensions {
+        Some(d) if d == 0 || d > MAX_DIMENSIONS => {
+            return Err(invalid(
+                "dimensions",
+                format!("{d} is out of range; it must be between 1 and {MAX_DIMENSIONS}"),
+            ));
+        }
+        Some(d) => d as usize,
+        None => echo::DEFAULT_DIMENSIONS,
+    };
+    if inputs.saturating_mul(dims) > MAX_EMBEDDING_VALUES {
+        return Err(invalid(
+            "dimensions",
+            format!(
+                "{inputs} inputs of {dims} dimensions exceed the echo backend's \
+                 {MAX_EMBEDDING_VALUES} numbers per answer"
+            ),
+        ));
+    }
+    Ok(())
+}
 
 /// The echo backend.
 #[derive(Debug)]
@@ -56,6 +104,7 @@ impl Backend for EchoBackend {
                 ReplyBody::Full(echo::chat_completion(request, call.client_model))
             }
             (Endpoint::Embeddings, ParsedRequest::Embeddings(request)) => {
+                check_embeddings(request)?;
                 ReplyBody::Full(echo::embeddings(request, call.client_model))
             }
             (endpoint, _) => return Err(self.unsupported(endpoint.path())),
