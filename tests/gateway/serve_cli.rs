@@ -165,3 +165,72 @@ async fn sigterm_lets_an_in_flight_stream_finish_then_exits() {
         "no longer accepting"
     );
 }
+
+#[tokio::test]
+async fn a_newline_in_a_client_model_name_cannot_forge_a_text_log_line() {
+    // Arrange: the real binary with the default text log format, at debug (client faults).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("routes.toml");
+    std::fs::write(
+        &path,
+        "[backends.e]\nkind = \"echo\"\n[[routes]]\nprefix = \"echo/\"\nbackend = \"e\"\n",
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "debug")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next_line = || rx.recv_timeout(Duration::from_secs(20)).expect("a log line");
+    let listening = (0..50)
+        .map(|_| next_line())
+        .find(|l| l.contains("switchyard listening"))
+        .expect("the server logs the address it listens on");
+    let addr = listening
+        .split("addr=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    let served = Served {
+        child,
+        base: format!("http://{addr}"),
+        _dir: dir,
+    };
+
+    // Act: a model name carrying a forged log line.
+    let forged = "ERROR switchyard: forged line";
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", served.base))
+        .json(&json!({"model": format!("nope\n{forged}\r\n"), "messages": [{"role":"user","content":"hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+
+    // Assert: the refusal is logged on one line, the newline escaped; no line is the forgery.
+    let mut seen = Vec::new();
+    let refused = loop {
+        let line = next_line();
+        assert!(!line.starts_with(forged), "forged line in the log: {seen:#?}");
+        seen.push(line.clone());
+        if line.contains("request refused") {
+            break line;
+        }
+        assert!(seen.len() < 100, "no refusal logged: {seen:#?}");
+    };
+    assert!(refused.contains(r"nope\nERROR switchyard: forged line\r\n"), "{refused}");
+}
