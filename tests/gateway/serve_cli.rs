@@ -234,3 +234,67 @@ async fn a_newline_in_a_client_model_name_cannot_forge_a_text_log_line() {
     };
     assert!(refused.contains(r"nope\nERROR switchyard: forged line\r\n"), "{refused}");
 }
+
+#[tokio::test]
+async fn a_trace_log_kept_beside_the_config_does_not_loop_reloads() {
+    // Arrange: the real binary logging at trace level into a file in the config's directory,
+    // so every reload attempt writes there (on the old watcher, every write there reloaded).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("routes.toml");
+    let table = |prefix: &str| {
+        format!("[backends.e]\nkind = \"echo\"\n[[routes]]\nprefix = \"{prefix}\"\nbackend = \"e\"\n")
+    };
+    std::fs::write(&path, table("a/")).unwrap();
+    let log_path = dir.path().join("gateway.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "trace")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut addr = None;
+    for _ in 0..400 {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        addr = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["message"] == "switchyard listening")
+            .and_then(|v| v["addr"].as_str().map(str::to_owned));
+        if addr.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let served = Served {
+        child,
+        base: format!("http://{}", addr.expect("the server logs its address")),
+        _dir: dir,
+    };
+    let health = || async {
+        reqwest::get(format!("{}/health", served.base))
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+
+    // Act: one real edit of the config.
+    std::fs::write(&path, table("b/")).unwrap();
+
+    // Assert: it is picked up, and the log's own writes caused no reload attempt.
+    let mut reloads = Value::Null;
+    for _ in 0..400 {
+        reloads = health().await["config"]["reloads"].clone();
+        if reloads["succeeded"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(reloads["succeeded"], 1, "{reloads}");
+    assert_eq!(reloads["unchanged"], 0, "the log file triggered reloads: {reloads}");
+    assert_eq!(reloads["failed"], 0, "{reloads}");
+}
