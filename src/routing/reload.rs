@@ -424,10 +424,7 @@ mod tests {
         std::os::unix::fs::symlink("..data/routes.toml", k.join("routes.toml")).unwrap();
         let paths = ConfigPaths::of(&k.join("routes.toml"));
         let create = EventKind::Create(CreateKind::Any);
-        assert!(paths.concerns(&event(
-            rename,
-            &[k.join("..data_tmp"), k.join("..data")]
-        )));
+        assert!(paths.concerns(&event(rename, &[k.join("..data_tmp"), k.join("..data")])));
         assert!(!paths.concerns(&event(create, &[k.join("..2026_2")])));
         assert!(!paths.concerns(&event(write, &[k.join("app.log")])));
     }
