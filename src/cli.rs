@@ -238,8 +238,10 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
+/// `switchyard check`: the pipeline of `serve` and reload (`routing::load_table`), backends
+/// built but nothing connected, so it accepts exactly the files they accept.
 fn check(path: &Path) -> ExitCode {
-    match config::load(path) {
+    match config::read(path).and_then(|source| crate::routing::load_table(&source, path, None)) {
         Ok((config, _)) => {
             let mut out = std::io::stdout().lock();
             let _ = write_table(&mut out, path, &config);

@@ -1,5 +1,5 @@
-//! Hot reload of routes.toml: watch → debounce → `config::load` → `RouteTable::rebuild` →
-//! `ArcSwap::store`.
+//! Hot reload of routes.toml: watch → debounce → `routing::load_table` (validate, then build
+//! with `RouteTable::rebuild`) → `ArcSwap::store`.
 //!
 //! The watcher observes the file's *directory*, not the file, so every way of saving works:
 //! in-place writes, editors that write a temporary file and rename it over, delete-then-create,
@@ -23,7 +23,6 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use super::RouteTable;
 use crate::config;
 use crate::state::AppState;
 
@@ -130,17 +129,8 @@ pub fn reload(state: &AppState, force: bool) -> ReloadOutcome {
             return ReloadOutcome::Unchanged;
         }
     }
-    let built = config::parse(&source, status.path()).and_then(|config| {
-        let previous = state.routes.load();
-        RouteTable::rebuild(&config, Some(&previous)).map_err(|message| {
-            config::ConfigErrors(vec![config::ConfigError {
-                file: status.path().display().to_string(),
-                line: 0,
-                col: 0,
-                message,
-            }])
-        })
-    });
+    let previous = state.routes.load();
+    let built = super::load_table(&source, status.path(), Some(&previous)).map(|(_, t)| t);
     match built {
         Ok(table) => {
             let routes = table.routes().len();
@@ -332,11 +322,8 @@ mod tests {
     fn state_for(dir: &Path, text: &str) -> AppState {
         let path = dir.join("routes.toml");
         std::fs::write(&path, text).unwrap();
-        let (config, source) = config::load(&path).unwrap();
-        AppState::new(
-            RouteTable::build(&config).unwrap(),
-            ReloadStatus::new(&path, &source),
-        )
+        let (_, table) = crate::routing::load_table(text, &path, None).unwrap();
+        AppState::new(table, ReloadStatus::new(&path, text))
     }
 
     const A: &str = "[backends.e]\nkind = \"echo\"\n[[routes]]\nprefix = \"a/\"\nbackend = \"e\"\n";
