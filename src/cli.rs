@@ -254,11 +254,11 @@ fn check(path: &Path) -> ExitCode {
     }
 }
 
-/// A Redis URL for display: as written when it refers to the environment, else with any
-/// password redacted.
+/// A Redis URL for display: as written when it refers to the environment (defaults and any
+/// password redacted), else with any password redacted.
 fn redacted_redis_url(source: &str) -> String {
     if config::has_reference(source) {
-        return source.to_owned();
+        return telemetry::redacted_url_text(&config::redacted_defaults(source));
     }
     url::Url::parse(source).map_or_else(
         |_| "<invalid>".to_owned(),
@@ -281,7 +281,10 @@ fn write_table(out: &mut impl Write, path: &Path, config: &Config) -> std::io::R
             | BackendSettings::Proxy(http)
             | BackendSettings::Ollama(http) => {
                 let key = match &http.api_key_source {
-                    Some(source) if config::has_reference(source) => source.clone(),
+                    // `${KEY}` (default redacted); literal text around a reference is key text.
+                    Some(source) if config::is_one_reference(source) => {
+                        config::redacted_defaults(source)
+                    }
                     Some(_) => "<set>".to_owned(),
                     None => "<client's Authorization>".to_owned(),
                 };

@@ -24,6 +24,28 @@ pub fn redacted_url(url: &url::Url) -> String {
     shown.to_string()
 }
 
+/// A URL as written (which may not parse, e.g. with `${VAR}` in it), with the password of its
+/// userinfo, if any, replaced by `<redacted>`.
+pub fn redacted_url_text(text: &str) -> String {
+    let Some(scheme_end) = text.find("://") else {
+        return text.to_owned();
+    };
+    let rest = &text[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return text.to_owned();
+    };
+    let Some(colon) = rest[..at].find(':') else {
+        return text.to_owned();
+    };
+    format!(
+        "{}{}:<redacted>{}",
+        &text[..scheme_end + 3],
+        &rest[..colon],
+        &rest[at..]
+    )
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -126,6 +148,20 @@ mod tests {
     use std::io::Write;
 
     use super::*;
+
+    #[test]
+    fn passwords_in_url_text_are_redacted() {
+        assert_eq!(
+            redacted_url_text("redis://:${PW:-<redacted>}@h:6379/0"),
+            "redis://:<redacted>@h:6379/0"
+        );
+        assert_eq!(
+            redacted_url_text("rediss://user:hunter2@${HOST}/1"),
+            "rediss://user:<redacted>@${HOST}/1"
+        );
+        assert_eq!(redacted_url_text("${REDIS_URL}"), "${REDIS_URL}");
+        assert_eq!(redacted_url_text("redis://h:1/x@y"), "redis://h:1/x@y");
+    }
 
     #[test]
     fn an_event_stays_on_one_line_whatever_its_text_holds() {

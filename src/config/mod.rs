@@ -18,7 +18,7 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use secrecy::SecretString;
 use url::Url;
 
-pub use env::has_reference;
+pub use env::{has_reference, is_one_reference, redacted_defaults};
 pub use validate::validate;
 
 /// A validated routes.toml.

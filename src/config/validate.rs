@@ -217,10 +217,12 @@ impl Validator<'_> {
                 Some(url)
             }
             Ok(url) => {
+                // Shown without its password: this message reaches logs and `/health`.
+                let shown = crate::telemetry::redacted_url(&url);
                 self.error(
                     base.span(),
                     format!(
-                        "`base_url` must be an http:// or https:// URL with a host, not `{url}`"
+                        "`base_url` must be an http:// or https:// URL with a host, not `{shown}`"
                     ),
                 );
                 None
