@@ -225,6 +225,9 @@ async fn an_unreachable_backend_with_a_password_in_its_url_is_reported_without_i
         assert_eq!(response.status(), 502);
         let body = response.text().await.unwrap();
         assert!(body.contains("upstream_unreachable"), "{body}");
-        assert!(!body.contains("hunter2") && !body.contains("sk-backend-secret"), "{body}");
+        assert!(
+            !body.contains("hunter2") && !body.contains("sk-backend-secret"),
+            "{body}"
+        );
     }
 }

@@ -1067,3 +1067,38 @@ async fn a_job_whose_path_leaves_the_base_url_gets_a_400_and_never_reaches_the_u
             .collect::<Vec<_>>()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_client_raises_when_the_worker_ends_a_stream_with_an_error_after_output() {
+    // Arrange: redis, an upstream the test drives, one in-process switchyard worker.
+    let redis = TestRedis::start().await;
+    let mut upstream = HeldUpstream::start().await;
+    let worker = RunningWorker::start(worker_config(&redis.url, &upstream.base_url));
+
+    // Act: openai-rq's Python client asks for a stream; the upstream sends part of the answer
+    // and then breaks off mid-body (a chunked body cut short), so the worker ends the stream
+    // with an error after output.
+    let env = [("REDIS_URL", redis.url.clone())];
+    let client = tokio::spawn(async move {
+        run_pytest("test_openai_rq_stream_failure.py", &env).await;
+    });
+    let held = upstream.next(LONG).await;
+    let event = format!(
+        "data: {}\n\n",
+        json!({"id":"c1","object":"chat.completion.chunk","created":1,"model":"m",
+            "choices":[{"index":0,"delta":{"content":"partial "},"finish_reason":null}]})
+    );
+    held.send(Step::Raw(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+            .into(),
+    ))
+    .await;
+    held.send(Step::Raw(format!("{:x}\r\n{event}\r\n", event.len())))
+        .await;
+    drop(held);
+
+    // Assert: pytest saw the partial text, then `openai.APIError` (its assertions).
+    tokio::time::timeout(LONG, client).await.unwrap().unwrap();
+    let stats = worker.shutdown().await;
+    assert_eq!(stats.failed, 1, "{stats:?}");
+}

@@ -223,12 +223,9 @@ async fn replay_stream(
                     .await;
             }
             Ok(Earlier::PartOfAnswer) => {
-                let body = "openai-rq: the worker relaying this stream stopped after part of \
+                let text = "openai-rq: the worker relaying this stream stopped after part of \
                             the answer was sent; it is not re-run, to avoid duplicated text";
-                let pipe = sink.entry(
-                    &key,
-                    &job::encode_error(502, &job::text_plain(), body.as_bytes()),
-                );
+                let pipe = sink.entry(&key, &job::encode_stream_failure(text));
                 return sink.finish(pipe, entry_id, Outcome::Interrupted).await;
             }
             Err(_) => return Outcome::RedisLost,
@@ -292,8 +289,7 @@ async fn replay_stream(
                     pipe = sink.entry_into(pipe, &key, &job::encode_data(&bytes));
                 }
                 let text = format!("openai-rq stream error: {}", error_chain(&err));
-                let error = job::encode_error(502, &job::text_plain(), text.as_bytes());
-                let pipe = sink.entry_into(pipe, &key, &error);
+                let pipe = sink.entry_into(pipe, &key, &job::encode_stream_failure(&text));
                 return sink.finish(pipe, entry_id, Outcome::Failed).await;
             }
             None => {
