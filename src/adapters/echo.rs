@@ -14,8 +14,10 @@ use crate::schema::{
     Usage,
 };
 
-/// Dimensions of a vector when the request does not ask (the echo backend bounds the rest).
+/// Dimensions of a vector when the request does not ask.
 pub const DEFAULT_DIMENSIONS: usize = 8;
+/// Largest dimensions served (that of OpenAI's largest embedding model); more is capped.
+pub const MAX_DIMENSIONS: usize = 3072;
 /// Content events of one streamed answer at most: a long message is sent several words per
 /// event, so the stream's size stays proportional to the text (one event per character-long
 /// word would multiply it by two orders of magnitude).
@@ -91,12 +93,17 @@ fn piece_ends(reply: &str) -> impl Iterator<Item = usize> + '_ {
     })
 }
 
+/// The dimensions of the vectors answered: as asked, capped at `MAX_DIMENSIONS`.
+pub fn dimensions(request: &EmbeddingRequest) -> usize {
+    request.dimensions.map_or(DEFAULT_DIMENSIONS, |d| {
+        (d as usize).clamp(1, MAX_DIMENSIONS)
+    })
+}
+
 /// Deterministic embeddings: the same text always gives the same unit vector. The caller
-/// bounds `dimensions` and the number of inputs.
+/// bounds the number of inputs.
 pub fn embeddings(request: &EmbeddingRequest, model: &str) -> Bytes {
-    let dims = request
-        .dimensions
-        .map_or(DEFAULT_DIMENSIONS, |d| (d as usize).max(1));
+    let dims = dimensions(request);
     let inputs: Vec<Vec<u8>> = match &request.input {
         EmbeddingInput::Text(t) => vec![t.as_bytes().to_vec()],
         EmbeddingInput::Texts(ts) => ts.iter().map(|t| t.as_bytes().to_vec()).collect(),

@@ -2,9 +2,9 @@
 //! and embeddings with deterministic vectors; the out-of-the-box backend and a load-test target.
 //!
 //! The shipped routes.toml serves it to anyone, so its work is bounded the way OpenAI bounds
-//! embeddings (inputs per request, dimensions), plus a cap on the numbers one answer holds: a
-//! small request must never become a huge answer. Chat output is proportional to the input by
-//! construction (see `adapters::echo::chat_chunks`).
+//! embeddings (inputs per request; dimensions, capped by `adapters::echo::dimensions`), plus a
+//! cap on the numbers one answer holds: a small request must never become a huge answer. Chat
+//! output is proportional to the input by construction (see `adapters::echo::chat_chunks`).
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
@@ -20,8 +20,6 @@ use crate::schema::EmbeddingRequest;
 
 /// Inputs one embeddings request may carry (OpenAI's own limit).
 pub const MAX_EMBEDDING_INPUTS: usize = 2048;
-/// Largest `dimensions` (that of OpenAI's largest embedding model).
-pub const MAX_DIMENSIONS: u32 = 3072;
 /// Numbers one embeddings answer may hold (inputs × dimensions), about 3 MB of JSON.
 pub const MAX_EMBEDDING_VALUES: usize = 256 * 1024;
 
@@ -38,16 +36,10 @@ fn check_embeddings(request: &EmbeddingRequest) -> Result<(), GatewayError> {
             format!("{inputs} inputs; at most {MAX_EMBEDDING_INPUTS} are allowed per request"),
         ));
     }
-    let dims = match request.dimensions {
-        Some(d) if d == 0 || d > MAX_DIMENSIONS => {
-            return Err(invalid(
-                "dimensions",
-                format!("{d} is out of range; it must be between 1 and {MAX_DIMENSIONS}"),
-            ));
-        }
-        Some(d) => d as usize,
-        None => echo::DEFAULT_DIMENSIONS,
-    };
+    if request.dimensions == Some(0) {
+        return Err(invalid("dimensions", "must be at least 1".to_owned()));
+    }
+    let dims = echo::dimensions(request);
     if inputs.saturating_mul(dims) > MAX_EMBEDDING_VALUES {
         return Err(invalid(
             "dimensions",

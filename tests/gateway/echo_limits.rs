@@ -13,15 +13,11 @@ async fn echo_gateway() -> TestGateway {
 }
 
 #[tokio::test]
-async fn embeddings_beyond_openais_bounds_are_400s_naming_the_field() {
+async fn embeddings_beyond_the_bounds_are_400s_naming_the_field_and_dimensions_are_capped() {
     let gw = echo_gateway().await;
     let many: Vec<String> = (0..3000).map(|i| i.to_string()).collect();
     let cases = [
         (json!({"model":"echo/e","input":many}), "input"),
-        (
-            json!({"model":"echo/e","input":"x","dimensions":4096}),
-            "dimensions",
-        ),
         (
             json!({"model":"echo/e","input":"x","dimensions":0}),
             "dimensions",
@@ -51,6 +47,18 @@ async fn embeddings_beyond_openais_bounds_are_400s_naming_the_field() {
     assert_eq!(response.status(), 200);
     let answer: Value = response.json().await.unwrap();
     assert_eq!(answer["data"].as_array().unwrap().len(), 2048);
+    // More dimensions than the largest model has are capped, as the README says.
+    let response = gw
+        .post_json(
+            "/v1/embeddings",
+            &json!({"model":"echo/e","input":"x","dimensions":100000}),
+        )
+        .await;
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(
+        answer["data"][0]["embedding"].as_array().unwrap().len(),
+        3072
+    );
 }
 
 #[tokio::test]
