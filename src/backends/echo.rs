@@ -20,7 +20,7 @@ use crate::schema::EmbeddingRequest;
 
 /// Inputs one embeddings request may carry (OpenAI's own limit).
 pub const MAX_EMBEDDING_INPUTS: usize = 2048;
-/// Numbers one embeddings answer may hold (inputs × dimensions), about 3 MB of JSON.
+/// Numbers one embeddings answer may hold (inputs × dimensions): at most about 6 MB of JSON.
 pub const MAX_EMBEDDING_VALUES: usize = 256 * 1024;
 
 /// Refuses an embeddings request whose answer would exceed echo's bounds, naming the field.
