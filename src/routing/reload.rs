@@ -414,6 +414,19 @@ mod tests {
         assert!(paths.concerns(&event(rename, &[k.join("..data_tmp"), k.join("..data")])));
         assert!(!paths.concerns(&event(create, &[k.join("..2026_2")])));
         assert!(!paths.concerns(&event(write, &[k.join("app.log")])));
+
+        // A symlink to a file in another directory: that directory is watched too, and only
+        // the target file's events there count.
+        let elsewhere = tempfile::tempdir().unwrap();
+        let real = elsewhere.path().join("real.toml");
+        std::fs::write(&real, A).unwrap();
+        let link_dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(&real, link_dir.path().join("routes.toml")).unwrap();
+        let paths = ConfigPaths::of(&link_dir.path().join("routes.toml"));
+        let real = std::fs::canonicalize(&real).unwrap();
+        assert!(paths.dirs.contains(&real.parent().unwrap().to_owned()));
+        assert!(paths.concerns(&event(write, std::slice::from_ref(&real))));
+        assert!(!paths.concerns(&event(write, &[real.with_file_name("other.log")])));
     }
 
     #[tokio::test(start_paused = true)]

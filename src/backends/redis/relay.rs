@@ -64,13 +64,12 @@ pub struct Sink {
 }
 
 impl Upstream {
-    /// Sends a job upstream (to `url`, from `join_url`) and waits for the response headers.
-    async fn call(&self, job: &Job, url: Url) -> Result<reqwest::Response, String> {
-        let method = reqwest::Method::from_bytes(job.method.as_bytes())
-            .map_err(|_| format!("invalid method {:?}", job.method))?;
-        let mut headers = HeaderMap::with_capacity(job.headers.len() + 2);
-        let named = http::connection_options(job.headers.get("connection").map(|v| v.as_bytes()));
-        for (name, value) in &job.headers {
+    /// A job's headers minus hop-by-hop ones (and those its `Connection` names), with the
+    /// worker's key and `--openai-header`s applied.
+    fn request_headers(&self, job: &WireHeaders) -> HeaderMap {
+        let mut headers = HeaderMap::with_capacity(job.len() + self.headers.len() + 1);
+        let named = http::connection_options(job.get("connection").map(|v| v.as_bytes()));
+        for (name, value) in job {
             if http::is_not_forwarded_up(name.as_str()) || named.contains(name) {
                 continue;
             }
@@ -87,10 +86,17 @@ impl Upstream {
         for (name, value) in &self.headers {
             headers.insert(name.clone(), value.clone());
         }
+        headers
+    }
+
+    /// Sends a job upstream (to `url`, from `join_url`) and waits for the response headers.
+    async fn call(&self, job: &Job, url: Url) -> Result<reqwest::Response, String> {
+        let method = reqwest::Method::from_bytes(job.method.as_bytes())
+            .map_err(|_| format!("invalid method {:?}", job.method))?;
         let request = self
             .client
             .request(method, url)
-            .headers(headers)
+            .headers(self.request_headers(&job.headers))
             .body(job.body.clone());
         match tokio::time::timeout(self.timeout, request.send()).await {
             Ok(Ok(response)) => Ok(response),
@@ -527,6 +533,29 @@ mod tests {
         );
         assert_eq!(j("http://h/v1", "/v1?x=1"), "http://h/v1?x=1");
         assert_eq!(j("http://h:8000", "/health"), "http://h:8000/health");
+    }
+
+    #[test]
+    fn job_headers_named_by_connection_and_the_jobs_credential_stay_behind() {
+        let up = Upstream {
+            client: reqwest::Client::new(),
+            base: Url::parse("http://h/v1").unwrap(),
+            auth: Some(HeaderValue::from_static("Bearer sk-worker")),
+            headers: Vec::new(),
+            timeout: Duration::from_secs(1),
+        };
+        let job = WireHeaders::from([
+            ("connection".to_owned(), "X-Hop, keep-alive".to_owned()),
+            ("x-hop".to_owned(), "1".to_owned()),
+            ("te".to_owned(), "trailers".to_owned()),
+            ("authorization".to_owned(), "Bearer sk-client".to_owned()),
+            ("x-kept".to_owned(), "1".to_owned()),
+        ]);
+        let out = up.request_headers(&job);
+        let mut names: Vec<&str> = out.keys().map(|n| n.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["authorization", "x-kept"]);
+        assert_eq!(out["authorization"], "Bearer sk-worker");
     }
 
     #[test]
