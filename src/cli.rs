@@ -319,15 +319,17 @@ fn write_new(path: &Path, text: &str, force: bool) -> std::io::Result<()> {
     file.write_all(text.as_bytes())
 }
 
+/// `switchyard check`: the pipeline of `serve` and reload (`routing::load_table`), backends
+/// built but nothing connected, so it accepts exactly the files they accept.
 fn check(path: &Path, models: &[String]) -> ExitCode {
-    match config::load(path) {
-        Ok((config, _)) => {
+    match config::read(path).and_then(|source| crate::routing::load_table(&source, path, None)) {
+        Ok((config, table)) => {
             let mut out = std::io::stdout().lock();
             let _ = write_table(&mut out, path, &config);
             if models.is_empty() {
                 return ExitCode::SUCCESS;
             }
-            resolve(&mut out, &config, models)
+            resolve(&mut out, &table, models)
         }
         Err(errors) => {
             let _ = writeln!(std::io::stderr(), "{errors}");
@@ -337,14 +339,7 @@ fn check(path: &Path, models: &[String]) -> ExitCode {
 }
 
 /// `check --resolve`: each model's route, through the table serving would build.
-fn resolve(out: &mut impl Write, config: &Config, models: &[String]) -> ExitCode {
-    let table = match RouteTable::build(config) {
-        Ok(table) => table,
-        Err(err) => {
-            let _ = writeln!(std::io::stderr(), "switchyard check: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
+fn resolve(out: &mut impl Write, table: &RouteTable, models: &[String]) -> ExitCode {
     let _ = writeln!(out, "\nresolve:");
     let mut all_routed = true;
     for model in models {
@@ -370,11 +365,11 @@ fn resolve(out: &mut impl Write, config: &Config, models: &[String]) -> ExitCode
     }
 }
 
-/// A Redis URL for display: as written when it refers to the environment, else with any
-/// password redacted.
+/// A Redis URL for display: as written when it refers to the environment (defaults and any
+/// password redacted), else with any password redacted.
 fn redacted_redis_url(source: &str) -> String {
     if config::has_reference(source) {
-        return source.to_owned();
+        return telemetry::redacted_url_text(&config::redacted_defaults(source));
     }
     url::Url::parse(source).map_or_else(
         |_| "<invalid>".to_owned(),
@@ -397,7 +392,10 @@ fn write_table(out: &mut impl Write, path: &Path, config: &Config) -> std::io::R
             | BackendSettings::Proxy(http)
             | BackendSettings::Ollama(http) => {
                 let key = match &http.api_key_source {
-                    Some(source) if config::has_reference(source) => source.clone(),
+                    // `${KEY}` (default redacted); literal text around a reference is key text.
+                    Some(source) if config::is_one_reference(source) => {
+                        config::redacted_defaults(source)
+                    }
                     Some(_) => "<set>".to_owned(),
                     None => "<client's Authorization>".to_owned(),
                 };

@@ -46,6 +46,14 @@ pub enum GatewayError {
         /// Request path.
         path: String,
     },
+    /// A relayed path that could leave the backend's base URL (`..`, `%2e%2e`, a backslash).
+    #[error("the path `{path}` is not allowed: {reason}")]
+    UnsafePath {
+        /// The request path as sent.
+        path: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
     /// The backend chosen cannot serve this endpoint (e.g. `/v1/files` on `echo`).
     #[error("the backend `{backend}` does not serve {endpoint}")]
     UnsupportedEndpoint {
@@ -157,6 +165,10 @@ impl GatewayError {
                 StatusCode::NOT_FOUND,
                 ErrorBody::new(self.to_string(), invalid, None, Some("unknown_url")),
             ),
+            UnsafePath { .. } => (
+                StatusCode::BAD_REQUEST,
+                ErrorBody::new(self.to_string(), invalid, None, Some("invalid_path")),
+            ),
             UnsupportedEndpoint { .. } => (
                 StatusCode::NOT_FOUND,
                 ErrorBody::new(
@@ -236,6 +248,7 @@ impl GatewayError {
                 | ModelNotFound { .. }
                 | BodyTooLarge { .. }
                 | UnknownUrl { .. }
+                | UnsafePath { .. }
                 | UnsupportedEndpoint { .. }
                 | UpstreamStatus { .. }
         )
@@ -334,6 +347,15 @@ mod tests {
                 404,
                 "invalid_request_error",
                 Some("unknown_url"),
+            ),
+            (
+                GatewayError::UnsafePath {
+                    path: "/v1/../admin".into(),
+                    reason: "a `..` segment",
+                },
+                400,
+                "invalid_request_error",
+                Some("invalid_path"),
             ),
             (
                 GatewayError::UnsupportedEndpoint {

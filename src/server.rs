@@ -10,7 +10,7 @@ use actix_web::web::Data;
 use actix_web::{App, HttpServer};
 
 use crate::config::{self, ConfigErrors};
-use crate::routing::RouteTable;
+use crate::routing;
 use crate::routing::reload::{self, ReloadStatus};
 use crate::state::AppState;
 use crate::{routes, telemetry};
@@ -21,9 +21,6 @@ pub enum StartError {
     /// The config file is invalid.
     #[error("{0}")]
     Config(#[from] ConfigErrors),
-    /// A backend could not be built.
-    #[error("{0}")]
-    Backend(String),
     /// The listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -34,10 +31,10 @@ pub enum StartError {
     },
 }
 
-/// Loads `config_path` into a fresh state.
+/// Loads `config_path` into a fresh state (the same pipeline as `check` and reload).
 pub fn load_state(config_path: &Path) -> Result<AppState, StartError> {
-    let (config, source) = config::load(config_path)?;
-    let table = RouteTable::build(&config).map_err(StartError::Backend)?;
+    let source = config::read(config_path)?;
+    let (_, table) = routing::load_table(&source, config_path, None)?;
     Ok(AppState::new(
         table,
         ReloadStatus::new(config_path, &source),

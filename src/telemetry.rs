@@ -24,6 +24,28 @@ pub fn redacted_url(url: &url::Url) -> String {
     shown.to_string()
 }
 
+/// A URL as written (which may not parse, e.g. with `${VAR}` in it), with the password of its
+/// userinfo, if any, replaced by `<redacted>`.
+pub fn redacted_url_text(text: &str) -> String {
+    let Some(scheme_end) = text.find("://") else {
+        return text.to_owned();
+    };
+    let rest = &text[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return text.to_owned();
+    };
+    let Some(colon) = rest[..at].find(':') else {
+        return text.to_owned();
+    };
+    format!(
+        "{}{}:<redacted>{}",
+        &text[..scheme_end + 3],
+        &rest[..colon],
+        &rest[at..]
+    )
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -36,14 +58,59 @@ pub enum LogFormat {
 /// Installs the global subscriber; `RUST_LOG` overrides the default `info` filter.
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
     // A second init (tests) is harmless: the first subscriber stays.
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder
+            .with_writer(|| OneLinePerEvent(std::io::stderr()))
+            .try_init(),
+        // JSON escapes control characters itself.
+        LogFormat::Json => builder
+            .with_writer(std::io::stderr)
+            .json()
+            .flatten_event(true)
+            .try_init(),
     };
+}
+
+/// A text-log writer that keeps each event on one line: text a client or an upstream chose (a
+/// model name, an error body) may hold a newline, which would otherwise forge a log line. The
+/// formatter writes each event, with its final newline, in one call; control characters before
+/// that newline are written escaped (`\n`, `\r`, `\x01`). ESC is left to the formatter, which
+/// already escapes it in values and uses it for colours.
+struct OneLinePerEvent<W>(W);
+
+fn needs_escape(b: u8) -> bool {
+    (b < 0x20 && b != b'\t' && b != 0x1b) || b == 0x7f
+}
+
+impl<W: std::io::Write> std::io::Write for OneLinePerEvent<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let (line, end) = match buf.strip_suffix(b"\n") {
+            Some(line) => (line, &b"\n"[..]),
+            None => (buf, &b""[..]),
+        };
+        if !line.iter().copied().any(needs_escape) {
+            self.0.write_all(buf)?;
+            return Ok(buf.len());
+        }
+        let mut out = Vec::with_capacity(buf.len() + 16);
+        for &b in line {
+            match b {
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b'\r' => out.extend_from_slice(b"\\r"),
+                b if needs_escape(b) => out.extend_from_slice(format!("\\x{b:02x}").as_bytes()),
+                b => out.push(b),
+            }
+        }
+        out.extend_from_slice(end);
+        self.0.write_all(&out)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -74,4 +141,37 @@ pub async fn request_span(
         );
     });
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    #[test]
+    fn passwords_in_url_text_are_redacted() {
+        assert_eq!(
+            redacted_url_text("redis://:${PW:-<redacted>}@h:6379/0"),
+            "redis://:<redacted>@h:6379/0"
+        );
+        assert_eq!(
+            redacted_url_text("rediss://user:hunter2@${HOST}/1"),
+            "rediss://user:<redacted>@${HOST}/1"
+        );
+        assert_eq!(redacted_url_text("${REDIS_URL}"), "${REDIS_URL}");
+        assert_eq!(redacted_url_text("redis://h:1/x@y"), "redis://h:1/x@y");
+    }
+
+    #[test]
+    fn an_event_stays_on_one_line_whatever_its_text_holds() {
+        let mut out = OneLinePerEvent(Vec::new());
+        out.write_all(b"INFO refused model=x\nERROR forged\r\x01\tok\n")
+            .unwrap();
+        out.write_all(b"INFO plain line\n").unwrap();
+        assert_eq!(
+            String::from_utf8(out.0).unwrap(),
+            "INFO refused model=x\\nERROR forged\\r\\x01\tok\nINFO plain line\n"
+        );
+    }
 }

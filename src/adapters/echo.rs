@@ -15,8 +15,14 @@ use crate::schema::{
     EncodingFormat, Usage,
 };
 
-const DEFAULT_DIMENSIONS: usize = 8;
-const MAX_DIMENSIONS: usize = 4096;
+/// Dimensions of a vector when the request does not ask.
+pub const DEFAULT_DIMENSIONS: usize = 8;
+/// Largest dimensions served (that of OpenAI's largest embedding model); more is capped.
+pub const MAX_DIMENSIONS: usize = 3072;
+/// Content events of one streamed answer at most: a long message is sent several words per
+/// event, so the stream's size stays proportional to the text (one event per character-long
+/// word would multiply it by two orders of magnitude).
+pub const MAX_CONTENT_EVENTS: usize = 256;
 
 fn words(text: &str) -> u64 {
     text.split_whitespace().count() as u64
@@ -50,36 +56,51 @@ pub fn chat_completion(request: &ChatCompletionRequest, model: &str) -> Bytes {
     Bytes::from(serde_json::to_vec(&completion).unwrap_or_default())
 }
 
-/// The streamed answer: role, one chunk per word (keeping the spacing), finish, usage, [DONE].
+/// The streamed answer: role, the reply word by word (keeping the spacing; several words per
+/// event past `MAX_CONTENT_EVENTS`), finish, usage, [DONE].
 pub fn chat_chunks(request: &ChatCompletionRequest, model: &str) -> Vec<Bytes> {
     let (reply, usage) = reply_and_usage(request);
     let writer = ChunkWriter::new(model, request.include_usage());
-    let mut events = Vec::with_capacity(words(&reply) as usize + 4);
+    let pieces = pieces(&reply);
+    let mut events = Vec::with_capacity(pieces.len() + 4);
     events.push(writer.role());
-    events.extend(pieces(&reply).map(|piece| writer.content(piece)));
+    events.extend(pieces.into_iter().map(|piece| writer.content(piece)));
     events.push(writer.finish("stop"));
     events.extend(writer.usage(usage));
     events.push(Bytes::from_static(DONE_EVENT));
     events
 }
 
-/// The reply cut word by word, each piece keeping the spaces after it.
-fn pieces(reply: &str) -> impl Iterator<Item = &str> {
-    let mut start = 0;
-    let mut cuts = reply.match_indices(' ');
-    std::iter::from_fn(move || {
-        for (i, _) in cuts.by_ref() {
-            if i > start {
-                let piece = &reply[start..=i];
-                start = i + 1;
-                return Some(piece);
-            }
+/// The text cut word by word, each piece keeping the spaces after it, grouped so that there
+/// are at most `MAX_CONTENT_EVENTS` pieces: they spell the text exactly.
+fn pieces(text: &str) -> Vec<&str> {
+    let words = piece_ends(text).count() + 1;
+    let per_event = words.div_ceil(MAX_CONTENT_EVENTS);
+    let mut pieces = Vec::with_capacity(words.min(MAX_CONTENT_EVENTS));
+    let (mut group_start, mut in_group) = (0, 0);
+    for end in piece_ends(text) {
+        in_group += 1;
+        if in_group == per_event {
+            pieces.push(&text[group_start..=end]);
+            (group_start, in_group) = (end + 1, 0);
         }
-        (start < reply.len()).then(|| {
-            let piece = &reply[start..];
-            start = reply.len();
-            piece
-        })
+    }
+    if group_start < text.len() {
+        pieces.push(&text[group_start..]);
+    }
+    pieces
+}
+
+/// Where each word of the reply ends: at a space that follows something other than a space
+/// (the space stays with the word before it, so the pieces spell the text exactly).
+fn piece_ends(reply: &str) -> impl Iterator<Item = usize> + '_ {
+    let mut start = 0;
+    reply.match_indices(' ').map(|(i, _)| i).filter(move |&i| {
+        let ends_a_word = i > start;
+        if ends_a_word {
+            start = i + 1;
+        }
+        ends_a_word
     })
 }
 
@@ -90,12 +111,14 @@ pub fn completion(request: &CompletionRequest, model: &str) -> Bytes {
     TextCompletionWriter::new(model, false).whole(prompt, "stop", usage)
 }
 
-/// The streamed legacy completion: the prompt word by word, finish, usage, [DONE].
+/// The streamed legacy completion: the prompt word by word (bounded as chat is), finish,
+/// usage, [DONE].
 pub fn completion_events(request: &CompletionRequest, model: &str) -> Vec<Bytes> {
     let prompt = request.prompt_text();
     let writer = TextCompletionWriter::new(model, request.include_usage());
     let mut out = BytesMut::new();
     let mut events: Vec<Bytes> = pieces(prompt)
+        .into_iter()
         .map(|piece| {
             writer.write_text(&mut out, piece, None);
             out.split().freeze()
@@ -108,11 +131,17 @@ pub fn completion_events(request: &CompletionRequest, model: &str) -> Vec<Bytes>
     events
 }
 
-/// Deterministic embeddings: the same text always gives the same unit vector.
-pub fn embeddings(request: &EmbeddingRequest, model: &str) -> Bytes {
-    let dims = request.dimensions.map_or(DEFAULT_DIMENSIONS, |d| {
+/// The dimensions of the vectors answered: as asked, capped at `MAX_DIMENSIONS`.
+pub fn dimensions(request: &EmbeddingRequest) -> usize {
+    request.dimensions.map_or(DEFAULT_DIMENSIONS, |d| {
         (d as usize).clamp(1, MAX_DIMENSIONS)
-    });
+    })
+}
+
+/// Deterministic embeddings: the same text always gives the same unit vector. The caller
+/// bounds the number of inputs.
+pub fn embeddings(request: &EmbeddingRequest, model: &str) -> Bytes {
+    let dims = dimensions(request);
     let inputs: Vec<Vec<u8>> = match &request.input {
         EmbeddingInput::Text(t) => vec![t.as_bytes().to_vec()],
         EmbeddingInput::Texts(ts) => ts.iter().map(|t| t.as_bytes().to_vec()).collect(),
@@ -184,6 +213,7 @@ fn vector_of(input: &[u8], dims: usize) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn request(json: &str) -> ChatCompletionRequest {
         serde_json::from_str(json).unwrap()
@@ -230,6 +260,29 @@ mod tests {
         let whole: crate::schema::TextCompletion =
             serde_json::from_slice(&completion(&req, "echo/x")).unwrap();
         assert_eq!(whole.choices[0].text, "say  it twice");
+    }
+
+    #[test]
+    fn a_long_message_streams_in_at_most_the_event_cap_and_spells_it_exactly() {
+        let text = "a ".repeat(100_000) + "end";
+        let body =
+            json!({"model":"echo/x","messages":[{"role":"user","content":text}],"stream":true});
+        let events = chat_chunks(&request(&body.to_string()), "echo/x");
+        let sent: usize = events.iter().map(Bytes::len).sum();
+        assert!(events.len() <= MAX_CONTENT_EVENTS + 4, "{}", events.len());
+        assert!(
+            sent < 2 * text.len(),
+            "{sent} bytes for {} of text",
+            text.len()
+        );
+        let spelled: String = events
+            .iter()
+            .flat_map(|e| crate::adapters::sse::data_payloads(e))
+            .filter(|d| d != b"[DONE]")
+            .filter_map(|d| serde_json::from_slice::<crate::schema::ChatCompletionChunk>(&d).ok())
+            .filter_map(|c| c.choices.first().and_then(|ch| ch.delta.content.clone()))
+            .collect();
+        assert_eq!(spelled, text);
     }
 
     #[test]

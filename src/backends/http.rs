@@ -13,7 +13,7 @@ use futures::StreamExt;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use secrecy::ExposeSecret;
 
-use super::ByteStream;
+use super::{ByteStream, upstream_path};
 use crate::config::HttpSettings;
 use crate::error::GatewayError;
 
@@ -53,6 +53,21 @@ pub(crate) fn is_hop_by_hop(name: &str) -> bool {
 /// an encoding/expectation the relaying client sets itself).
 pub(crate) fn is_not_forwarded_up(name: &str) -> bool {
     is_hop_by_hop(name) || NOT_FORWARDED_UP.contains(&name)
+}
+
+/// The header names a message's `Connection` headers list (RFC 9110 §7.6.1): hop-by-hop for
+/// that message, so never forwarded either, in either direction. Lowercase; empty, without
+/// allocating, when there is no such header.
+pub(crate) fn connection_options<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Vec<String> {
+    let mut names = Vec::new();
+    for value in values {
+        for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+            if !token.is_empty() {
+                names.push(String::from_utf8_lossy(token).to_ascii_lowercase());
+            }
+        }
+    }
+    names
 }
 
 /// Why a request failed, from an error's cause chain (which, unlike reqwest's own message,
@@ -146,7 +161,7 @@ impl HttpUpstream {
     ) -> Result<reqwest::Response, GatewayError> {
         let request = self
             .client
-            .request(method, self.url(path))
+            .request(method, self.url(path)?)
             .headers(self.upstream_headers(client_headers))
             .body(body);
         match tokio::time::timeout(self.request_timeout, request.send()).await {
@@ -156,8 +171,14 @@ impl HttpUpstream {
         }
     }
 
-    /// `base_url` joined with a path below `/v1` (query included).
-    fn url(&self, path_and_query: &str) -> url::Url {
+    /// `base_url` joined with a path below `/v1` (query included). Refused, rather than
+    /// resolved, when the path could leave the base URL: the backend's credential goes with it.
+    fn url(&self, path_and_query: &str) -> Result<url::Url, GatewayError> {
+        let unsafe_path = |reason| GatewayError::UnsafePath {
+            path: path_and_query.to_owned(),
+            reason,
+        };
+        upstream_path::check(path_and_query).map_err(unsafe_path)?;
         let (path, query) = match path_and_query.split_once('?') {
             Some((path, query)) => (path, Some(query)),
             None => (path_and_query, None),
@@ -168,15 +189,22 @@ impl HttpUpstream {
         full.push_str(path);
         url.set_path(&full);
         url.set_query(query);
-        url
+        if !upstream_path::is_under(&url, &self.base_path) {
+            return Err(unsafe_path("it leaves the backend's base URL"));
+        }
+        Ok(url)
     }
 
     /// The client's headers minus hop-by-hop ones, with the backend's key and headers applied.
     fn upstream_headers(&self, client: &ActixHeaders) -> HeaderMap {
         let mut out = HeaderMap::with_capacity(client.len() + self.headers.len() + 1);
+        let named = connection_options(client.get_all("connection").map(|v| v.as_bytes()));
         for (name, value) in client {
             let n = name.as_str();
-            if is_not_forwarded_up(n) || (self.api_key.is_some() && n == "authorization") {
+            if is_not_forwarded_up(n)
+                || (self.api_key.is_some() && n == "authorization")
+                || named.iter().any(|x| x == n)
+            {
                 continue;
             }
             if let (Ok(name), Ok(value)) = (
@@ -301,12 +329,14 @@ pub fn status_of(response: &reqwest::Response) -> StatusCode {
     StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY)
 }
 
-/// Upstream response headers for the client, hop-by-hop ones removed.
+/// Upstream response headers for the client, hop-by-hop ones (and those the upstream's
+/// `Connection` names) removed.
 pub fn response_headers(upstream: &HeaderMap) -> ActixHeaders {
     let mut out = ActixHeaders::with_capacity(upstream.len());
+    let named = connection_options(upstream.get_all("connection").iter().map(|v| v.as_bytes()));
     for (name, value) in upstream {
         let n = name.as_str();
-        if is_hop_by_hop(n) {
+        if is_hop_by_hop(n) || named.iter().any(|x| x == n) {
             continue;
         }
         if let (Ok(name), Ok(value)) = (
@@ -353,24 +383,40 @@ mod tests {
     #[test]
     fn request_paths_join_below_the_base_path_without_doubling_slashes() {
         assert_eq!(
-            upstream("http://h:1/v1").url("/chat/completions").as_str(),
+            upstream("http://h:1/v1")
+                .url("/chat/completions")
+                .unwrap()
+                .as_str(),
             "http://h:1/v1/chat/completions"
         );
         assert_eq!(
             upstream("http://h:1/v1/")
                 .url("/files?purpose=batch")
+                .unwrap()
                 .as_str(),
             "http://h:1/v1/files?purpose=batch"
         );
         assert_eq!(
             upstream("https://h/proxy/openai/v1")
                 .url("/models")
+                .unwrap()
                 .as_str(),
             "https://h/proxy/openai/v1/models"
         );
         assert_eq!(
-            upstream("http://h").url("/embeddings").as_str(),
+            upstream("http://h").url("/embeddings").unwrap().as_str(),
             "http://h/embeddings"
         );
+    }
+
+    #[test]
+    fn a_path_that_would_leave_the_base_url_is_refused_not_resolved() {
+        let up = upstream("http://h:1/v1");
+        for path in ["/../../admin/secret", "/%2e%2E/admin", "/..\\admin"] {
+            assert!(
+                matches!(up.url(path), Err(GatewayError::UnsafePath { .. })),
+                "{path}"
+            );
+        }
     }
 }

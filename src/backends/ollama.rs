@@ -168,7 +168,10 @@ impl OllamaBackend {
 
 /// The name the upstream knows the model by: the body's model after the route's rewrite.
 fn upstream_model(call: &UpstreamCall<'_>, fallback: &str) -> String {
-    peek_model(&call.body).unwrap_or_else(|| fallback.to_owned())
+    peek_model(&call.body)
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| fallback.to_owned())
 }
 
 /// The upstream's response headers, with the content type of the gateway's JSON answer.

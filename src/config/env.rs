@@ -20,7 +20,12 @@ pub fn interpolate(value: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Resu
             None => (inner, None),
         };
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(format!("`${{{inner}}}` is not a valid variable reference"));
+            // Not quoted: in a secret field, the text between the braces may be the secret.
+            return Err(
+                "a `${` that is not a valid variable reference (expected `${NAME}` or \
+                 `${NAME:-default}`, NAME of letters, digits and `_`)"
+                    .to_owned(),
+            );
         }
         match (lookup(name), default) {
             (Some(v), _) => out.push_str(&v),
@@ -40,6 +45,36 @@ pub fn has_reference(value: &str) -> bool {
     value.contains("${")
 }
 
+/// A value as written, for display, with the default of every `${VAR:-default}` replaced by
+/// `<redacted>`: in a secret field the default is often the secret itself.
+pub fn redacted_defaults(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            break;
+        };
+        out.push_str(&rest[..start + 2]);
+        match after[..end].split_once(":-") {
+            Some((name, default)) if !default.is_empty() => {
+                out.push_str(name);
+                out.push_str(":-<redacted>");
+            }
+            _ => out.push_str(&after[..end]),
+        }
+        out.push('}');
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Whether a value is exactly one `${...}` reference, with no literal text around it.
+pub fn is_one_reference(value: &str) -> bool {
+    value.starts_with("${") && value.find('}') == Some(value.len() - 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,6 +92,26 @@ mod tests {
         assert_eq!(interpolate("${UNSET:-fallback}", &env).unwrap(), "fallback");
         assert_eq!(interpolate("${UNSET:-}", &env).unwrap(), "");
         assert_eq!(interpolate("no refs $HOME", &env).unwrap(), "no refs $HOME");
+    }
+
+    #[test]
+    fn defaults_are_redacted_for_display_and_names_kept() {
+        assert_eq!(
+            redacted_defaults("${KEY:-sk-default}"),
+            "${KEY:-<redacted>}"
+        );
+        assert_eq!(
+            redacted_defaults("redis://:${PW:-hunter2}@${HOST:-h}:6379"),
+            "redis://:${PW:-<redacted>}@${HOST:-<redacted>}:6379"
+        );
+        assert_eq!(redacted_defaults("${KEY}"), "${KEY}");
+        assert!(is_one_reference("${KEY:-x}") && !is_one_reference("sk-${KEY}"));
+    }
+
+    #[test]
+    fn an_invalid_reference_is_not_quoted() {
+        let err = interpolate("${sk-live-secret}", &env).unwrap_err();
+        assert!(!err.contains("sk-live-secret"), "{err}");
     }
 
     #[test]

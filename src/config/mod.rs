@@ -1,5 +1,6 @@
-//! routes.toml: loading and validation. `load` is the only entry point, used alike by `serve`,
-//! `check` and hot reload, so a file that `check` accepts is exactly a file the gateway accepts.
+//! routes.toml: reading and validation. `serve`, `check` and hot reload all reach it through
+//! `crate::routing::load_table`, which also builds the backends, so a file that `check` accepts
+//! is exactly a file the gateway accepts.
 //!
 //! Three stages: `raw` (serde mirror of the file) → `validate` (this module's `Config`) →
 //! `crate::routing::RouteTable` (runtime, with HTTP clients).
@@ -19,7 +20,7 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use secrecy::SecretString;
 use url::Url;
 
-pub use env::has_reference;
+pub use env::{has_reference, is_one_reference, redacted_defaults};
 pub use validate::validate;
 
 /// A validated routes.toml.
@@ -53,6 +54,11 @@ pub struct ServerConfig {
 pub struct BackendConfig {
     /// The table's name.
     pub name: String,
+    /// Where the table is in the file (1-based line and column), for a fault found only when
+    /// the backend is built.
+    pub line: usize,
+    /// See `line`.
+    pub col: usize,
     /// Kind-specific settings.
     pub settings: BackendSettings,
 }
@@ -206,14 +212,6 @@ impl fmt::Display for ConfigErrors {
 }
 
 impl std::error::Error for ConfigErrors {}
-
-/// Reads and validates a routes.toml, resolving `${ENV}` from the process environment.
-/// Returns the config and the file's text (whose hash identifies the version loaded).
-pub fn load(path: &Path) -> Result<(Config, String), ConfigErrors> {
-    let source = read(path)?;
-    let config = parse(&source, path)?;
-    Ok((config, source))
-}
 
 /// Reads a config file's text.
 pub fn read(path: &Path) -> Result<String, ConfigErrors> {

@@ -196,8 +196,11 @@ impl Validator<'_> {
                 return None;
             }
         };
+        let (line, col) = line_col(self.source, raw.span().start);
         Some(BackendConfig {
             name: name.to_owned(),
+            line,
+            col,
             settings,
         })
     }
@@ -238,10 +241,12 @@ impl Validator<'_> {
                 Some(url)
             }
             Ok(url) => {
+                // Shown without its password: this message reaches logs and `/health`.
+                let shown = crate::telemetry::redacted_url(&url);
                 self.error(
                     base.span(),
                     format!(
-                        "`base_url` must be an http:// or https:// URL with a host, not `{url}`"
+                        "`base_url` must be an http:// or https:// URL with a host, not `{shown}`"
                     ),
                 );
                 None
@@ -252,8 +257,18 @@ impl Validator<'_> {
             }
         });
         let api_key = raw.api_key.as_ref().and_then(|key| {
-            self.resolve(key)
-                .map(|value| (SecretString::from(value), key.get_ref().clone()))
+            let value = self.resolve(key)?;
+            // Sent as `Authorization: Bearer <key>`: a CR/LF or other control character would
+            // make every request fail. The message never quotes the value.
+            if HeaderValue::from_str(&format!("Bearer {value}")).is_err() {
+                self.error(
+                    key.span(),
+                    "`api_key` contains characters not allowed in an HTTP header (a newline or \
+                     another control character)",
+                );
+                return None;
+            }
+            Some((SecretString::from(value), key.get_ref().clone()))
         });
         let mut headers = Vec::new();
         for (header, value) in raw.headers.iter().flatten() {

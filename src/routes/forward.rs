@@ -120,7 +120,7 @@ pub fn resolve<'a>(table: &'a RouteTable, model: &'a str) -> Result<Resolved<'a>
 /// The body's model, read without the typed parse (a route that relays the body never needs
 /// it); when there is none, the error of `T`'s parse, which names what is wrong.
 pub fn model_of<T: for<'de> serde::Deserialize<'de>>(body: &[u8]) -> Result<String, GatewayError> {
-    if let Some(model) = peek_model(body) {
+    if let Some(model) = peek_model(body)? {
         return Ok(model);
     }
     parse_request::<T>(body)?;

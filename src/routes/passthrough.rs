@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use super::body::read_body;
 use super::reply::respond;
-use crate::backends::{AnyBackend, Backend, Endpoint, ParsedRequest, UpstreamCall};
+use crate::backends::{AnyBackend, Backend, Endpoint, ParsedRequest, UpstreamCall, upstream_path};
 use crate::error::GatewayError;
 use crate::routing::Resolved;
 use crate::routing::rewrite::{peek_model, replace_model};
@@ -21,10 +21,18 @@ pub async fn relay(
     payload: Payload,
     state: Data<AppState>,
 ) -> Result<HttpResponse, GatewayError> {
+    let path = req.path();
+    // Refused before the body is read: nothing about this request may reach an upstream.
+    upstream_path::check(path.strip_prefix("/v1").unwrap_or(path)).map_err(|reason| {
+        GatewayError::UnsafePath {
+            path: path.to_owned(),
+            reason,
+        }
+    })?;
     let table = state.routes.load_full();
     let body = read_body(&req, payload, table.server.max_body_bytes).await?;
     let model = if is_json(&req) {
-        peek_model(&body)
+        peek_model(&body)?
     } else {
         None
     };

@@ -1,11 +1,13 @@
-//! Hot reload of routes.toml: watch → debounce → `config::load` → `RouteTable::rebuild` →
-//! `ArcSwap::store`.
+//! Hot reload of routes.toml: watch → debounce → `routing::load_table` (validate, then build
+//! with `RouteTable::rebuild`) → `ArcSwap::store`.
 //!
 //! The watcher observes the file's *directory*, not the file, so every way of saving works:
 //! in-place writes, editors that write a temporary file and rename it over, delete-then-create,
-//! and Kubernetes ConfigMap symlink swaps (`..data`). Any event there triggers a re-read; the
-//! file's SHA-256 decides whether anything changed. SIGHUP forces a reload, which also picks up
-//! changed `${ENV}` values.
+//! and Kubernetes ConfigMap symlink swaps (`..data`). Only events naming the file itself or,
+//! when it is a symlink, its target (the first hop inside the directory, e.g. `..data`, and the
+//! final file, watched in its own directory) trigger a re-read: a log file kept beside the
+//! config must not loop reloads. The file's SHA-256 decides whether anything changed. SIGHUP
+//! forces a reload, which also picks up changed `${ENV}` values.
 //!
 //! Building the new table may fail; storing it cannot. A failed reload keeps the last good table
 //! and is reported in the log (`file:line:col: message`) and in `/health`. Requests in flight
@@ -21,7 +23,6 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use super::RouteTable;
 use crate::config;
 use crate::state::AppState;
 
@@ -128,17 +129,8 @@ pub fn reload(state: &AppState, force: bool) -> ReloadOutcome {
             return ReloadOutcome::Unchanged;
         }
     }
-    let built = config::parse(&source, status.path()).and_then(|config| {
-        let previous = state.routes.load();
-        RouteTable::rebuild(&config, Some(&previous)).map_err(|message| {
-            config::ConfigErrors(vec![config::ConfigError {
-                file: status.path().display().to_string(),
-                line: 0,
-                col: 0,
-                message,
-            }])
-        })
-    });
+    let previous = state.routes.load();
+    let built = super::load_table(&source, status.path(), Some(&previous)).map(|(_, t)| t);
     match built {
         Ok(table) => {
             let routes = table.routes().len();
@@ -179,29 +171,83 @@ fn refuse(
     ReloadOutcome::Refused
 }
 
+/// The paths whose events concern the config file: the file's own name in its directory,
+/// and, when it is a symlink, the first hop of its target inside that directory (`..data` of a
+/// Kubernetes ConfigMap) and the file it finally resolves to.
+#[derive(Debug)]
+struct ConfigPaths {
+    /// Directories to watch (the file's, and its resolved target's when elsewhere).
+    dirs: Vec<PathBuf>,
+    /// Full paths an event must name to trigger a reload.
+    relevant: Vec<PathBuf>,
+}
+
+impl ConfigPaths {
+    fn of(path: &Path) -> Self {
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        let name = path.file_name().map(PathBuf::from).unwrap_or_default();
+        let mut relevant = vec![dir.join(&name)];
+        let mut dirs = vec![dir.clone()];
+        if let Ok(target) = std::fs::read_link(path) {
+            if let Some(std::path::Component::Normal(first)) = target.components().next() {
+                relevant.push(dir.join(first));
+            }
+            if let Ok(resolved) = std::fs::canonicalize(path)
+                && let Some(target_dir) = resolved.parent()
+            {
+                relevant.push(resolved.clone());
+                dirs.push(target_dir.to_owned());
+            }
+        }
+        // Events name paths as the watch was given them; compare canonical directories too.
+        for dir in dirs.clone() {
+            if let Ok(canonical) = std::fs::canonicalize(&dir)
+                && canonical != dir
+            {
+                relevant.push(canonical.join(&name));
+            }
+        }
+        dirs.dedup();
+        ConfigPaths { dirs, relevant }
+    }
+
+    /// Whether a file-system event may have changed the config.
+    fn concerns(&self, event: &notify::Event) -> bool {
+        !matches!(event.kind, EventKind::Access(_))
+            && event.paths.iter().any(|p| self.relevant.contains(p))
+    }
+}
+
 /// Starts watching the config's directory and SIGHUP, reloading on either, until the runtime
 /// stops. The watch is in place when this returns, so no later edit is missed. Must be called
 /// within a tokio runtime.
 pub fn spawn_watcher(state: AppState) {
-    let path = state.reload.path().to_owned();
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-        _ => PathBuf::from("."),
-    };
+    let paths = ConfigPaths::of(state.reload.path());
+    let dirs = paths.dirs.clone();
+    let shown: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    let dir = shown.join(", ");
     // Capacity 1 with try_send: one pending "look again" is as good as many.
     let (tx, rx) = mpsc::channel::<()>(1);
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event
-            && !matches!(event.kind, EventKind::Access(_))
+            && paths.concerns(&event)
         {
             let _ = tx.try_send(());
         }
     })
-    .and_then(|mut w| w.watch(&dir, RecursiveMode::NonRecursive).map(|()| w));
+    .and_then(|mut w| {
+        for dir in &dirs {
+            w.watch(dir, RecursiveMode::NonRecursive)?;
+        }
+        Ok(w)
+    });
     let _watcher = match watcher {
         Ok(w) => Some(w),
         Err(err) => {
-            tracing::error!(dir = %dir.display(), error = %err, "cannot watch the config directory; reload with SIGHUP only");
+            tracing::error!(%dir, error = %err, "cannot watch the config directory; reload with SIGHUP only");
             None
         }
     };
@@ -212,7 +258,7 @@ pub fn spawn_watcher(state: AppState) {
             None
         }
     };
-    tracing::info!(dir = %dir.display(), "watching routes file for changes");
+    tracing::info!(%dir, "watching routes file for changes");
     tokio::spawn(async move {
         // The watcher stops when dropped: the task owns it.
         let _watcher = _watcher;
@@ -276,11 +322,8 @@ mod tests {
     fn state_for(dir: &Path, text: &str) -> AppState {
         let path = dir.join("routes.toml");
         std::fs::write(&path, text).unwrap();
-        let (config, source) = config::load(&path).unwrap();
-        AppState::new(
-            RouteTable::build(&config).unwrap(),
-            ReloadStatus::new(&path, &source),
-        )
+        let (_, table) = crate::routing::load_table(text, &path, None).unwrap();
+        AppState::new(table, ReloadStatus::new(&path, text))
     }
 
     const A: &str = "[backends.e]\nkind = \"echo\"\n[[routes]]\nprefix = \"a/\"\nbackend = \"e\"\n";
@@ -331,6 +374,59 @@ mod tests {
         assert!(state.routes.load().resolve("a/x").is_some());
         std::fs::write(dir.path().join("routes.toml"), A).unwrap();
         assert_eq!(reload(&state, true), ReloadOutcome::Swapped);
+    }
+
+    fn event(kind: EventKind, paths: &[PathBuf]) -> notify::Event {
+        let mut event = notify::Event::new(kind);
+        event.paths = paths.to_vec();
+        event
+    }
+
+    #[test]
+    fn only_events_naming_the_file_or_its_symlink_target_concern_it() {
+        use notify::event::{CreateKind, ModifyKind, RenameMode};
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("routes.toml"), A).unwrap();
+        let paths = ConfigPaths::of(&d.join("routes.toml"));
+        let write = EventKind::Modify(ModifyKind::Any);
+        assert!(paths.concerns(&event(write, &[d.join("routes.toml")])));
+        // Rename-over from an editor's temporary file names the file as the destination.
+        let rename = EventKind::Modify(ModifyKind::Name(RenameMode::Both));
+        assert!(paths.concerns(&event(
+            rename,
+            &[d.join(".routes.toml.swp"), d.join("routes.toml")]
+        )));
+        // A log file kept beside the config, and reads of the config, do not.
+        assert!(!paths.concerns(&event(write, &[d.join("gateway.log")])));
+        let read = EventKind::Access(notify::event::AccessKind::Any);
+        assert!(!paths.concerns(&event(read, &[d.join("routes.toml")])));
+
+        // A Kubernetes ConfigMap: routes.toml -> ..data/routes.toml, ..data -> ..2026_1.
+        let k8s = tempfile::tempdir().unwrap();
+        let k = k8s.path();
+        std::fs::create_dir(k.join("..2026_1")).unwrap();
+        std::fs::write(k.join("..2026_1/routes.toml"), A).unwrap();
+        std::os::unix::fs::symlink("..2026_1", k.join("..data")).unwrap();
+        std::os::unix::fs::symlink("..data/routes.toml", k.join("routes.toml")).unwrap();
+        let paths = ConfigPaths::of(&k.join("routes.toml"));
+        let create = EventKind::Create(CreateKind::Any);
+        assert!(paths.concerns(&event(rename, &[k.join("..data_tmp"), k.join("..data")])));
+        assert!(!paths.concerns(&event(create, &[k.join("..2026_2")])));
+        assert!(!paths.concerns(&event(write, &[k.join("app.log")])));
+
+        // A symlink to a file in another directory: that directory is watched too, and only
+        // the target file's events there count.
+        let elsewhere = tempfile::tempdir().unwrap();
+        let real = elsewhere.path().join("real.toml");
+        std::fs::write(&real, A).unwrap();
+        let link_dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(&real, link_dir.path().join("routes.toml")).unwrap();
+        let paths = ConfigPaths::of(&link_dir.path().join("routes.toml"));
+        let real = std::fs::canonicalize(&real).unwrap();
+        assert!(paths.dirs.contains(&real.parent().unwrap().to_owned()));
+        assert!(paths.concerns(&event(write, std::slice::from_ref(&real))));
+        assert!(!paths.concerns(&event(write, &[real.with_file_name("other.log")])));
     }
 
     #[tokio::test(start_paused = true)]

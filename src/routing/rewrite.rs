@@ -151,13 +151,47 @@ fn value_end(body: &[u8], start: usize) -> Option<usize> {
     }
 }
 
-/// The top-level `model` of a JSON body, when there is one (pass-through routing).
-pub fn peek_model(body: &[u8]) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Model {
-        model: Option<String>,
+/// The top-level `model` as written, `null` included (which `Option` alone would hide).
+#[derive(Deserialize)]
+struct PeekedModel<'a> {
+    #[serde(borrow, default, deserialize_with = "present")]
+    model: Option<&'a RawValue>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+/// The top-level `model` of a JSON body, for pass-through routing. `None` when the body is not
+/// a JSON object (multipart uploads, empty bodies) or has no `model`: the default backend then
+/// serves it. A `model` that is not a string, or appears twice, is refused rather than routed to
+/// the default backend, whose key the client did not ask for; so is an object that does not parse.
+pub fn peek_model(body: &[u8]) -> Result<Option<String>, GatewayError> {
+    if body.get(skip_ws(body, 0)) != Some(&b'{') {
+        return Ok(None);
     }
-    serde_json::from_slice::<Model>(body).ok()?.model
+    let field: PeekedModel<'_> = serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            // Only `model` is typed, so a data error is about it (`duplicate field `model``).
+            GatewayError::InvalidField {
+                param: Some("model".to_owned()),
+                message: e.to_string(),
+            }
+        } else {
+            GatewayError::InvalidJson {
+                message: e.to_string(),
+            }
+        }
+    })?;
+    let Some(raw) = field.model else {
+        return Ok(None);
+    };
+    serde_json::from_str::<String>(raw.get())
+        .map(Some)
+        .map_err(|_| GatewayError::InvalidField {
+            param: Some("model".to_owned()),
+            message: "`model` must be a string".to_owned(),
+        })
 }
 
 #[cfg(test)]
@@ -190,10 +224,35 @@ mod tests {
     #[test]
     fn peek_reads_only_a_string_model() {
         assert_eq!(
-            peek_model(br#"{"model":"x","file":"y"}"#).as_deref(),
+            peek_model(br#"{"model":"x","file":"y"}"#)
+                .unwrap()
+                .as_deref(),
             Some("x")
         );
-        assert_eq!(peek_model(b"--boundary"), None);
+        assert_eq!(peek_model(b"--boundary").unwrap(), None);
+        assert_eq!(peek_model(b"").unwrap(), None);
+        assert_eq!(peek_model(br#"{"file":"y"}"#).unwrap(), None);
+        assert_eq!(peek_model(b"[1]").unwrap(), None);
+    }
+
+    #[test]
+    fn peek_refuses_a_model_that_is_not_one_string() {
+        for body in [
+            &br#"{"model":"a/x","model":"b/y"}"#[..],
+            br#"{"model":["a/x"]}"#,
+            br#"{"model":7}"#,
+            br#"{"model":null}"#,
+        ] {
+            let err = peek_model(body).unwrap_err();
+            assert!(
+                matches!(&err, GatewayError::InvalidField { param: Some(p), .. } if p == "model"),
+                "{err:?}"
+            );
+        }
+        assert!(matches!(
+            peek_model(br#"{"model":"a/x""#),
+            Err(GatewayError::InvalidJson { .. })
+        ));
     }
 }
 
@@ -254,5 +313,121 @@ mod locate_tests {
             &replace_model(&body, "other", "b").unwrap()[..],
             &br#"{"model":"b"}"#[..]
         );
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    use super::*;
+
+    /// Any JSON value, nested a few levels, with objects that may hold `"model"` keys of their
+    /// own (which the splice must leave alone).
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            any::<String>().prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map(
+                    prop_oneof![any::<String>(), Just("model".to_owned())],
+                    inner,
+                    0..4
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn whitespace() -> impl Strategy<Value = String> {
+        prop::collection::vec(
+            prop_oneof![Just(' '), Just('\n'), Just('\t'), Just('\r')],
+            0..3,
+        )
+        .prop_map(|v| v.into_iter().collect())
+    }
+
+    /// A request body as text: other fields around one top-level `model` (its key sometimes
+    /// written with an escape), arbitrary whitespace between tokens.
+    fn body_with_model() -> impl Strategy<Value = (String, String)> {
+        (
+            prop::collection::vec(
+                (
+                    any::<String>().prop_filter("not model", |k| k != "model"),
+                    json_value(),
+                ),
+                0..5,
+            ),
+            any::<String>(),
+            any::<prop::sample::Index>(),
+            any::<bool>(),
+            prop::collection::vec(whitespace(), 4),
+        )
+            .prop_map(|(fields, model, at, escaped_key, ws)| {
+                let mut parts: Vec<String> = fields
+                    .iter()
+                    .map(|(k, v)| {
+                        format!(
+                            "{}{}{}:{}{}",
+                            ws[0],
+                            Value::from(k.as_str()),
+                            ws[1],
+                            ws[2],
+                            v
+                        )
+                    })
+                    .collect();
+                let key = if escaped_key {
+                    r#""mod\u0065l""#
+                } else {
+                    r#""model""#
+                };
+                let model_json = Value::from(model.as_str());
+                parts.insert(
+                    at.index(parts.len() + 1),
+                    format!("{}{key}{}:{}{model_json}", ws[3], ws[0], ws[1]),
+                );
+                (format!("{}{{{}}}{}", ws[2], parts.join(","), ws[3]), model)
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            let body = Bytes::from(bytes);
+            let _ = peek_model(&body);
+            let _ = locate_model(&body);
+            let _ = replace_model(&body, "a", "b");
+        }
+
+        #[test]
+        fn the_splice_agrees_with_serde((text, model) in body_with_model(), new in any::<String>()) {
+            let body = Bytes::from(text.clone());
+            // The walk finds serde's span, or defers to serde.
+            let by_serde = locate_model_with_serde(&body).unwrap();
+            if let Some(span) = locate_model(&body) {
+                prop_assert_eq!(span, by_serde.clone());
+            }
+            // The result is the same document with only the top-level model replaced...
+            let out = replace_model(&body, &model, &new).unwrap();
+            let mut expected: Value = serde_json::from_slice(&body).unwrap();
+            expected["model"] = Value::from(new.as_str());
+            let got: Value = serde_json::from_slice(&out).unwrap();
+            prop_assert_eq!(got, expected);
+            // ...and every byte outside the model's value is the client's own.
+            prop_assert_eq!(&out[..by_serde.start], &body[..by_serde.start]);
+            prop_assert_eq!(&out[out.len() - (body.len() - by_serde.end)..], &body[by_serde.end..]);
+            // Pass-through routing reads the same model.
+            prop_assert_eq!(peek_model(&body).unwrap(), Some(model));
+        }
     }
 }

@@ -76,15 +76,27 @@ pub(super) type DiscoveryCache = std::sync::Mutex<
     >,
 >;
 
+/// A backend that could not be built, at the position of its table in routes.toml.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct BuildError {
+    /// 1-based line of the backend's table.
+    pub line: usize,
+    /// 1-based column.
+    pub col: usize,
+    /// What went wrong.
+    pub message: String,
+}
+
 impl RouteTable {
-    /// Builds the table and every backend's HTTP client.
-    pub fn build(config: &Config) -> Result<Self, String> {
+    /// Builds the table and every backend's HTTP client (connecting to nothing).
+    pub fn build(config: &Config) -> Result<Self, BuildError> {
         Self::rebuild(config, None)
     }
 
     /// Builds the table, keeping from `previous` every backend whose settings did not change,
     /// and with it its connection pool and warm connections.
-    pub fn rebuild(config: &Config, previous: Option<&RouteTable>) -> Result<Self, String> {
+    pub fn rebuild(config: &Config, previous: Option<&RouteTable>) -> Result<Self, BuildError> {
         let mut backends = HashMap::with_capacity(config.backends.len());
         for b in &config.backends {
             let kept = previous
@@ -93,7 +105,11 @@ impl RouteTable {
                 .map(|old| old.backend.clone());
             let backend = match kept {
                 Some(backend) => backend,
-                None => Arc::new(AnyBackend::build(b)?),
+                None => Arc::new(AnyBackend::build(b).map_err(|message| BuildError {
+                    line: b.line,
+                    col: b.col,
+                    message,
+                })?),
             };
             backends.insert(
                 b.name.clone(),
@@ -108,8 +124,11 @@ impl RouteTable {
             let backend = backends
                 .get(&r.backend)
                 .map(|b| b.backend.clone())
-                .ok_or_else(|| {
-                    format!("route `{}` names unknown backend `{}`", r.prefix, r.backend)
+                // Unreachable after `config::validate`, which checks every route's backend.
+                .ok_or_else(|| BuildError {
+                    line: 0,
+                    col: 0,
+                    message: format!("route `{}` names unknown backend `{}`", r.prefix, r.backend),
                 })?;
             routes.push(Route {
                 prefix: r.prefix.clone(),

@@ -18,7 +18,9 @@ pub struct EmbeddingRequest {
     /// `float` (default) or `base64` (little-endian f32).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encoding_format: Option<EncodingFormat>,
-    /// Output dimensions, for models that support it.
+    /// Output dimensions, for models that support it (at least 1, as in OpenAI's API; each
+    /// backend has its own maximum; echo caps it at 3072).
+    #[schema(minimum = 1, maximum = 4294967295_u64, format = Int64)]
     #[serde(
         default,
         deserialize_with = "super::integer::optional",

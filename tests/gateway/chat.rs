@@ -114,6 +114,48 @@ async fn the_backend_key_replaces_the_clients_and_hop_by_hop_headers_stay_behind
 }
 
 #[tokio::test]
+async fn headers_named_by_connection_stay_behind_in_both_directions() {
+    // Arrange: an upstream whose `Connection` names one of its own response headers.
+    let upstream = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(completion_body())
+                .insert_header("connection", "x-upstream-hop")
+                .insert_header("x-upstream-hop", "internal")
+                .insert_header("x-upstream-kept", "yes"),
+        )
+        .expect(1)
+        .mount(&upstream)
+        .await;
+    let gw = spawn_gateway(&openai_routes(&format!("{}/v1", upstream.uri()), "")).await;
+
+    // Act: a client whose `Connection` names two of its request headers.
+    let response = gw
+        .client
+        .post(format!("{}/v1/chat/completions", gw.base))
+        .header("connection", "keep-alive, X-Client-Hop")
+        .header("connection", "x-other-hop")
+        .header("x-client-hop", "for the gateway only")
+        .header("x-other-hop", "also")
+        .header("x-client-kept", "yes")
+        .json(&json!({"model":"up/gpt-4o","messages":[{"role":"user","content":"hi"}]}))
+        .send()
+        .await
+        .unwrap();
+
+    // Assert
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().get("x-upstream-hop").is_none());
+    assert_eq!(response.headers()["x-upstream-kept"], "yes");
+    let received = &upstream.received_requests().await.unwrap()[0];
+    assert!(received.headers.get("x-client-hop").is_none());
+    assert!(received.headers.get("x-other-hop").is_none());
+    assert_eq!(received.headers["x-client-kept"], "yes");
+}
+
+#[tokio::test]
 async fn without_a_backend_key_the_clients_authorization_passes_through() {
     let upstream = MockServer::start().await;
     Mock::given(method("POST"))

@@ -96,3 +96,135 @@ fn the_shipped_routes_toml_is_valid() {
     assert!(ok, "{stderr}");
     assert!(stdout.contains("echo/"), "{stdout}");
 }
+
+/// `switchyard serve` on `file`: its exit status and stderr (bounded: killed after 20 s).
+fn serve_refusal(file: &std::path::Path) -> (bool, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..800 {
+        if child.try_wait().unwrap().is_some() {
+            let out = child.wait_with_output().unwrap();
+            return (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+    panic!("serve started with a file it must refuse");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_serve_and_reload_refuse_an_api_key_with_a_newline_at_the_same_position() {
+    // Arrange: a key that cannot be a header value (a CR/LF would split the request).
+    let bad = "[backends.a]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\napi_key = \"sk-1\\r\\nX-Injected: yes\"\n[[routes]]\nprefix = \"a/\"\nbackend = \"a\"\n";
+    let expected = "routes.toml:4:11: `api_key` contains characters not allowed in an HTTP header";
+
+    // Act + Assert: `check` refuses it, at its position, without quoting it...
+    let (ok, _, stderr) = check(bad);
+    assert!(!ok, "check must exit non-zero");
+    assert!(stderr.contains(expected), "{stderr}");
+    assert!(!stderr.contains("X-Injected"), "{stderr}");
+
+    // ...so does `serve`...
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("routes.toml");
+    std::fs::write(&file, bad).unwrap();
+    let (started, stderr) = serve_refusal(&file);
+    assert!(!started);
+    assert!(stderr.contains(expected), "{stderr}");
+
+    // ...and so does a reload, at the same position (not "line 0").
+    let gw = crate::support::spawn_gateway(
+        "[backends.e]\nkind = \"echo\"\n[[routes]]\nprefix = \"a/\"\nbackend = \"e\"\n",
+    )
+    .await;
+    let text = bad.replacen("[backends.a]", "[server]\nworkers = 1\n[backends.a]", 1);
+    std::fs::write(&gw.routes_path, &text).unwrap();
+    let mut last_error = serde_json::Value::Null;
+    for _ in 0..400 {
+        let health: serde_json::Value = gw.get("/health").await.json().await.unwrap();
+        last_error = health["config"]["last_error"].clone();
+        if !last_error.is_null() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let first = last_error["errors"][0].as_str().unwrap_or_default();
+    assert!(
+        first.ends_with(
+            "routes.toml:6:11: `api_key` contains characters not allowed in an HTTP header \
+             (a newline or another control character)"
+        ),
+        "{last_error}"
+    );
+    assert!(
+        !last_error.to_string().contains("X-Injected"),
+        "{last_error}"
+    );
+}
+
+#[test]
+fn check_prints_no_default_of_a_secret_reference_nor_a_password_written_in_a_redis_url() {
+    let (ok, stdout, stderr) = check(
+        "[backends.oa]\nkind = \"openai\"\nbase_url = \"https://api.openai.com/v1\"\n\
+         api_key = \"${SWITCHYARD_TEST_UNSET_KEY:-sk-default-secret}\"\n\
+         [backends.q1]\nkind = \"redis\"\n\
+         redis_url = \"${SWITCHYARD_TEST_UNSET_REDIS:-redis://:hunter2@127.0.0.1:6379}\"\n\
+         [backends.q2]\nkind = \"redis\"\n\
+         redis_url = \"redis://:hunter3@${SWITCHYARD_TEST_UNSET_HOST:-127.0.0.1}:6379\"\n\
+         [[routes]]\nprefix = \"\"\nbackend = \"oa\"\n",
+    );
+    assert!(ok, "{stderr}");
+    for secret in ["sk-default-secret", "hunter2", "hunter3"] {
+        assert!(!stdout.contains(secret), "{secret} printed:\n{stdout}");
+    }
+    assert!(
+        stdout.contains("api_key=${SWITCHYARD_TEST_UNSET_KEY:-<redacted>}"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_base_url_is_reported_without_its_password_by_check_and_health() {
+    // Arrange: a base URL with a password that fails validation (not http/https).
+    let bad = "[backends.a]\nkind = \"openai\"\nbase_url = \"ftp://user:hunter2@files.internal/v1\"\n[[routes]]\nprefix = \"a/\"\nbackend = \"a\"\n";
+
+    // Act + Assert: `check` names the fault, without the password...
+    let (ok, _, stderr) = check(bad);
+    assert!(!ok);
+    assert!(
+        stderr.contains("`base_url` must be an http:// or https:// URL"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+
+    // ...and so does the unauthenticated /health after a refused reload.
+    let gw = crate::support::spawn_gateway(
+        "[backends.e]\nkind = \"echo\"\n[[routes]]\nprefix = \"a/\"\nbackend = \"e\"\n",
+    )
+    .await;
+    std::fs::write(&gw.routes_path, bad).unwrap();
+    let mut last_error = serde_json::Value::Null;
+    for _ in 0..400 {
+        let health: serde_json::Value = gw.get("/health").await.json().await.unwrap();
+        last_error = health["config"]["last_error"].clone();
+        if !last_error.is_null() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let text = last_error.to_string();
+    assert!(
+        text.contains("`base_url` must be an http:// or https:// URL"),
+        "{text}"
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+}

@@ -202,3 +202,32 @@ async fn an_upstream_error_body_too_large_to_hold_is_a_502_not_unbounded_memory(
         (502, Some("upstream_protocol_error"))
     );
 }
+
+#[tokio::test]
+async fn an_unreachable_backend_with_a_password_in_its_url_is_reported_without_it() {
+    // Arrange
+    let base = format!("http://user:hunter2@127.0.0.1:{}/v1", closed_port());
+    let gw = spawn_gateway(&openai_routes(&base, "api_key = \"sk-backend-secret\"")).await;
+
+    // Act: a typed endpoint and a pass-through one.
+    let chat = gw
+        .post_json(
+            "/v1/chat/completions",
+            &json!({"model":"up/gpt-4o","messages":[{"role":"user","content":"hi"}]}),
+        )
+        .await;
+    let raw = gw
+        .post_json("/v1/responses", &json!({"model":"up/gpt-4o","input":"hi"}))
+        .await;
+
+    // Assert: 502s that say why, and carry no credential.
+    for response in [chat, raw] {
+        assert_eq!(response.status(), 502);
+        let body = response.text().await.unwrap();
+        assert!(body.contains("upstream_unreachable"), "{body}");
+        assert!(
+            !body.contains("hunter2") && !body.contains("sk-backend-secret"),
+            "{body}"
+        );
+    }
+}

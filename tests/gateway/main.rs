@@ -9,6 +9,7 @@ mod support;
 mod async_openai_client;
 mod chat;
 mod check_cli;
+mod echo_limits;
 mod errors;
 mod hot_reload;
 mod models;

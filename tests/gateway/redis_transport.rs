@@ -1000,3 +1000,105 @@ async fn a_worker_whose_first_command_after_redis_lost_its_group_is_a_reclaim_re
         200
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_path_leaves_the_base_url_gets_a_400_and_never_reaches_the_upstream() {
+    // Arrange: an inference host that answers anything, and jobs written straight into Redis
+    // (whoever can write there can submit jobs) with paths aiming above the worker's base URL.
+    let redis = TestRedis::start().await;
+    let upstream = MockServer::start().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(200).set_body_string("reached"))
+        .mount(&upstream)
+        .await;
+    let mut worker =
+        Worker::new(worker_config(&redis.url, &format!("{}/v1", upstream.uri()))).unwrap();
+    let mut c = redis.conn().await;
+    let job = |id: &str, path: &str, stream: bool| {
+        json!({"id": id, "method": "GET", "path": path, "headers": {}, "body_b64": "", "stream": stream})
+            .to_string()
+    };
+
+    // Act: one non-stream and one stream job, each replayed by a step.
+    xadd(&redis, &job("aa11", "/v1/../../admin/x", false)).await;
+    assert_eq!(worker.step().await, StepOutcome::Replayed("aa11".into()));
+    xadd(&redis, &job("bb22", "/v1/%2e%2e/%2E%2e/admin", true)).await;
+    assert_eq!(worker.step().await, StepOutcome::Replayed("bb22".into()));
+    worker.wait_idle().await;
+
+    // Assert: the non-stream client reads a 400 in OpenAI's shape...
+    let (_, raw): (String, Vec<u8>) = redis::cmd("BLPOP")
+        .arg("openai-rq:result:aa11")
+        .arg(5)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let result: Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(result["status"], 400, "{result}");
+    let body = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        result["body_b64"].as_str().unwrap(),
+    )
+    .unwrap();
+    let error: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(error["error"]["code"], "invalid_path");
+    // ...the stream client a terminal 400 entry...
+    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg("openai-rq:stream:bb22")
+        .arg("-")
+        .arg("+")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let last: Vec<u8> = entries.ids.last().unwrap().get("data").unwrap();
+    let last: Value = serde_json::from_slice(&last).unwrap();
+    assert_eq!(
+        (&last["t"], &last["status"]),
+        (&json!("error"), &json!(400))
+    );
+    // ...and the inference host saw nothing, so never the worker's key.
+    let reached = upstream.received_requests().await.unwrap();
+    assert!(
+        reached.is_empty(),
+        "{:?}",
+        reached
+            .iter()
+            .map(|r| r.url.to_string())
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_client_raises_when_the_worker_ends_a_stream_with_an_error_after_output() {
+    // Arrange: redis, an upstream the test drives, one in-process switchyard worker.
+    let redis = TestRedis::start().await;
+    let mut upstream = HeldUpstream::start().await;
+    let worker = RunningWorker::start(worker_config(&redis.url, &upstream.base_url));
+
+    // Act: openai-rq's Python client asks for a stream; the upstream sends part of the answer
+    // and then breaks off mid-body (a chunked body cut short), so the worker ends the stream
+    // with an error after output.
+    let env = [("REDIS_URL", redis.url.clone())];
+    let client = tokio::spawn(async move {
+        run_pytest("test_openai_rq_stream_failure.py", &env).await;
+    });
+    let held = upstream.next(LONG).await;
+    let event = format!(
+        "data: {}\n\n",
+        json!({"id":"c1","object":"chat.completion.chunk","created":1,"model":"m",
+            "choices":[{"index":0,"delta":{"content":"partial "},"finish_reason":null}]})
+    );
+    held.send(Step::Raw(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+            .into(),
+    ))
+    .await;
+    held.send(Step::Raw(format!("{:x}\r\n{event}\r\n", event.len())))
+        .await;
+    drop(held);
+
+    // Assert: pytest saw the partial text, then `openai.APIError` (its assertions).
+    tokio::time::timeout(LONG, client).await.unwrap().unwrap();
+    let stats = worker.shutdown().await;
+    assert_eq!(stats.failed, 1, "{stats:?}");
+}

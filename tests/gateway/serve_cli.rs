@@ -165,3 +165,165 @@ async fn sigterm_lets_an_in_flight_stream_finish_then_exits() {
         "no longer accepting"
     );
 }
+
+#[tokio::test]
+async fn a_newline_in_a_client_model_name_cannot_forge_a_text_log_line() {
+    // Arrange: the real binary with the default text log format, at debug (client faults).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("routes.toml");
+    std::fs::write(
+        &path,
+        "[backends.e]\nkind = \"echo\"\n[[routes]]\nprefix = \"echo/\"\nbackend = \"e\"\n",
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "debug")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next_line = || {
+        rx.recv_timeout(Duration::from_secs(20))
+            .expect("a log line")
+    };
+    let listening = (0..50)
+        .map(|_| next_line())
+        .find(|l| l.contains("switchyard listening"))
+        .expect("the server logs the address it listens on");
+    let addr = listening
+        .split("addr=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    let served = Served {
+        child,
+        base: format!("http://{addr}"),
+        _dir: dir,
+    };
+
+    // Act: a model name carrying a forged log line.
+    let forged = "ERROR switchyard: forged line";
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", served.base))
+        .json(&json!({"model": format!("nope\n{forged}\r\n"), "messages": [{"role":"user","content":"hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+
+    // Assert: the refusal is logged on one line, the newline escaped; no line is the forgery.
+    let mut seen = Vec::new();
+    let refused = loop {
+        let line = next_line();
+        assert!(
+            !line.starts_with(forged),
+            "forged line in the log: {seen:#?}"
+        );
+        seen.push(line.clone());
+        if line.contains("request refused") {
+            break line;
+        }
+        assert!(seen.len() < 100, "no refusal logged: {seen:#?}");
+    };
+    assert!(
+        refused.contains(r"nope\nERROR switchyard: forged line\r\n"),
+        "{refused}"
+    );
+}
+
+#[tokio::test]
+async fn a_trace_log_kept_beside_the_config_does_not_loop_reloads() {
+    // Arrange: the real binary logging at trace level into a file in the config's directory,
+    // so every reload attempt writes there (on the old watcher, every write there reloaded).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("routes.toml");
+    let table = |prefix: &str| {
+        format!(
+            "[backends.e]\nkind = \"echo\"\n[[routes]]\nprefix = \"{prefix}\"\nbackend = \"e\"\n"
+        )
+    };
+    std::fs::write(&path, table("a/")).unwrap();
+    let log_path = dir.path().join("gateway.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--config",
+        ])
+        .arg(&path)
+        .env("RUST_LOG", "trace")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut addr = None;
+    for _ in 0..400 {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        addr = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["message"] == "switchyard listening")
+            .and_then(|v| v["addr"].as_str().map(str::to_owned));
+        if addr.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let served = Served {
+        child,
+        base: format!("http://{}", addr.expect("the server logs its address")),
+        _dir: dir,
+    };
+    let health = || async {
+        reqwest::get(format!("{}/health", served.base))
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+
+    // Act: one real edit of the config.
+    std::fs::write(&path, table("b/")).unwrap();
+
+    // Assert: it is picked up, and the log's own writes caused no reload attempt.
+    let mut reloads = Value::Null;
+    for _ in 0..400 {
+        reloads = health().await["config"]["reloads"].clone();
+        if reloads["succeeded"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(reloads["succeeded"], 1, "{reloads}");
+    // Every /health answer and every reload attempt writes to the log: with a watcher that
+    // reacts to it, attempts follow within one debounce window (at most 400 ms) and keep
+    // coming. Watch for a second (bounded): none may come.
+    for _ in 0..40 {
+        let now = health().await["config"]["reloads"].clone();
+        assert_eq!(now["unchanged"], 0, "the log file triggered reloads: {now}");
+        assert_eq!(
+            (&now["succeeded"], &now["failed"]),
+            (&json!(1), &json!(0)),
+            "{now}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}

@@ -399,6 +399,42 @@ pub fn text_plain() -> WireHeaders {
     WireHeaders::from([("content-type".to_owned(), "text/plain".to_owned())])
 }
 
+/// The `error` entry a worker writes when a stream fails after its `head`: the body is one SSE
+/// event, `data: {"error":{...}}` and its blank line. The Python openai-rq client appends an
+/// `error` entry's body to the stream's bytes, and the OpenAI SDK behind it ignores bytes that
+/// are not SSE but raises `APIError` on an error event; so a broken stream raises instead of
+/// ending quietly with a partial answer. `text` starts with `openai-rq`, so `worker_failure`
+/// tells it apart from an inference server's own error.
+pub fn encode_stream_failure(text: &str) -> String {
+    let body = crate::schema::ErrorBody::new(text, "api_error", None, Some("upstream_error"));
+    let json = body.to_bytes();
+    let mut event = Vec::with_capacity(json.len() + 8);
+    event.extend_from_slice(b"data: ");
+    event.extend_from_slice(&json);
+    event.extend_from_slice(b"\n\n");
+    let headers = WireHeaders::from([("content-type".to_owned(), "text/event-stream".to_owned())]);
+    encode_error(502, &headers, &event)
+}
+
+/// The message of a worker's SSE failure event (see `encode_stream_failure`).
+fn stream_failure_message(body: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Event {
+        error: Message,
+    }
+    #[derive(Deserialize)]
+    struct Message {
+        message: String,
+    }
+    let json = body.strip_prefix(b"data: ")?.trim_ascii_end();
+    let event: Event = serde_json::from_slice(json).ok()?;
+    event
+        .error
+        .message
+        .starts_with("openai-rq")
+        .then_some(event.error.message)
+}
+
 /// What a failure reported by a worker (rather than by the inference server) means.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WorkerFailure {
@@ -411,10 +447,12 @@ pub enum WorkerFailure {
 /// Recognises the synthetic 502s that workers (this one and the Python one) write, as opposed
 /// to an inference server's own 502, which passes through untouched.
 pub fn worker_failure(status: u16, headers: &WireHeaders, body: &[u8]) -> Option<WorkerFailure> {
-    let plain = headers
-        .get("content-type")
-        .is_some_and(|v| v.starts_with("text/plain"));
-    if status != 502 || !plain || !body.starts_with(b"openai-rq") {
+    let content_type = headers.get("content-type").map_or("", String::as_str);
+    if status == 502 && content_type.starts_with("text/event-stream") {
+        let message: String = stream_failure_message(body)?.chars().take(500).collect();
+        return Some(WorkerFailure::Failed(message));
+    }
+    if status != 502 || !content_type.starts_with("text/plain") || !body.starts_with(b"openai-rq") {
         return None;
     }
     let text = String::from_utf8_lossy(body);
@@ -521,6 +559,25 @@ mod tests {
         ));
         let json = WireHeaders::from([("content-type".into(), "application/json".into())]);
         assert_eq!(worker_failure(502, &json, b"openai-rq"), None);
+        // The SSE form written after a stream's head, and an upstream's own SSE 502, told apart.
+        let Ok(Entry::Error {
+            status,
+            headers,
+            body,
+        }) = decode_entry(encode_stream_failure("openai-rq stream error: reset").as_bytes())
+        else {
+            panic!("an error entry")
+        };
+        assert!(body.starts_with(b"data: {\"error\":") && body.ends_with(b"\n\n"));
+        assert_eq!(
+            worker_failure(status, &headers, &body),
+            Some(WorkerFailure::Failed(
+                "openai-rq stream error: reset".into()
+            ))
+        );
+        let sse = WireHeaders::from([("content-type".into(), "text/event-stream".into())]);
+        let upstream = br#"data: {"error":{"message":"overloaded"}}"#;
+        assert_eq!(worker_failure(502, &sse, upstream), None);
         assert_eq!(
             worker_failure(500, &plain, b"openai-rq backend error"),
             None

@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use self::job::{Answer, WireHeaders, WorkerFailure};
 use self::pool::{Lease, Pool};
 use self::reader::ResultReader;
-use super::{Backend, DiscoveredModel, Endpoint, ReplyBody, UpstreamCall, UpstreamReply};
+use super::{Backend, DiscoveredModel, Endpoint, ReplyBody, UpstreamCall, UpstreamReply, http};
 use crate::adapters::openai::relay_events;
 use crate::config::RedisSettings;
 use crate::error::GatewayError;
@@ -328,8 +328,9 @@ impl Backend for RedisBackend {
 /// to the worker, which adds it at relay time. So no secret is ever written to Redis.
 pub fn job_headers(client: &HeaderMap) -> WireHeaders {
     let mut out = WireHeaders::new();
+    let named = http::connection_options(client.get_all("connection").map(|v| v.as_bytes()));
     for (name, value) in client {
-        if job::header_goes_in_job(name.as_str()) {
+        if job::header_goes_in_job(name.as_str()) && !named.iter().any(|x| x == name.as_str()) {
             job::push_header(&mut out, name.as_str(), value.as_bytes());
         }
     }
@@ -402,8 +403,12 @@ fn status_of(status: u16) -> StatusCode {
 /// Wire headers as response headers, connection-level ones dropped.
 fn actix_headers(wire: &WireHeaders) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(wire.len());
+    let named = http::connection_options(wire.get("connection").map(|v| v.as_bytes()));
     for (name, value) in wire {
-        if !job::header_goes_in_result(name) || name == "content-encoding" && value == "identity" {
+        if !job::header_goes_in_result(name)
+            || named.contains(name)
+            || name == "content-encoding" && value == "identity"
+        {
             continue;
         }
         if let (Ok(name), Ok(value)) = (
@@ -448,10 +453,30 @@ mod tests {
             HeaderName::from_static("x-multi"),
             HeaderValue::from_static("b"),
         );
+        h.append(
+            HeaderName::from_static("connection"),
+            HeaderValue::from_static("X-Hop"),
+        );
+        h.append(
+            HeaderName::from_static("x-hop"),
+            HeaderValue::from_static("named by connection"),
+        );
         let out = job_headers(&h);
         let names: Vec<&str> = out.keys().map(String::as_str).collect();
         assert_eq!(names, ["content-type", "x-multi", "x-request-id"]);
         assert_eq!(out["x-multi"], "a, b");
+    }
+
+    #[test]
+    fn result_headers_named_by_connection_are_dropped() {
+        let wire = WireHeaders::from([
+            ("connection".to_owned(), "x-worker-hop, close".to_owned()),
+            ("x-worker-hop".to_owned(), "1".to_owned()),
+            ("x-kept".to_owned(), "1".to_owned()),
+        ]);
+        let out = actix_headers(&wire);
+        assert!(out.get("x-worker-hop").is_none() && out.get("connection").is_none());
+        assert_eq!(out.get("x-kept").unwrap(), "1");
     }
 
     #[test]

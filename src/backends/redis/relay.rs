@@ -16,6 +16,7 @@ use url::Url;
 
 use super::job::{self, Entry, Job, WireHeaders};
 use crate::adapters::sse::SseFramer;
+use crate::backends::{http, upstream_path};
 
 /// Largest batch of SSE bytes held before a flush, whatever the window.
 const MAX_BATCH: usize = 32 * 1024;
@@ -63,13 +64,13 @@ pub struct Sink {
 }
 
 impl Upstream {
-    /// Sends a job upstream and waits for the response headers.
-    async fn call(&self, job: &Job) -> Result<reqwest::Response, String> {
-        let method = reqwest::Method::from_bytes(job.method.as_bytes())
-            .map_err(|_| format!("invalid method {:?}", job.method))?;
-        let mut headers = HeaderMap::with_capacity(job.headers.len() + 2);
-        for (name, value) in &job.headers {
-            if crate::backends::http::is_not_forwarded_up(name.as_str()) {
+    /// A job's headers minus hop-by-hop ones (and those its `Connection` names), with the
+    /// worker's key and `--openai-header`s applied.
+    fn request_headers(&self, job: &WireHeaders) -> HeaderMap {
+        let mut headers = HeaderMap::with_capacity(job.len() + self.headers.len() + 1);
+        let named = http::connection_options(job.get("connection").map(|v| v.as_bytes()));
+        for (name, value) in job {
+            if http::is_not_forwarded_up(name.as_str()) || named.contains(name) {
                 continue;
             }
             if let (Ok(name), Ok(value)) = (
@@ -85,10 +86,17 @@ impl Upstream {
         for (name, value) in &self.headers {
             headers.insert(name.clone(), value.clone());
         }
+        headers
+    }
+
+    /// Sends a job upstream (to `url`, from `join_url`) and waits for the response headers.
+    async fn call(&self, job: &Job, url: Url) -> Result<reqwest::Response, String> {
+        let method = reqwest::Method::from_bytes(job.method.as_bytes())
+            .map_err(|_| format!("invalid method {:?}", job.method))?;
         let request = self
             .client
-            .request(method, join_url(&self.base, &job.path))
-            .headers(headers)
+            .request(method, url)
+            .headers(self.request_headers(&job.headers))
             .body(job.body.clone());
         match tokio::time::timeout(self.timeout, request.send()).await {
             Ok(Ok(response)) => Ok(response),
@@ -100,18 +108,42 @@ impl Upstream {
 
 /// The upstream URL of a job: its path below `/v1` is appended to `--openai-base-url`, so a
 /// server mounted under a prefix is reached and `/v1` is never doubled. With a base URL that
-/// has no path, or a job path outside `/v1`, the path goes to the origin as it is (the Python
-/// worker's rule).
-pub fn join_url(base: &Url, path: &str) -> String {
-    let origin = base.origin().ascii_serialization();
+/// has no path, the job's path goes to the origin as it is (the Python worker's rule).
+///
+/// Whoever can write to Redis can submit jobs, but never outside the base URL, where the
+/// worker's credential would follow: a path with a `.`/`..` segment or a backslash (in any
+/// encoding), and one outside `/v1` when the base URL has a path, are refused.
+pub fn join_url(base: &Url, path_and_query: &str) -> Result<Url, &'static str> {
+    upstream_path::check(path_and_query)?;
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (path_and_query, None),
+    };
     let base_path = base.path().trim_end_matches('/');
     let below_v1 = path
         .strip_prefix("/v1")
-        .filter(|rest| rest.is_empty() || rest.starts_with('/') || rest.starts_with('?'));
-    match below_v1 {
-        Some(rest) if !base_path.is_empty() => format!("{origin}{base_path}{rest}"),
-        _ => format!("{origin}{path}"),
+        .filter(|rest| rest.is_empty() || rest.starts_with('/'));
+    let full = match below_v1 {
+        _ if base_path.is_empty() => path.to_owned(),
+        Some(rest) => format!("{base_path}{rest}"),
+        None => return Err("the path is outside `/v1`, so outside the worker's base URL"),
+    };
+    let mut url = base.clone();
+    url.set_path(&full);
+    url.set_query(query);
+    if !upstream_path::is_under(&url, base_path) {
+        return Err("the path leaves the worker's base URL");
     }
+    Ok(url)
+}
+
+/// The 400 a job gets when its path is refused, OpenAI-shaped like the gateway's own.
+fn refused_path(path: &str, reason: &str) -> (u16, WireHeaders, Bytes) {
+    let message = format!("the path `{path}` is not allowed: {reason}");
+    let body =
+        crate::schema::ErrorBody::new(message, "invalid_request_error", None, Some("invalid_path"));
+    let headers = WireHeaders::from([("content-type".to_owned(), "application/json".to_owned())]);
+    (400, headers, body.to_bytes())
 }
 
 /// Replays one job and writes its answer. `redelivered` says an earlier attempt may have
@@ -123,15 +155,38 @@ pub async fn replay(
     job: &Job,
     redelivered: bool,
 ) -> Outcome {
+    let url = match join_url(&up.base, &job.path) {
+        Ok(url) => url,
+        Err(reason) => return refuse(sink, entry_id, job, reason).await,
+    };
     if job.stream {
-        replay_stream(up, sink, entry_id, job, redelivered).await
+        replay_stream(up, sink, entry_id, job, url, redelivered).await
     } else {
-        replay_full(up, sink, entry_id, job).await
+        replay_full(up, sink, entry_id, job, url).await
     }
 }
 
-async fn replay_full(up: &Upstream, sink: &mut Sink, entry_id: &str, job: &Job) -> Outcome {
-    let (status, headers, body, outcome) = match up.call(job).await {
+/// Answers a job whose path is refused with a 400, as the gateway answers such a request.
+async fn refuse(sink: &mut Sink, entry_id: &str, job: &Job, reason: &str) -> Outcome {
+    tracing::warn!(job = %job.id, reason, "job refused: its path could leave the base URL");
+    let (status, headers, body) = refused_path(&job.path, reason);
+    let pipe = if job.stream {
+        let key = job::stream_key(&job.id);
+        sink.entry(&key, &job::encode_error(status, &headers, &body))
+    } else {
+        sink.result(&job.id, &job::encode_result(status, &headers, &body))
+    };
+    sink.finish(pipe, entry_id, Outcome::Answered(status)).await
+}
+
+async fn replay_full(
+    up: &Upstream,
+    sink: &mut Sink,
+    entry_id: &str,
+    job: &Job,
+    url: Url,
+) -> Outcome {
+    let (status, headers, body, outcome) = match up.call(job, url).await {
         Ok(response) => {
             let status = response.status().as_u16();
             let headers = result_headers(response.headers());
@@ -143,17 +198,7 @@ async fn replay_full(up: &Upstream, sink: &mut Sink, entry_id: &str, job: &Job) 
         }
         Err(reason) => failure(&format!("openai-rq backend error: {reason}")),
     };
-    let key = job::result_key(&job.id);
-    let mut pipe = redis::pipe();
-    pipe.atomic()
-        .cmd("RPUSH")
-        .arg(&key)
-        .arg(job::encode_result(status, &headers, &body))
-        .ignore()
-        .cmd("EXPIRE")
-        .arg(&key)
-        .arg(sink.ttl_s)
-        .ignore();
+    let pipe = sink.result(&job.id, &job::encode_result(status, &headers, &body));
     sink.finish(pipe, entry_id, outcome).await
 }
 
@@ -171,6 +216,7 @@ async fn replay_stream(
     sink: &mut Sink,
     entry_id: &str,
     job: &Job,
+    url: Url,
     redelivered: bool,
 ) -> Outcome {
     let key = job::stream_key(&job.id);
@@ -183,18 +229,15 @@ async fn replay_stream(
                     .await;
             }
             Ok(Earlier::PartOfAnswer) => {
-                let body = "openai-rq: the worker relaying this stream stopped after part of \
+                let text = "openai-rq: the worker relaying this stream stopped after part of \
                             the answer was sent; it is not re-run, to avoid duplicated text";
-                let pipe = sink.entry(
-                    &key,
-                    &job::encode_error(502, &job::text_plain(), body.as_bytes()),
-                );
+                let pipe = sink.entry(&key, &job::encode_stream_failure(text));
                 return sink.finish(pipe, entry_id, Outcome::Interrupted).await;
             }
             Err(_) => return Outcome::RedisLost,
         }
     }
-    let response = match up.call(job).await {
+    let response = match up.call(job, url).await {
         Ok(response) => response,
         Err(reason) => {
             let body = format!("openai-rq stream error: {reason}");
@@ -252,8 +295,7 @@ async fn replay_stream(
                     pipe = sink.entry_into(pipe, &key, &job::encode_data(&bytes));
                 }
                 let text = format!("openai-rq stream error: {}", error_chain(&err));
-                let error = job::encode_error(502, &job::text_plain(), text.as_bytes());
-                let pipe = sink.entry_into(pipe, &key, &error);
+                let pipe = sink.entry_into(pipe, &key, &job::encode_stream_failure(&text));
                 return sink.finish(pipe, entry_id, Outcome::Failed).await;
             }
             None => {
@@ -282,6 +324,21 @@ enum Earlier {
 }
 
 impl Sink {
+    /// `RPUSH` of a non-stream result with its `EXPIRE`, as a pipeline.
+    fn result(&self, job_id: &str, result: &str) -> redis::Pipeline {
+        let key = job::result_key(job_id);
+        let mut pipe = redis::pipe();
+        pipe.cmd("RPUSH")
+            .arg(&key)
+            .arg(result)
+            .ignore()
+            .cmd("EXPIRE")
+            .arg(&key)
+            .arg(self.ttl_s)
+            .ignore();
+        pipe
+    }
+
     /// `XADD` of one entry to a result stream with its `EXPIRE`, as a pipeline.
     fn entry(&self, key: &str, data: &str) -> redis::Pipeline {
         self.entry_into(redis::pipe(), key, data)
@@ -428,8 +485,10 @@ impl Batcher {
 /// Response headers kept in a result.
 fn result_headers(headers: &HeaderMap) -> WireHeaders {
     let mut out = WireHeaders::new();
+    let named =
+        http::connection_options(headers.get_all("connection").iter().map(|v| v.as_bytes()));
     for (name, value) in headers {
-        if job::header_goes_in_result(name.as_str()) {
+        if job::header_goes_in_result(name.as_str()) && !named.iter().any(|x| x == name.as_str()) {
             job::push_header(&mut out, name.as_str(), value.as_bytes());
         }
     }
@@ -450,7 +509,11 @@ mod tests {
 
     #[test]
     fn paths_are_joined_below_the_base_url_without_doubling_v1() {
-        let j = |base: &str, path: &str| join_url(&Url::parse(base).unwrap(), path);
+        let j = |base: &str, path: &str| {
+            join_url(&Url::parse(base).unwrap(), path)
+                .unwrap()
+                .to_string()
+        };
         assert_eq!(
             j("http://localhost:8000/v1", "/v1/chat/completions"),
             "http://localhost:8000/v1/chat/completions"
@@ -469,8 +532,48 @@ mod tests {
             "http://h/api/chat/completions"
         );
         assert_eq!(j("http://h/v1", "/v1?x=1"), "http://h/v1?x=1");
-        assert_eq!(j("http://h/v1", "/health"), "http://h/health");
-        assert_eq!(j("http://h/v1", "/v10/x"), "http://h/v10/x");
+        assert_eq!(j("http://h:8000", "/health"), "http://h:8000/health");
+    }
+
+    #[test]
+    fn job_headers_named_by_connection_and_the_jobs_credential_stay_behind() {
+        let up = Upstream {
+            client: reqwest::Client::new(),
+            base: Url::parse("http://h/v1").unwrap(),
+            auth: Some(HeaderValue::from_static("Bearer sk-worker")),
+            headers: Vec::new(),
+            timeout: Duration::from_secs(1),
+        };
+        let job = WireHeaders::from([
+            ("connection".to_owned(), "X-Hop, keep-alive".to_owned()),
+            ("x-hop".to_owned(), "1".to_owned()),
+            ("te".to_owned(), "trailers".to_owned()),
+            ("authorization".to_owned(), "Bearer sk-client".to_owned()),
+            ("x-kept".to_owned(), "1".to_owned()),
+        ]);
+        let out = up.request_headers(&job);
+        let mut names: Vec<&str> = out.keys().map(|n| n.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["authorization", "x-kept"]);
+        assert_eq!(out["authorization"], "Bearer sk-worker");
+    }
+
+    #[test]
+    fn a_job_path_that_would_leave_the_base_url_is_refused() {
+        let base = Url::parse("http://h:8000/v1").unwrap();
+        for path in [
+            "/v1/../../admin/x",
+            "/v1/%2e%2e/%2e%2e/admin",
+            "/v1/%2E%2e/admin",
+            "/v1/..\\..\\admin",
+            "/health",
+            "/v10/x",
+            "@evil.example/v1/x",
+        ] {
+            assert!(join_url(&base, path).is_err(), "{path}");
+        }
+        let root = Url::parse("http://h:8000").unwrap();
+        assert!(join_url(&root, "/v1/../admin").is_err());
     }
 
     #[test]
