@@ -24,6 +24,7 @@ pub mod backends;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod limits;
 pub mod openapi;
 pub mod routes;
 pub mod routing;

@@ -13,7 +13,7 @@ use crate::config::{self, ConfigErrors};
 use crate::routing::RouteTable;
 use crate::routing::reload::{self, ReloadStatus};
 use crate::state::AppState;
-use crate::{routes, telemetry};
+use crate::{limits, routes, telemetry};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -48,19 +48,19 @@ pub fn load_state(config_path: &Path) -> Result<AppState, StartError> {
 /// until shutdown. Must be called within a tokio runtime (the watcher is spawned on it).
 pub fn start(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
     reload::spawn_watcher(state.clone());
-    let (workers, shutdown) = {
-        let table = state.routes.load();
-        let workers = table
-            .server
-            .workers
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        (workers, table.server.shutdown_timeout)
-    };
+    let server_config = state.routes.load().server.clone();
+    let workers = server_config
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let limits = Data::new(state.limits.clone());
     let data = Data::new(state);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            .app_data(limits.clone())
+            // Admission first: a refused request costs no span and no handler.
             .wrap(from_fn(telemetry::request_span))
+            .wrap(from_fn(limits::admit))
             .configure(routes::configure)
     })
     // Streams are many small writes: without TCP_NODELAY, Nagle holds each one until the
@@ -71,9 +71,18 @@ pub fn start(listener: TcpListener, state: AppState) -> std::io::Result<Server> 
         }
     })
     .workers(workers)
+    // actix counts connections per worker; the file's limit is for the whole gateway.
+    .max_connections(server_config.max_connections.div_ceil(workers))
+    // actix's own head timeout, which covers the first request of a connection.
+    .client_request_timeout(server_config.request_head_timeout)
+    // A client that closes its side while its request is in progress has gone: actix then
+    // drops the handler, and with it the upstream request it was waiting on. (A client that
+    // half-closes on purpose after sending its request would lose its answer; HTTP clients
+    // do not do that.)
+    .h1_allow_half_closed(false)
     // On SIGTERM/SIGINT actix stops accepting and gives in-flight requests, streams included,
     // this long to finish.
-    .shutdown_timeout(shutdown.as_secs().max(1))
+    .shutdown_timeout(server_config.shutdown_timeout.as_secs().max(1))
     .keep_alive(Duration::from_secs(75))
     .listen(listener)?
     .run();

@@ -74,7 +74,9 @@ impl StreamAdapter for OpenAIRelay {
 
     fn on_frames(&mut self, frames: Bytes, out: &mut Emitter) -> Result<Flow, GatewayError> {
         match scan_canonical(&frames) {
-            Some(ends_with_done) => {
+            // A read with a payload that does not parse goes the slow way, which relays the
+            // events before it and then fails on it.
+            Some(ends_with_done) if canonical_payloads_parse(&frames) => {
                 out.pass(frames);
                 Ok(if ends_with_done {
                     Flow::End
@@ -82,7 +84,7 @@ impl StreamAdapter for OpenAIRelay {
                     Flow::Continue
                 })
             }
-            None => {
+            _ => {
                 for event in sse::events(&frames) {
                     let flow = self.on_frame(event, out)?;
                     if flow != Flow::Continue {
@@ -115,6 +117,12 @@ impl StreamAdapter for OpenAIRelay {
             return self.upstream_error(&data, out);
         }
         if !data.trim_ascii().is_empty() {
+            if !payload_parses(&data) {
+                return Err(GatewayError::UpstreamProtocol {
+                    backend: self.backend.clone(),
+                    message: "a stream event's data is not UTF-8 JSON".to_owned(),
+                });
+            }
             write_data_event(out, &data);
         }
         Ok(Flow::Continue)
@@ -155,6 +163,22 @@ fn scan_canonical(frames: &[u8]) -> Option<bool> {
         done = line == b"data: [DONE]";
     }
     Some(done)
+}
+
+/// Whether every `data: ` payload of canonical `frames` (one per event, see `scan_canonical`)
+/// is JSON or the closing `[DONE]`.
+fn canonical_payloads_parse(frames: &[u8]) -> bool {
+    frames
+        .split(|&b| b == b'\n')
+        .filter_map(|line| line.strip_prefix(b"data: "))
+        .all(|data| data == b"[DONE]" || payload_parses(data))
+}
+
+/// Whether an event's data is UTF-8 JSON: a chunk that does not parse would reach the client
+/// as if fine, and its SDK would fail on it or, worse, skip it.
+fn payload_parses(data: &[u8]) -> bool {
+    std::str::from_utf8(data)
+        .is_ok_and(|text| serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok())
 }
 
 /// Whether a data payload is `{"error": <non-null>, ...}`.

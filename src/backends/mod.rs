@@ -11,6 +11,7 @@ mod ollama;
 mod openai;
 mod proxy;
 pub mod redis;
+mod timing;
 
 use std::future::Future;
 use std::pin::Pin;

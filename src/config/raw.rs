@@ -37,6 +37,16 @@ pub struct RawServer {
     pub shutdown_timeout: Option<Spanned<String>>,
     /// HTTP worker threads (default: one per core).
     pub workers: Option<Spanned<i64>>,
+    /// Bytes of request bodies held at once, across all connections.
+    pub max_buffered_body_bytes: Option<Spanned<i64>>,
+    /// Open client connections, across all workers.
+    pub max_connections: Option<Spanned<i64>>,
+    /// Requests in progress at once (a stream counts until it ends).
+    pub max_concurrent_requests: Option<Spanned<i64>>,
+    /// Time allowed for a request's head, on every request of a connection.
+    pub request_head_timeout: Option<Spanned<String>>,
+    /// Time allowed for a request's whole body.
+    pub request_body_timeout: Option<Spanned<String>>,
 }
 
 /// `[backends.<name>]`: the union of every kind's keys; `validate` checks which apply.
@@ -53,8 +63,12 @@ pub struct RawBackend {
     pub headers: Option<BTreeMap<String, Spanned<String>>>,
     /// TCP (and TLS) connect timeout.
     pub connect_timeout: Option<Spanned<String>>,
-    /// Time allowed for the response headers, and between two reads of the body.
+    /// Time allowed for a whole non-streamed response, headers and body.
     pub request_timeout: Option<Spanned<String>>,
+    /// Time allowed until the response headers (for a stream: until its first event).
+    pub first_byte_timeout: Option<Spanned<String>>,
+    /// Time allowed between two reads of a response body.
+    pub idle_timeout: Option<Spanned<String>>,
     /// `kind = "redis"`: the Redis holding the openai-rq queue (`redis://`, `rediss://`).
     pub redis_url: Option<Spanned<String>>,
     /// `kind = "redis"`: how long a client waits for its result (and between stream entries).

@@ -20,7 +20,8 @@ pub async fn relay(
     state: Data<AppState>,
 ) -> Result<HttpResponse, GatewayError> {
     let table = state.routes.load_full();
-    let body = read_body(&req, payload, table.server.max_body_bytes).await?;
+    // `_held` keeps the body's share of the body budget until the upstream has answered.
+    let (body, _held) = read_body(&req, payload, &table.server, &state.limits).await?;
     let path = req.path();
     let below_v1 = path.strip_prefix("/v1").unwrap_or(path);
     let path_and_query = match req.query_string() {
