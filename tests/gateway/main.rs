@@ -8,6 +8,7 @@ mod support;
 
 mod async_openai_client;
 mod chat;
+mod client_limits;
 mod check_cli;
 mod errors;
 mod hot_reload;
@@ -19,3 +20,4 @@ mod python_sdk;
 mod redis_transport;
 mod serve_cli;
 mod streaming;
+mod upstream_limits;
