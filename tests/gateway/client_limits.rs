@@ -119,3 +119,27 @@ async fn past_max_concurrent_requests_a_request_is_a_503_until_a_stream_ends() {
     }
     assert!(passed, "a request was admitted after the stream ended");
 }
+
+#[tokio::test]
+async fn a_second_request_head_left_unfinished_on_a_kept_alive_connection_is_cut_off() {
+    let routes = format!("[server]\nrequest_head_timeout = \"1s\"\n{ECHO_ROUTES}");
+    let gateway = spawn_gateway(&routes).await;
+    let mut socket = TcpStream::connect(gateway.addr).await.unwrap();
+    // A first request, answered in full on a kept-alive connection.
+    socket.write_all(b"GET /health HTTP/1.1\r\nhost: gw\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.ends_with(b"}") {
+        let n = tokio::time::timeout(Duration::from_secs(10), socket.read(&mut buf))
+            .await
+            .expect("the first answer within 10 s")
+            .unwrap();
+        assert!(n > 0, "closed after the first request");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    assert!(answer.starts_with(b"HTTP/1.1 200"));
+    // The second head starts and never ends: the gateway closes the connection.
+    socket.write_all(b"GET /health HTTP/1.1\r\nhost:").await.unwrap();
+    let rest = read_until_closed(&mut socket).await;
+    assert!(rest.is_empty() || rest.starts_with("HTTP/1.1 408"), "{rest}");
+}
