@@ -11,6 +11,7 @@ mod chat;
 mod client_limits;
 mod check_cli;
 mod errors;
+mod hostile_clients;
 mod hot_reload;
 mod models;
 mod ollama;
