@@ -7,6 +7,8 @@
 
 pub mod chunk;
 pub mod echo;
+#[cfg(test)]
+mod framing_props;
 pub mod ndjson;
 pub mod ollama;
 pub mod openai;

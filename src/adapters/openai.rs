@@ -152,6 +152,11 @@ fn scan_canonical(frames: &[u8]) -> Option<bool> {
         let line = &frames[start..newline];
         start = newline + 1;
         if line.is_empty() {
+            // An empty event (a blank line after a blank line, or first) is dropped by the
+            // slow path; relaying it here would make the output depend on how reads split.
+            if previous_blank {
+                return None;
+            }
             previous_blank = true;
             continue;
         }
