@@ -92,6 +92,10 @@ fn relayed(reads: Vec<Bytes>) -> Vec<u8> {
 }
 
 proptest! {
+    // Failures are turned into named unit tests next to the code they concern, not persisted
+    // to a file outside the source tree.
+    #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
     #[test]
     fn sse_events_do_not_depend_on_where_reads_split(
         input in upstream_bytes(),

@@ -281,6 +281,20 @@ mod tests {
     }
 
     #[test]
+    fn blank_lines_between_events_are_dropped_however_reads_split() {
+        // Found by the property tests: a read of only blank lines took the zero-copy path and
+        // was relayed, while the same bytes inside a larger read were dropped.
+        let upstream = b"\n\ndata: {\"a\":1}\n\n\n\ndata: [DONE]\n\n";
+        for size in 1..=upstream.len() {
+            assert_eq!(
+                relay_in_pieces(upstream, size),
+                "data: {\"a\":1}\n\ndata: [DONE]\n\n",
+                "pieces of {size}"
+            );
+        }
+    }
+
+    #[test]
     fn nothing_after_done_is_relayed() {
         let out = relay_in_pieces(
             b"data: {\"a\":1}\n\ndata: [DONE]\n\ndata: {\"late\":1}\n\n",
