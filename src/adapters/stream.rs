@@ -320,7 +320,8 @@ impl<A: StreamAdapter + Unpin> Stream for Normalized<A> {
                     // upstream still sends (only its body's terminator, from a well-behaved
                     // server) is read in the background so that its connection goes back to
                     // the pool instead of being closed.
-                    let rest = std::mem::replace(&mut this.upstream, Box::pin(futures::stream::empty()));
+                    let rest =
+                        std::mem::replace(&mut this.upstream, Box::pin(futures::stream::empty()));
                     drain_in_background(rest);
                     this.upstream_done = true;
                 }

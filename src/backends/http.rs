@@ -219,7 +219,8 @@ impl HttpUpstream {
         if response.content_length().is_some_and(|n| n > limit as u64) {
             return Err(too_large());
         }
-        let mut chunks = std::pin::pin!(self.timeouts.body(self.name.clone(), response, Pace::Whole));
+        let mut chunks =
+            std::pin::pin!(self.timeouts.body(self.name.clone(), response, Pace::Whole));
         // Most bodies arrive in one read: keep it as is, copy only when a second arrives.
         let mut first: Option<Bytes> = None;
         let mut rest = BytesMut::new();
@@ -277,7 +278,11 @@ impl HttpUpstream {
     }
 }
 
-pub(super) fn map_reqwest_error(backend: &str, err: &reqwest::Error, phase: &'static str) -> GatewayError {
+pub(super) fn map_reqwest_error(
+    backend: &str,
+    err: &reqwest::Error,
+    phase: &'static str,
+) -> GatewayError {
     if err.is_timeout() {
         return GatewayError::UpstreamTimeout {
             backend: backend.to_owned(),

@@ -188,7 +188,10 @@ mod tests {
             ..timeouts()
         };
         let now = Instant::now();
-        assert_eq!(t.headers_deadline(now, false), now + Duration::from_secs(10));
+        assert_eq!(
+            t.headers_deadline(now, false),
+            now + Duration::from_secs(10)
+        );
         assert_eq!(t.headers_deadline(now, true), now + Duration::from_secs(30));
     }
 }

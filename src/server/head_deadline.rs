@@ -141,7 +141,10 @@ mod tests {
         let (mut client, server) = tokio::io::duplex(1024);
         let mut conn = HeadDeadline::new(server, Duration::from_secs(5));
         // A first request, answered: the head ended, so waiting after it is not timed.
-        client.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+        client
+            .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
         read_some(&mut conn).await.unwrap();
         conn.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.unwrap();
         // A second head, trickled and never finished: the read fails once the limit passes.
@@ -155,9 +158,14 @@ mod tests {
     async fn a_finished_head_and_an_interim_answer_leave_the_body_untimed() {
         let (mut client, server) = tokio::io::duplex(1024);
         let mut conn = HeadDeadline::new(server, Duration::from_secs(5));
-        client.write_all(b"POST / HTTP/1.1\nexpect: 100-continue\n\n").await.unwrap();
+        client
+            .write_all(b"POST / HTTP/1.1\nexpect: 100-continue\n\n")
+            .await
+            .unwrap();
         read_some(&mut conn).await.unwrap();
-        conn.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.unwrap();
+        conn.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .await
+            .unwrap();
         // Nothing more for far longer than the limit: still no error, just no data.
         let waited = tokio::time::timeout(Duration::from_secs(60), read_some(&mut conn)).await;
         assert!(waited.is_err(), "the read was still pending: {waited:?}");

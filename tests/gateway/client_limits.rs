@@ -10,7 +10,8 @@ use tokio::net::TcpStream;
 use crate::support::paced_sse::{PacedSse, Seen};
 use crate::support::{openai_routes, spawn_gateway};
 
-const ECHO_ROUTES: &str = "[backends.echo]\nkind = \"echo\"\n[[routes]]\nprefix = \"echo/\"\nbackend = \"echo\"\n";
+const ECHO_ROUTES: &str =
+    "[backends.echo]\nkind = \"echo\"\n[[routes]]\nprefix = \"echo/\"\nbackend = \"echo\"\n";
 
 fn echo_chat() -> Value {
     json!({"model": "echo/x", "messages": [{"role": "user", "content": "hi"}]})
@@ -27,7 +28,10 @@ fn head(length: usize) -> String {
 async fn read_until_closed(socket: &mut TcpStream) -> String {
     let mut out = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut out)).await;
-    assert!(read.is_ok(), "the gateway did not close the connection within 10 s");
+    assert!(
+        read.is_ok(),
+        "the gateway did not close the connection within 10 s"
+    );
     String::from_utf8_lossy(&out).into_owned()
 }
 
@@ -78,7 +82,9 @@ async fn past_max_buffered_body_bytes_a_request_is_a_503_with_retry_after() {
     drop(holder);
     let mut passed = false;
     for _ in 0..100 {
-        let response = gateway.post_json("/v1/chat/completions", &echo_chat()).await;
+        let response = gateway
+            .post_json("/v1/chat/completions", &echo_chat())
+            .await;
         if response.status() == 200 {
             passed = true;
             break;
@@ -103,7 +109,9 @@ async fn past_max_concurrent_requests_a_request_is_a_503_until_a_stream_ends() {
     let stream = gateway.post_json("/v1/chat/completions", &chat).await;
     assert!(matches!(upstream.next_seen().await, Seen::Request(_)));
     // Act + Assert: a second request is refused while it runs...
-    let refused = gateway.post_json("/v1/chat/completions", &echo_chat()).await;
+    let refused = gateway
+        .post_json("/v1/chat/completions", &echo_chat())
+        .await;
     assert_eq!(refused.status(), 503);
     assert_eq!(refused.headers()["retry-after"], "1");
     // ...and admitted once it has ended.
@@ -111,7 +119,12 @@ async fn past_max_concurrent_requests_a_request_is_a_503_until_a_stream_ends() {
     stream.bytes().await.unwrap();
     let mut passed = false;
     for _ in 0..100 {
-        if gateway.post_json("/v1/chat/completions", &echo_chat()).await.status() == 200 {
+        if gateway
+            .post_json("/v1/chat/completions", &echo_chat())
+            .await
+            .status()
+            == 200
+        {
             passed = true;
             break;
         }
@@ -126,7 +139,10 @@ async fn a_second_request_head_left_unfinished_on_a_kept_alive_connection_is_cut
     let gateway = spawn_gateway(&routes).await;
     let mut socket = TcpStream::connect(gateway.addr).await.unwrap();
     // A first request, answered in full on a kept-alive connection.
-    socket.write_all(b"GET /health HTTP/1.1\r\nhost: gw\r\n\r\n").await.unwrap();
+    socket
+        .write_all(b"GET /health HTTP/1.1\r\nhost: gw\r\n\r\n")
+        .await
+        .unwrap();
     let mut answer = Vec::new();
     let mut buf = [0u8; 4096];
     while !answer.ends_with(b"}") {
@@ -139,7 +155,13 @@ async fn a_second_request_head_left_unfinished_on_a_kept_alive_connection_is_cut
     }
     assert!(answer.starts_with(b"HTTP/1.1 200"));
     // The second head starts and never ends: the gateway closes the connection.
-    socket.write_all(b"GET /health HTTP/1.1\r\nhost:").await.unwrap();
+    socket
+        .write_all(b"GET /health HTTP/1.1\r\nhost:")
+        .await
+        .unwrap();
     let rest = read_until_closed(&mut socket).await;
-    assert!(rest.is_empty() || rest.starts_with("HTTP/1.1 408"), "{rest}");
+    assert!(
+        rest.is_empty() || rest.starts_with("HTTP/1.1 408"),
+        "{rest}"
+    );
 }

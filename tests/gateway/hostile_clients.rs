@@ -67,7 +67,10 @@ async fn trickling_connections_declaring_large_bodies_leave_memory_bounded_and_s
         .unwrap();
     let chat = json!({"model": "echo/x", "messages": [{"role": "user", "content": "hi"}]});
     let url = format!("{}/v1/chat/completions", served.base);
-    assert_eq!(client.post(&url).json(&chat).send().await.unwrap().status(), 200);
+    assert_eq!(
+        client.post(&url).json(&chat).send().await.unwrap().status(),
+        200
+    );
     let before = rss_kib(pid);
 
     // Act: the trickling connections, and normal requests among them.
@@ -96,10 +99,16 @@ async fn trickling_connections_declaring_large_bodies_leave_memory_bounded_and_s
             "hostile clients: {CONNECTIONS} connections declaring {DECLARED} bytes: RSS {before} KiB before, {peak} KiB at peak (+{growth} KiB)"
         );
     }
-    assert_eq!(closed, CONNECTIONS, "every trickling connection was closed by the gateway");
+    assert_eq!(
+        closed, CONNECTIONS,
+        "every trickling connection was closed by the gateway"
+    );
     assert!(
         growth < RSS_GROWTH_BOUND_KIB,
         "RSS grew by {growth} KiB (bound {RSS_GROWTH_BOUND_KIB} KiB)"
     );
-    assert_eq!(client.post(&url).json(&chat).send().await.unwrap().status(), 200);
+    assert_eq!(
+        client.post(&url).json(&chat).send().await.unwrap().status(),
+        200
+    );
 }

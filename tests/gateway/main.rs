@@ -8,8 +8,8 @@ mod support;
 
 mod async_openai_client;
 mod chat;
-mod client_limits;
 mod check_cli;
+mod client_limits;
 mod errors;
 mod hostile_clients;
 mod hot_reload;

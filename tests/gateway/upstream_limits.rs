@@ -40,7 +40,10 @@ async fn a_client_that_leaves_before_the_upstream_answers_cancels_the_upstream_r
     let cases = [
         ("/v1/chat/completions", chat(false)),
         ("/v1/chat/completions", chat(true)),
-        ("/v1/responses", json!({"model": "up/gpt-4o", "input": "hi"})),
+        (
+            "/v1/responses",
+            json!({"model": "up/gpt-4o", "input": "hi"}),
+        ),
     ];
     for (path, body) in cases {
         // Arrange: an upstream that never answers, and a timeout far beyond the test's wait.
@@ -61,7 +64,8 @@ async fn a_client_that_leaves_before_the_upstream_answers_cancels_the_upstream_r
 async fn a_non_streamed_body_trickled_past_request_timeout_is_cut_off() {
     // 30 bytes at one per 200 ms: 6 s, against a whole-response limit of 1 s.
     let upstream = RawUpstream::start(|mut socket, _| async move {
-        let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 30\r\n\r\n";
+        let head =
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 30\r\n\r\n";
         let _ = socket.write_all(head.as_bytes()).await;
         for _ in 0..30 {
             if socket.write_all(b" ").await.is_err() {
@@ -73,7 +77,9 @@ async fn a_non_streamed_body_trickled_past_request_timeout_is_cut_off() {
     .await;
     let keys = "request_timeout = \"1s\"";
     let gateway = spawn_gateway(&openai_routes(&upstream.base_url, keys)).await;
-    let response = gateway.post_json("/v1/chat/completions", &chat(false)).await;
+    let response = gateway
+        .post_json("/v1/chat/completions", &chat(false))
+        .await;
     assert_eq!(response.status(), 200);
     // The whole body would arrive after 6 s; the gateway ends the response at 1 s instead, so
     // the client sees a truncated body, not a complete one.
@@ -82,7 +88,8 @@ async fn a_non_streamed_body_trickled_past_request_timeout_is_cut_off() {
 
 #[tokio::test]
 async fn a_stream_whose_first_event_never_comes_ends_with_a_timeout_event() {
-    let upstream = RawUpstream::start(|socket, _| write_then_hold(socket, SSE_HEAD.as_bytes())).await;
+    let upstream =
+        RawUpstream::start(|socket, _| write_then_hold(socket, SSE_HEAD.as_bytes())).await;
     let keys = "first_byte_timeout = \"1s\"\nidle_timeout = \"60s\"";
     let gateway = spawn_gateway(&openai_routes(&upstream.base_url, keys)).await;
     let payloads = sse_payloads(gateway.post_json("/v1/chat/completions", &chat(true)).await).await;
@@ -110,7 +117,8 @@ async fn a_stream_that_stalls_between_events_ends_with_a_timeout_event() {
 
 #[tokio::test]
 async fn the_client_stream_ends_at_done_although_the_upstream_holds_its_body_open() {
-    let events = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n\ndata: [DONE]\n\n";
+    let events =
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n\ndata: [DONE]\n\n";
     let bytes = format!("{SSE_HEAD}{events}");
     let upstream = RawUpstream::start(move |socket, _| {
         let bytes = bytes.clone();
@@ -148,7 +156,10 @@ async fn a_gzip_encoded_stream_reaches_the_client_decoded_and_without_the_encodi
     .await;
     let gateway = spawn_gateway(&openai_routes(&upstream.base_url, "")).await;
     let response = gateway.post_json("/v1/chat/completions", &chat(true)).await;
-    assert!(response.headers().get("content-encoding").is_none(), "{response:?}");
+    assert!(
+        response.headers().get("content-encoding").is_none(),
+        "{response:?}"
+    );
     let payloads = sse_payloads(response).await;
     assert_eq!(stream_text(&payloads), "zipped");
     assert_eq!(payloads.last().map(String::as_str), Some("[DONE]"));
@@ -156,7 +167,9 @@ async fn a_gzip_encoded_stream_reaches_the_client_decoded_and_without_the_encodi
         panic!("no request")
     };
     assert!(
-        request.to_ascii_lowercase().contains("accept-encoding: identity"),
+        request
+            .to_ascii_lowercase()
+            .contains("accept-encoding: identity"),
         "{request}"
     );
 }
