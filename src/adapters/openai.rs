@@ -295,6 +295,25 @@ mod tests {
     }
 
     #[test]
+    fn an_event_that_is_not_utf8_json_ends_the_stream_after_the_events_before_it() {
+        for garbage in [
+            &b"data: not json\n\n"[..],
+            &b"data: {\"a\":\"\xff\"}\n\n"[..],
+        ] {
+            let mut upstream = b"data: {\"a\":1}\n\n".to_vec();
+            upstream.extend_from_slice(garbage);
+            upstream.extend_from_slice(b"data: {\"b\":2}\n\ndata: [DONE]\n\n");
+            for size in 1..=upstream.len() {
+                let out = relay_in_pieces(&upstream, size);
+                let payloads = sse::data_payloads(out.as_bytes());
+                assert_eq!(payloads.len(), 2, "pieces of {size}: {out}");
+                assert_eq!(payloads[0], b"{\"a\":1}");
+                assert!(out.contains("upstream_protocol_error"), "{out}");
+            }
+        }
+    }
+
+    #[test]
     fn nothing_after_done_is_relayed() {
         let out = relay_in_pieces(
             b"data: {\"a\":1}\n\ndata: [DONE]\n\ndata: {\"late\":1}\n\n",

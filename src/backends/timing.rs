@@ -181,6 +181,73 @@ mod tests {
         }
     }
 
+    /// A response whose body sends one byte per second, `n` times.
+    fn trickled(n: usize) -> reqwest::Response {
+        let chunks = futures::stream::unfold(0, move |i| async move {
+            if i == n {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Some((Ok::<_, std::io::Error>(Bytes::from_static(b"x")), i + 1))
+        });
+        reqwest::Response::from(http::Response::new(reqwest::Body::wrap_stream(chunks)))
+    }
+
+    /// The bytes read before the body ended, and how it ended.
+    async fn drain(t: Timeouts, response: reqwest::Response, pace: Pace) -> (usize, String) {
+        let mut body = std::pin::pin!(t.body(Arc::from("b"), response, pace));
+        let mut read = 0;
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(bytes) => read += bytes.len(),
+                Err(err) => return (read, err.to_string()),
+            }
+        }
+        (read, "end".to_owned())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_whole_body_is_cut_off_at_the_total_however_steadily_it_trickles() {
+        let t = Timeouts {
+            total: Duration::from_secs(10),
+            ..timeouts()
+        };
+        let (read, end) = drain(t, trickled(100), Pace::Whole).await;
+        assert!(read < 100, "{read}");
+        assert!(
+            end.contains("timed out waiting for the response body"),
+            "{end}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_has_no_total_but_its_first_read_and_each_gap_are_bounded() {
+        let t = Timeouts {
+            total: Duration::from_secs(10),
+            first_byte: Duration::from_secs(3),
+            idle: Duration::from_secs(2),
+        };
+        // One byte a second for 100 s: far past the total, within every gap.
+        assert_eq!(
+            drain(t, trickled(100), Pace::Stream).await,
+            (100, "end".into())
+        );
+        let slow_start = Timeouts {
+            first_byte: Duration::from_millis(500),
+            ..t
+        };
+        let (read, end) = drain(slow_start, trickled(100), Pace::Stream).await;
+        assert_eq!(read, 0);
+        assert!(end.contains("the first event"), "{end}");
+        let stalls = Timeouts {
+            idle: Duration::from_millis(500),
+            ..t
+        };
+        let (read, end) = drain(stalls, trickled(100), Pace::Stream).await;
+        assert_eq!(read, 1);
+        assert!(end.contains("the next part of the body"), "{end}");
+    }
+
     #[test]
     fn headers_of_a_whole_answer_are_bounded_by_the_total_too() {
         let t = Timeouts {

@@ -556,6 +556,32 @@ strip_prefix = false
     }
 
     #[test]
+    fn limits_and_timeouts_have_defaults_and_refuse_nonsense_at_their_position() {
+        let config = validate(GOOD, "routes.toml", &env).unwrap();
+        assert_eq!(config.server.max_buffered_body_bytes, 256 * 1024 * 1024);
+        assert_eq!(config.server.max_concurrent_requests, 4096);
+        assert_eq!(config.server.request_body_timeout, Duration::from_secs(60));
+        let BackendSettings::OpenAI(http) = &config.backends[1].settings else {
+            panic!()
+        };
+        assert_eq!(http.first_byte_timeout, Duration::from_secs(600));
+        assert_eq!(http.idle_timeout, Duration::from_secs(120));
+        let src = "[server]\nmax_concurrent_requests = 0\nrequest_head_timeout = \"0s\"\n\
+                   [backends.e]\nkind = \"echo\"\nidle_timeout = \"1s\"\n\
+                   [[routes]]\nprefix = \"\"\nbackend = \"e\"\n";
+        let errs = errors(src);
+        assert_eq!(
+            errs,
+            [
+                "routes.toml:2:27: `max_concurrent_requests` must be a positive number",
+                "routes.toml:3:24: `request_head_timeout` must be longer than zero",
+                "routes.toml:6:16: `idle_timeout` does not apply to kind `echo`",
+            ],
+            "{errs:#?}"
+        );
+    }
+
+    #[test]
     fn unknown_keys_and_syntax_errors_have_positions() {
         let errs = errors("[backends.e]\nkind = \"echo\"\nbase_ulr = \"x\"\n");
         assert_eq!(errs.len(), 1);
