@@ -2,8 +2,8 @@
 //! the backend serving that model.
 //!
 //! # Request flow (`POST /v1/chat/completions`)
-//! 1. **Middleware**: `limits::admit` (at most `max_concurrent_requests` in progress, else a
-//!    503), then `telemetry::request_span` (request id → tracing span).
+//! 1. **Middleware**: `telemetry::request_span` (request id → tracing span), then
+//!    `limits::admit` (at most `max_concurrent_requests` in progress, else a 503).
 //! 2. **Read the body** (`routes::body`) under `[server] max_body_bytes` (413),
 //!    `request_body_timeout` (408) and the gateway-wide `max_buffered_body_bytes` (503).
 //! 3. **Snapshot the table**: `state.routes.load_full()`; the whole request, its stream

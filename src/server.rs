@@ -80,9 +80,9 @@ pub fn start(listener: TcpListener, state: AppState) -> std::io::Result<Server> 
             let app = App::new()
                 .app_data(data.clone())
                 .app_data(limits.clone())
-                .wrap(from_fn(telemetry::request_span))
-                // Outermost: a refused request costs no span and no handler.
-                .wrap(from_fn(limits::admit));
+                // Inside the request span, so a refused request has its id and log line too.
+                .wrap(from_fn(limits::admit))
+                .wrap(from_fn(telemetry::request_span));
             let signal = shutdown_signal.clone();
             let http = HttpService::build()
                 // Idle keep-alive connections are closed at once on a graceful shutdown.
@@ -103,18 +103,22 @@ pub fn start(listener: TcpListener, state: AppState) -> std::io::Result<Server> 
                     AppConfig::default()
                 }));
             let head_limit = config.request_head_timeout;
-            fn_service(move |io: TcpStream| async move {
-                // Streams are many small writes: without TCP_NODELAY, Nagle holds each one
-                // until the client's delayed ACK (40 ms on Linux) once a keep-alive connection
-                // leaves quick-ACK mode.
-                let _ = io.set_nodelay(true);
-                let peer = io.peer_addr().ok();
-                Ok::<_, DispatchError>((HeadDeadline::new(io, head_limit), Protocol::Http1, peer))
-            })
-            .and_then(http)
+            fn_service(move |io| accept(io, head_limit)).and_then(http)
         })?
         .run();
     Ok(server)
+}
+
+/// An accepted connection, ready for actix-http: HTTP/1, with a deadline on each request head.
+async fn accept(
+    io: TcpStream,
+    head_limit: Duration,
+) -> Result<(HeadDeadline<TcpStream>, Protocol, Option<SocketAddr>), DispatchError> {
+    // Streams are many small writes: without TCP_NODELAY, Nagle holds each one until the
+    // client's delayed ACK (40 ms on Linux) once a keep-alive connection leaves quick-ACK mode.
+    let _ = io.set_nodelay(true);
+    let peer = io.peer_addr().ok();
+    Ok((HeadDeadline::new(io, head_limit), Protocol::Http1, peer))
 }
 
 /// `switchyard serve`: load, bind, serve until a signal.

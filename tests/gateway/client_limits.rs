@@ -114,6 +114,9 @@ async fn past_max_concurrent_requests_a_request_is_a_503_until_a_stream_ends() {
         .await;
     assert_eq!(refused.status(), 503);
     assert_eq!(refused.headers()["retry-after"], "1");
+    assert!(refused.headers().contains_key("x-request-id"));
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "overloaded");
     // ...and admitted once it has ended.
     upstream.release_all(2).await;
     stream.bytes().await.unwrap();
