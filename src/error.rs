@@ -38,6 +38,21 @@ pub enum GatewayError {
         /// The configured limit.
         limit: usize,
     },
+    /// The client did not send its request (head or body) within the configured time.
+    #[error("the request {phase} did not arrive within {limit_secs} s")]
+    RequestTimeout {
+        /// `body`.
+        phase: &'static str,
+        /// The configured limit, in whole seconds (at least 1 shown).
+        limit_secs: u64,
+    },
+    /// A gateway-wide limit is reached (`max_concurrent_requests`, `max_buffered_body_bytes`):
+    /// the request is refused at once, to be retried later.
+    #[error("the gateway is at its limit of {limit}; retry later")]
+    Overloaded {
+        /// Which limit, as the routes.toml key names it.
+        limit: &'static str,
+    },
     /// No handler for this method and path.
     #[error("invalid URL ({method} {path})")]
     UnknownUrl {
@@ -161,6 +176,15 @@ impl GatewayError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 ErrorBody::new(self.to_string(), invalid, None, Some("request_too_large")),
             ),
+            RequestTimeout { .. } => (
+                StatusCode::REQUEST_TIMEOUT,
+                ErrorBody::new(self.to_string(), invalid, None, Some("request_timeout")),
+            ),
+            // 503 with `retry-after`: a temporary state of the gateway, which the SDKs retry.
+            Overloaded { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorBody::new(self.to_string(), "api_error", None, Some("overloaded")),
+            ),
             UnknownUrl { .. } => (
                 StatusCode::NOT_FOUND,
                 ErrorBody::new(self.to_string(), invalid, None, Some("unknown_url")),
@@ -247,6 +271,7 @@ impl GatewayError {
                 | InvalidField { .. }
                 | ModelNotFound { .. }
                 | BodyTooLarge { .. }
+                | RequestTimeout { .. }
                 | UnknownUrl { .. }
                 | UnsafePath { .. }
                 | UnsupportedEndpoint { .. }
@@ -297,7 +322,19 @@ impl ResponseError for GatewayError {
             return response.body(body.clone());
         }
         let (status, body) = self.to_openai();
-        HttpResponse::build(status)
+        let mut response = HttpResponse::build(status);
+        match self {
+            GatewayError::Overloaded { .. } => {
+                response.insert_header((header::RETRY_AFTER, "1"));
+            }
+            // The rest of a body that did not arrive in time is not worth waiting for: the
+            // connection is closed after this answer.
+            GatewayError::RequestTimeout { .. } => {
+                response.force_close();
+            }
+            _ => {}
+        }
+        response
             .insert_header((header::CONTENT_TYPE, "application/json"))
             .body(body.to_bytes())
     }
@@ -338,6 +375,23 @@ mod tests {
                 413,
                 "invalid_request_error",
                 Some("request_too_large"),
+            ),
+            (
+                GatewayError::RequestTimeout {
+                    phase: "body",
+                    limit_secs: 1,
+                },
+                408,
+                "invalid_request_error",
+                Some("request_timeout"),
+            ),
+            (
+                GatewayError::Overloaded {
+                    limit: "max_concurrent_requests",
+                },
+                503,
+                "api_error",
+                Some("overloaded"),
             ),
             (
                 GatewayError::UnknownUrl {

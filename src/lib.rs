@@ -2,8 +2,10 @@
 //! the backend serving that model.
 //!
 //! # Request flow (`POST /v1/chat/completions`)
-//! 1. **Middleware** (`telemetry::request_span`): request id → tracing span.
-//! 2. **Read the body** (`routes::body`) under `[server] max_body_bytes`; over it is a 413.
+//! 1. **Middleware**: `telemetry::request_span` (request id → tracing span), then
+//!    `limits::admit` (at most `max_concurrent_requests` in progress, else a 503).
+//! 2. **Read the body** (`routes::body`) under `[server] max_body_bytes` (413),
+//!    `request_body_timeout` (408) and the gateway-wide `max_buffered_body_bytes` (503).
 //! 3. **Snapshot the table**: `state.routes.load_full()`; the whole request, its stream
 //!    included, keeps that table even if a reload swaps in another.
 //! 4. **Parse** into `schema::ChatCompletionRequest` with the path of a bad field (400 names it
@@ -31,6 +33,7 @@ pub mod backends;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod limits;
 pub mod openapi;
 pub mod routes;
 pub mod routing;

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::limits::Limits;
 use crate::routing::RouteTable;
 use crate::routing::reload::ReloadStatus;
 
@@ -15,12 +16,15 @@ pub struct AppState {
     pub routes: Arc<ArcSwap<RouteTable>>,
     /// Which file version is in force and how reloads went.
     pub reload: Arc<ReloadStatus>,
+    /// Gateway-wide budgets (requests in progress, request-body bytes), fixed at start.
+    pub limits: Limits,
 }
 
 impl AppState {
     /// State serving `table`, loaded as described by `reload`.
     pub fn new(table: RouteTable, reload: ReloadStatus) -> Self {
         AppState {
+            limits: Limits::new(&table.server),
             routes: Arc::new(ArcSwap::from_pointee(table)),
             reload: Arc::new(reload),
         }

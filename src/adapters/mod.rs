@@ -10,6 +10,8 @@
 
 pub mod chunk;
 pub mod echo;
+#[cfg(test)]
+mod framing_props;
 pub mod ndjson;
 pub mod ollama;
 pub mod openai;

@@ -74,7 +74,9 @@ impl StreamAdapter for OpenAIRelay {
 
     fn on_frames(&mut self, frames: Bytes, out: &mut Emitter) -> Result<Flow, GatewayError> {
         match scan_canonical(&frames) {
-            Some(ends_with_done) => {
+            // A read with a payload that does not parse goes the slow way, which relays the
+            // events before it and then fails on it.
+            Some(ends_with_done) if canonical_payloads_parse(&frames) => {
                 out.pass(frames);
                 Ok(if ends_with_done {
                     Flow::End
@@ -82,7 +84,7 @@ impl StreamAdapter for OpenAIRelay {
                     Flow::Continue
                 })
             }
-            None => {
+            _ => {
                 for event in sse::events(&frames) {
                     let flow = self.on_frame(event, out)?;
                     if flow != Flow::Continue {
@@ -115,6 +117,12 @@ impl StreamAdapter for OpenAIRelay {
             return self.upstream_error(&data, out);
         }
         if !data.trim_ascii().is_empty() {
+            if !payload_parses(&data) {
+                return Err(GatewayError::UpstreamProtocol {
+                    backend: self.backend.clone(),
+                    message: "a stream event's data is not UTF-8 JSON".to_owned(),
+                });
+            }
             write_data_event(out, &data);
         }
         Ok(Flow::Continue)
@@ -144,6 +152,11 @@ fn scan_canonical(frames: &[u8]) -> Option<bool> {
         let line = &frames[start..newline];
         start = newline + 1;
         if line.is_empty() {
+            // An empty event (a blank line after a blank line, or first) is dropped by the
+            // slow path; relaying it here would make the output depend on how reads split.
+            if previous_blank {
+                return None;
+            }
             previous_blank = true;
             continue;
         }
@@ -155,6 +168,22 @@ fn scan_canonical(frames: &[u8]) -> Option<bool> {
         done = line == b"data: [DONE]";
     }
     Some(done)
+}
+
+/// Whether every `data: ` payload of canonical `frames` (one per event, see `scan_canonical`)
+/// is JSON or the closing `[DONE]`.
+fn canonical_payloads_parse(frames: &[u8]) -> bool {
+    frames
+        .split(|&b| b == b'\n')
+        .filter_map(|line| line.strip_prefix(b"data: "))
+        .all(|data| data == b"[DONE]" || payload_parses(data))
+}
+
+/// Whether an event's data is UTF-8 JSON: a chunk that does not parse would reach the client
+/// as if fine, and its SDK would fail on it or, worse, skip it.
+fn payload_parses(data: &[u8]) -> bool {
+    std::str::from_utf8(data)
+        .is_ok_and(|text| serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok())
 }
 
 /// Whether a data payload is `{"error": <non-null>, ...}`.
@@ -248,6 +277,39 @@ mod tests {
                 expected,
                 "pieces of {size}"
             );
+        }
+    }
+
+    #[test]
+    fn blank_lines_between_events_are_dropped_however_reads_split() {
+        // Found by the property tests: a read of only blank lines took the zero-copy path and
+        // was relayed, while the same bytes inside a larger read were dropped.
+        let upstream = b"\n\ndata: {\"a\":1}\n\n\n\ndata: [DONE]\n\n";
+        for size in 1..=upstream.len() {
+            assert_eq!(
+                relay_in_pieces(upstream, size),
+                "data: {\"a\":1}\n\ndata: [DONE]\n\n",
+                "pieces of {size}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_event_that_is_not_utf8_json_ends_the_stream_after_the_events_before_it() {
+        for garbage in [
+            &b"data: not json\n\n"[..],
+            &b"data: {\"a\":\"\xff\"}\n\n"[..],
+        ] {
+            let mut upstream = b"data: {\"a\":1}\n\n".to_vec();
+            upstream.extend_from_slice(garbage);
+            upstream.extend_from_slice(b"data: {\"b\":2}\n\ndata: [DONE]\n\n");
+            for size in 1..=upstream.len() {
+                let out = relay_in_pieces(&upstream, size);
+                let payloads = sse::data_payloads(out.as_bytes());
+                assert_eq!(payloads.len(), 2, "pieces of {size}: {out}");
+                assert_eq!(payloads[0], b"{\"a\":1}");
+                assert!(out.contains("upstream_protocol_error"), "{out}");
+            }
         }
     }
 

@@ -13,7 +13,8 @@
 //!
 //! `normalize` wraps a `Normalizer` around an upstream `ByteStream`; it adds no task and no
 //! buffer: each client poll pulls one upstream read through. After a failure it drops the
-//! upstream at once; after `[DONE]` it reads the body to its end so the connection is reused.
+//! upstream at once; at `[DONE]` it ends the client's stream and reads the rest of the upstream
+//! body in the background (bounded: 5 s, 64 KiB) so the connection is reused.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -321,23 +322,17 @@ impl<A: StreamAdapter + Unpin> Stream for Normalized<A> {
         let this = &mut *self;
         loop {
             if this.inner.is_closed() {
-                if this.upstream_done {
-                    return Poll::Ready(None);
+                if !this.upstream_done {
+                    // The client's answer is complete at `[DONE]`: end it now. What the
+                    // upstream still sends (only its body's terminator, from a well-behaved
+                    // server) is read in the background so that its connection goes back to
+                    // the pool instead of being closed.
+                    let rest =
+                        std::mem::replace(&mut this.upstream, Box::pin(futures::stream::empty()));
+                    drain_in_background(rest);
+                    this.upstream_done = true;
                 }
-                // The stream ended (`[DONE]`) before the upstream body did: read the rest, which
-                // is only the body's terminator from a well-behaved server, so that the
-                // connection goes back to the pool instead of being closed (a new TLS handshake
-                // per request otherwise). Anything else is discarded: nothing follows [DONE].
-                // NOTE: an upstream that never ends its body after [DONE] holds the response
-                // open until `request_timeout` between reads, as before this layer existed.
-                match this.upstream.poll_next_unpin(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Some(Ok(_))) => continue,
-                    Poll::Ready(Some(Err(_)) | None) => {
-                        this.upstream_done = true;
-                        return Poll::Ready(None);
-                    }
-                }
+                return Poll::Ready(None);
             }
             let out = match this.upstream.poll_next_unpin(cx) {
                 Poll::Pending => return Poll::Pending,
@@ -356,6 +351,31 @@ impl<A: StreamAdapter + Unpin> Stream for Normalized<A> {
             }
         }
     }
+}
+
+/// How long, and how many bytes, the rest of an upstream body is read after `[DONE]`.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+const DRAIN_BYTES: usize = 64 * 1024;
+
+/// Reads and discards the rest of `upstream`, bounded in time and bytes, off the client's
+/// response; then drops it (which closes the connection if the body had not ended).
+fn drain_in_background(mut upstream: ByteStream) {
+    // Outside a runtime (a synchronous caller) there is nothing to drain on: drop it.
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let drain = async {
+            let mut read = 0;
+            while let Some(Ok(chunk)) = upstream.next().await {
+                read += chunk.len();
+                if read > DRAIN_BYTES {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+    });
 }
 
 #[cfg(test)]
@@ -478,14 +498,50 @@ mod tests {
                 pulled.load(Ordering::SeqCst),
             )
         }
-        // The terminator (here: one more read) is consumed, and what it carries is not relayed.
-        let (out, pulled) = relay(vec![b"a\nstop\n", b"junk\n"]).await;
+        // The terminator (here: one more read) is consumed in the background, and what it
+        // carries is not relayed.
+        let (out, _) = relay(vec![b"a\nstop\n", b"junk\n"]).await;
         assert_eq!(out, "data: A\n\ndata: [DONE]\n\n");
-        assert_eq!(pulled, 2);
         // After a failure nothing more is pulled.
         let (out, pulled) = relay(vec![b"a\nbad\n", b"more\n", b"stop\n"]).await;
         assert!(out.contains("bad line") && !out.contains("MORE"), "{out}");
         assert_eq!(pulled, 1);
+    }
+
+    #[tokio::test]
+    async fn the_client_stream_ends_at_done_while_the_upstream_body_is_drained_apart() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        // An upstream that sends [DONE], then its terminator only much later (here: never
+        // unless drained), like a server holding the connection open.
+        let drained = Arc::new(AtomicBool::new(false));
+        let flag = drained.clone();
+        let upstream: ByteStream = Box::pin(
+            futures::stream::iter([Ok(Bytes::from_static(b"a\nstop\n"))]).chain(
+                futures::stream::once(async move {
+                    flag.store(true, Ordering::SeqCst);
+                    Ok(Bytes::from_static(b"tail\n"))
+                })
+                .chain(futures::stream::pending()),
+            ),
+        );
+        // Bounded: before the fix this waited for the upstream to end.
+        let out: Vec<u8> = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            normalize(upstream, Upper, "b")
+                .map(|r| r.unwrap().to_vec())
+                .concat(),
+        )
+        .await
+        .expect("the client's stream ended at [DONE]");
+        assert_eq!(out, b"data: A\n\ndata: [DONE]\n\n");
+        for _ in 0..1000 {
+            if drained.load(Ordering::SeqCst) {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("the rest of the upstream body was not read after [DONE]");
     }
 
     #[test]

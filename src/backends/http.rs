@@ -10,9 +10,10 @@ use actix_web::http::header::{
 };
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{ACCEPT_ENCODING, AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use secrecy::ExposeSecret;
 
+use super::timing::{Pace, Timeouts};
 use super::{ByteStream, upstream_path};
 use crate::config::HttpSettings;
 use crate::error::GatewayError;
@@ -99,7 +100,7 @@ pub struct HttpUpstream {
     base_path: String,
     api_key: Option<HeaderValue>,
     headers: Vec<(HeaderName, HeaderValue)>,
-    request_timeout: Duration,
+    timeouts: Timeouts,
 }
 
 impl HttpUpstream {
@@ -107,8 +108,6 @@ impl HttpUpstream {
     pub fn new(name: &str, settings: &HttpSettings) -> Result<Self, String> {
         let client = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
-            // Between two reads of a body: a stalled stream fails instead of hanging forever.
-            .read_timeout(settings.request_timeout)
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_nodelay(true)
             .redirect(reqwest::redirect::Policy::none())
@@ -142,7 +141,7 @@ impl HttpUpstream {
             base_path: settings.base_url.path().trim_end_matches('/').to_owned(),
             api_key,
             headers,
-            request_timeout: settings.request_timeout,
+            timeouts: Timeouts::new(settings),
         })
     }
 
@@ -151,21 +150,28 @@ impl HttpUpstream {
         &self.name
     }
 
-    /// Sends a request and waits for the response headers (bounded by `request_timeout`).
+    /// Sends a request and waits for the response headers, within `first_byte_timeout` (and,
+    /// unless a stream was asked for, within `request_timeout`).
     pub async fn send(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Bytes,
         client_headers: &ActixHeaders,
+        stream: bool,
     ) -> Result<reqwest::Response, GatewayError> {
         let request = self
             .client
             .request(method, self.url(path)?)
             .headers(self.upstream_headers(client_headers))
             .body(body);
-        match tokio::time::timeout(self.request_timeout, request.send()).await {
-            Ok(Ok(response)) => Ok(response),
+        let started = tokio::time::Instant::now();
+        let deadline = self.timeouts.headers_deadline(started, stream);
+        match tokio::time::timeout_at(deadline, request.send()).await {
+            Ok(Ok(mut response)) => {
+                Timeouts::mark_started(&mut response, started);
+                Ok(response)
+            }
             Ok(Err(err)) => Err(self.map_error(&err, "response headers")),
             Err(_) => Err(self.timeout("response headers")),
         }
@@ -214,6 +220,9 @@ impl HttpUpstream {
                 out.append(name, value);
             }
         }
+        // The gateway frames streams itself, so it asks for the bytes as they are (and decodes
+        // gzip from an upstream that compresses anyway).
+        out.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
         if let Some(key) = &self.api_key {
             out.insert(AUTHORIZATION, key.clone());
         }
@@ -224,8 +233,8 @@ impl HttpUpstream {
     }
 
     /// Reads a whole response body that the gateway must hold (to convert or to parse it),
-    /// bounded in time by `request_timeout` and in size by `limit`: an upstream that sends more
-    /// is a protocol error, not a reason to grow memory without bound.
+    /// bounded in time like any non-streamed body and in size by `limit`: an upstream that
+    /// sends more is a protocol error, not a reason to grow memory without bound.
     pub async fn read_body(
         &self,
         response: reqwest::Response,
@@ -238,45 +247,37 @@ impl HttpUpstream {
         if response.content_length().is_some_and(|n| n > limit as u64) {
             return Err(too_large());
         }
-        let read = async {
-            let mut chunks = response.bytes_stream();
-            // Most bodies arrive in one read: keep it as is, copy only when a second arrives.
-            let mut first: Option<Bytes> = None;
-            let mut rest = BytesMut::new();
-            while let Some(chunk) = chunks.next().await {
-                let chunk = chunk.map_err(|err| self.map_error(&err, "response body"))?;
-                let held = first.as_ref().map_or(0, Bytes::len) + rest.len();
-                if held + chunk.len() > limit {
-                    return Err(too_large());
-                }
-                match &first {
-                    None => first = Some(chunk),
-                    Some(f) => {
-                        if rest.is_empty() {
-                            rest.extend_from_slice(f);
-                        }
-                        rest.extend_from_slice(&chunk);
+        let mut chunks =
+            std::pin::pin!(self.timeouts.body(self.name.clone(), response, Pace::Whole));
+        // Most bodies arrive in one read: keep it as is, copy only when a second arrives.
+        let mut first: Option<Bytes> = None;
+        let mut rest = BytesMut::new();
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk?;
+            let held = first.as_ref().map_or(0, Bytes::len) + rest.len();
+            if held + chunk.len() > limit {
+                return Err(too_large());
+            }
+            match &first {
+                None => first = Some(chunk),
+                Some(f) => {
+                    if rest.is_empty() {
+                        rest.extend_from_slice(f);
                     }
+                    rest.extend_from_slice(&chunk);
                 }
             }
-            Ok(if rest.is_empty() {
-                first.unwrap_or_default()
-            } else {
-                rest.freeze()
-            })
-        };
-        match tokio::time::timeout(self.request_timeout, read).await {
-            Ok(result) => result,
-            Err(_) => Err(self.timeout("response body")),
         }
+        Ok(if rest.is_empty() {
+            first.unwrap_or_default()
+        } else {
+            rest.freeze()
+        })
     }
 
-    /// The response body as a stream of chunks, errors mapped.
-    pub fn body_stream(&self, response: reqwest::Response) -> ByteStream {
-        let name = self.name.clone();
-        Box::pin(response.bytes_stream().map(move |chunk| {
-            chunk.map_err(|err| map_reqwest_error(&name, &err, "the next part of the body"))
-        }))
+    /// The response body as a stream of chunks, its reads bounded as `pace` says.
+    pub fn body_stream(&self, response: reqwest::Response, pace: Pace) -> ByteStream {
+        Box::pin(self.timeouts.body(self.name.clone(), response, pace))
     }
 
     /// A non-2xx response turned into a verbatim pass-through error.
@@ -305,7 +306,11 @@ impl HttpUpstream {
     }
 }
 
-fn map_reqwest_error(backend: &str, err: &reqwest::Error, phase: &'static str) -> GatewayError {
+pub(super) fn map_reqwest_error(
+    backend: &str,
+    err: &reqwest::Error,
+    phase: &'static str,
+) -> GatewayError {
     if err.is_timeout() {
         return GatewayError::UpstreamTimeout {
             backend: backend.to_owned(),
@@ -354,6 +359,16 @@ pub fn method_of(method: &actix_web::http::Method) -> reqwest::Method {
     reqwest::Method::from_bytes(method.as_str().as_bytes()).unwrap_or(reqwest::Method::POST)
 }
 
+/// How a body that is relayed untouched is paced: an event stream is a stream, whatever the
+/// request asked for.
+pub fn pace_of(response: &reqwest::Response) -> Pace {
+    if is_event_stream(response) {
+        Pace::Stream
+    } else {
+        Pace::Whole
+    }
+}
+
 /// Whether a response is a server-sent event stream.
 pub fn is_event_stream(response: &reqwest::Response) -> bool {
     response
@@ -375,6 +390,8 @@ mod tests {
             headers: Vec::new(),
             connect_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(1),
+            first_byte_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
             responses: Default::default(),
         };
         HttpUpstream::new("t", &settings).unwrap()

@@ -9,6 +9,7 @@ use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use bytes::Bytes;
 
 use super::http::{self, HttpUpstream};
+use super::timing::Pace;
 use super::{
     Backend, DiscoveredModel, Endpoint, ParsedRequest, ReplyBody, UpstreamCall, UpstreamReply,
 };
@@ -40,14 +41,16 @@ impl OllamaBackend {
     ) -> Result<UpstreamReply, GatewayError> {
         let model = upstream_model(call, &request.model);
         let body = ollama::chat_request(request, &model, call.stream)?;
-        let response = self.post("/api/chat", body, call.client_headers).await?;
+        let response = self
+            .post("/api/chat", body, call.client_headers, call.stream)
+            .await?;
         let status = http::status_of(&response);
         let headers = json_headers(response.headers());
         let body = if call.stream {
             let adapter =
                 ChatStream::new(call.client_model, request.include_usage(), self.http.name());
             ReplyBody::EventStream(normalize(
-                self.http.body_stream(response),
+                self.http.body_stream(response, Pace::Stream),
                 adapter,
                 self.http.name(),
             ))
@@ -74,7 +77,7 @@ impl OllamaBackend {
         let model = upstream_model(call, &request.model);
         let body = ollama::generate_request(request, &model, call.stream)?;
         let response = self
-            .post("/api/generate", body, call.client_headers)
+            .post("/api/generate", body, call.client_headers, call.stream)
             .await?;
         let status = http::status_of(&response);
         let headers = json_headers(response.headers());
@@ -82,7 +85,7 @@ impl OllamaBackend {
             let adapter =
                 GenerateStream::new(call.client_model, request.include_usage(), self.http.name());
             ReplyBody::EventStream(normalize(
-                self.http.body_stream(response),
+                self.http.body_stream(response, Pace::Stream),
                 adapter,
                 self.http.name(),
             ))
@@ -108,7 +111,9 @@ impl OllamaBackend {
     ) -> Result<UpstreamReply, GatewayError> {
         let model = upstream_model(call, &request.model);
         let body = ollama::embed_request(request, &model)?;
-        let response = self.post("/api/embed", body, call.client_headers).await?;
+        let response = self
+            .post("/api/embed", body, call.client_headers, false)
+            .await?;
         let status = http::status_of(&response);
         let headers = json_headers(response.headers());
         let body = self.http.read_body(response, http::MAX_HELD_BODY).await?;
@@ -132,6 +137,7 @@ impl OllamaBackend {
         path: &str,
         body: Bytes,
         client_headers: &HeaderMap,
+        stream: bool,
     ) -> Result<reqwest::Response, GatewayError> {
         // The body is the gateway's own JSON, whatever the client's request looked like.
         let mut headers = client_headers.clone();
@@ -141,7 +147,7 @@ impl OllamaBackend {
         );
         let response = self
             .http
-            .send(reqwest::Method::POST, path, body, &headers)
+            .send(reqwest::Method::POST, path, body, &headers, stream)
             .await?;
         if response.status().is_success() {
             Ok(response)
@@ -177,6 +183,9 @@ fn upstream_model(call: &UpstreamCall<'_>, fallback: &str) -> String {
 /// The upstream's response headers, with the content type of the gateway's JSON answer.
 fn json_headers(upstream: &reqwest::header::HeaderMap) -> HeaderMap {
     let mut headers = http::response_headers(upstream);
+    // The body is the gateway's own: the upstream's encoding and length describe other bytes.
+    headers.remove(header::CONTENT_ENCODING);
+    headers.remove(header::CONTENT_LENGTH);
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -211,6 +220,7 @@ impl Backend for OllamaBackend {
                 "/api/tags",
                 Bytes::new(),
                 &HeaderMap::new(),
+                false,
             )
             .await?;
         if !response.status().is_success() {

@@ -6,6 +6,7 @@
 use serde::Deserialize;
 
 use super::http::{self, HttpUpstream};
+use super::timing::Pace;
 use super::{Backend, DiscoveredModel, Endpoint, ReplyBody, UpstreamCall, UpstreamReply};
 use crate::adapters::openai::relay_events;
 use crate::config::{HttpSettings, ResponsesMode};
@@ -43,7 +44,13 @@ impl Backend for OpenAIBackend {
         };
         let response = self
             .http
-            .send(method, call.endpoint.path(), call.body, call.client_headers)
+            .send(
+                method,
+                call.endpoint.path(),
+                call.body,
+                call.client_headers,
+                call.stream,
+            )
             .await?;
         if !response.status().is_success() {
             return Err(self.http.status_error(response).await);
@@ -52,13 +59,14 @@ impl Backend for OpenAIBackend {
         let headers = http::response_headers(response.headers());
         let body = if call.stream && http::is_event_stream(&response) {
             ReplyBody::EventStream(relay_events(
-                self.http.body_stream(response),
+                self.http.body_stream(response, Pace::Stream),
                 self.http.name(),
             ))
         } else {
             // Nothing to convert: relay the body as it arrives, neither held nor copied.
             let length = response.content_length();
-            ReplyBody::Raw(self.http.body_stream(response), length)
+            let pace = http::pace_of(&response);
+            ReplyBody::Raw(self.http.body_stream(response, pace), length)
         };
         Ok(UpstreamReply {
             status,
@@ -95,6 +103,7 @@ pub(super) async fn list_openai_models(
             "/models",
             bytes::Bytes::new(),
             &no_headers,
+            false,
         )
         .await?;
     if !response.status().is_success() {

@@ -32,15 +32,22 @@ impl Backend for ProxyBackend {
         };
         let response = self
             .http
-            .send(method, call.endpoint.path(), call.body, call.client_headers)
+            .send(
+                method,
+                call.endpoint.path(),
+                call.body,
+                call.client_headers,
+                false,
+            )
             .await?;
         let status = http::status_of(&response);
         let headers = http::response_headers(response.headers());
         let length = response.content_length();
+        let pace = http::pace_of(&response);
         Ok(UpstreamReply {
             status,
             headers,
-            body: ReplyBody::Raw(self.http.body_stream(response), length),
+            body: ReplyBody::Raw(self.http.body_stream(response, pace), length),
         })
     }
 

@@ -47,6 +47,16 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// HTTP worker threads; `None` is one per core.
     pub workers: Option<usize>,
+    /// Bytes of request bodies held at once, across all connections.
+    pub max_buffered_body_bytes: usize,
+    /// Open client connections, across all workers.
+    pub max_connections: usize,
+    /// Requests in progress at once, streams included.
+    pub max_concurrent_requests: usize,
+    /// Time allowed for a request's head, on every request of a connection.
+    pub request_head_timeout: Duration,
+    /// Time allowed for a request's whole body.
+    pub request_body_timeout: Duration,
 }
 
 /// One `[backends.<name>]`.
@@ -104,8 +114,12 @@ pub struct HttpSettings {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Connect timeout.
     pub connect_timeout: Duration,
-    /// Time allowed for response headers and between body reads.
+    /// Time allowed for a whole non-streamed response (headers and body).
     pub request_timeout: Duration,
+    /// Time allowed until the response headers, and for a stream until its first read.
+    pub first_byte_timeout: Duration,
+    /// Time allowed between two reads of a response body.
+    pub idle_timeout: Duration,
     /// `kind = "openai"`: how `/v1/responses` is served (`Native` for the other kinds).
     pub responses: ResponsesMode,
 }
@@ -130,6 +144,8 @@ impl PartialEq for HttpSettings {
             && self.headers == other.headers
             && self.connect_timeout == other.connect_timeout
             && self.request_timeout == other.request_timeout
+            && self.first_byte_timeout == other.first_byte_timeout
+            && self.idle_timeout == other.idle_timeout
             && self.responses == other.responses
     }
 }

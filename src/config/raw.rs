@@ -88,6 +88,26 @@ pub struct RawServer {
     /// HTTP worker threads (default: one per core).
     #[schemars(with = "Option<u16>", range(min = 1, max = 1024))]
     pub workers: Option<Spanned<i64>>,
+    /// Bytes of request bodies held at once, across all connections (default 268435456,
+    /// 256 MiB); past it a request is a 503 `overloaded` with `retry-after`.
+    #[schemars(with = "Option<u64>", range(min = 1))]
+    pub max_buffered_body_bytes: Option<Spanned<i64>>,
+    /// Open client connections, across all workers (default 10000); past it new connections
+    /// wait in the listen backlog.
+    #[schemars(with = "Option<u64>", range(min = 1))]
+    pub max_connections: Option<Spanned<i64>>,
+    /// Requests in progress at once, a stream counting until it ends (default 4096); past it a
+    /// request is a 503 `overloaded` with `retry-after`.
+    #[schemars(with = "Option<u64>", range(min = 1))]
+    pub max_concurrent_requests: Option<Spanned<i64>>,
+    /// Time allowed for a request's head, on every request of a connection (default `"10s"`);
+    /// exceeded, the connection is closed.
+    #[schemars(with = "Option<String>", pattern(DURATION_PATTERN))]
+    pub request_head_timeout: Option<Spanned<String>>,
+    /// Time allowed for a request's whole body (default `"60s"`); exceeded is a 408
+    /// `request_timeout` and the connection is closed.
+    #[schemars(with = "Option<String>", pattern(DURATION_PATTERN))]
+    pub request_body_timeout: Option<Spanned<String>>,
 }
 
 /// `[backends.<name>]`: the union of every kind's keys; `validate` checks which apply.
@@ -116,11 +136,19 @@ pub struct RawBackend {
     /// Kinds openai, ollama, proxy. TCP/TLS connect timeout (default `"5s"`); exceeded is a 504.
     #[schemars(with = "Option<String>", pattern(DURATION_PATTERN))]
     pub connect_timeout: Option<Spanned<String>>,
-    /// Kinds openai, ollama, proxy. Time allowed for the response headers, for a whole
-    /// non-streamed body, and between two reads of a stream (default `"600s"`); exceeded is a
-    /// 504 (or, mid-stream, an error event).
+    /// Kinds openai, ollama, proxy. Time allowed for a whole non-streamed response, headers
+    /// and body (default `"600s"`); exceeded is a 504 `upstream_timeout`. Streams have no total.
     #[schemars(with = "Option<String>", pattern(DURATION_PATTERN))]
     pub request_timeout: Option<Spanned<String>>,
+    /// Kinds openai, ollama, proxy. Time allowed until the response headers, and for a stream
+    /// until its first read (default `"600s"`, enough for servers that answer a non-streamed
+    /// generation only when done); exceeded is a 504, or a timeout error event on a stream.
+    #[schemars(with = "Option<String>", pattern(DURATION_PATTERN))]
+    pub first_byte_timeout: Option<Spanned<String>>,
+    /// Kinds openai, ollama, proxy. Time allowed between two reads of a response body (default
+    /// `"120s"`); exceeded is a 504, or a timeout error event on a stream.
+    #[schemars(with = "Option<String>", pattern(DURATION_PATTERN))]
+    pub idle_timeout: Option<Spanned<String>>,
     /// Kind redis (required there). `redis://[:password@]host:port/db`, `rediss://` for TLS;
     /// `${VAR}` allowed.
     #[schemars(with = "Option<String>")]

@@ -28,6 +28,8 @@ const OPENAI_KEYS: &[&str] = &[
     "headers",
     "connect_timeout",
     "request_timeout",
+    "first_byte_timeout",
+    "idle_timeout",
     "responses",
 ];
 const HTTP_KEYS: &[&str] = &[
@@ -36,6 +38,8 @@ const HTTP_KEYS: &[&str] = &[
     "headers",
     "connect_timeout",
     "request_timeout",
+    "first_byte_timeout",
+    "idle_timeout",
 ];
 
 /// The schema as pretty JSON with a trailing newline (what the committed file holds).

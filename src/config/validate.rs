@@ -24,6 +24,15 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_secs(600);
+// Eight bodies of the default `max_body_bytes` at once.
+const DEFAULT_MAX_BUFFERED_BODY_BYTES: usize = 256 * 1024 * 1024;
+const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 4_096;
+const DEFAULT_REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_REQUEST_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+// A non-streamed generation sends its headers only when it is done.
+const DEFAULT_FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(600);
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Turns a file's text into a validated `Config`, or every error found in it.
 pub fn validate(
@@ -105,17 +114,11 @@ impl Validator<'_> {
                     None
                 }
             });
-        let max_body_bytes = match &raw.max_body_bytes {
-            Some(n) if *n.get_ref() <= 0 => {
-                self.error(
-                    n.span(),
-                    "`max_body_bytes` must be a positive number of bytes",
-                );
-                DEFAULT_MAX_BODY_BYTES
-            }
-            Some(n) => usize::try_from(*n.get_ref()).unwrap_or(usize::MAX),
-            None => DEFAULT_MAX_BODY_BYTES,
-        };
+        let max_body_bytes = self.positive(
+            raw.max_body_bytes.as_ref(),
+            "max_body_bytes",
+            DEFAULT_MAX_BODY_BYTES,
+        );
         let workers = match &raw.workers {
             Some(n) if !(1..=1024).contains(n.get_ref()) => {
                 self.error(n.span(), "`workers` must be between 1 and 1024");
@@ -145,6 +148,40 @@ impl Validator<'_> {
             default_backend,
             shutdown_timeout,
             workers,
+            max_buffered_body_bytes: self.positive(
+                raw.max_buffered_body_bytes.as_ref(),
+                "max_buffered_body_bytes",
+                DEFAULT_MAX_BUFFERED_BODY_BYTES,
+            ),
+            max_connections: self.positive(
+                raw.max_connections.as_ref(),
+                "max_connections",
+                DEFAULT_MAX_CONNECTIONS,
+            ),
+            max_concurrent_requests: self.positive(
+                raw.max_concurrent_requests.as_ref(),
+                "max_concurrent_requests",
+                DEFAULT_MAX_CONCURRENT_REQUESTS,
+            ),
+            request_head_timeout: self
+                .duration(raw.request_head_timeout.as_ref(), "request_head_timeout")
+                .unwrap_or(DEFAULT_REQUEST_HEAD_TIMEOUT),
+            request_body_timeout: self
+                .duration(raw.request_body_timeout.as_ref(), "request_body_timeout")
+                .unwrap_or(DEFAULT_REQUEST_BODY_TIMEOUT),
+        }
+    }
+
+    /// A count or size that must be at least 1; `default` when absent (or wrong, after the
+    /// error is recorded).
+    fn positive(&mut self, value: Option<&Spanned<i64>>, key: &str, default: usize) -> usize {
+        match value {
+            Some(n) if *n.get_ref() <= 0 => {
+                self.error(n.span(), format!("`{key}` must be a positive number"));
+                default
+            }
+            Some(n) => usize::try_from(*n.get_ref()).unwrap_or(usize::MAX),
+            None => default,
         }
     }
 
@@ -174,6 +211,8 @@ impl Validator<'_> {
                 self.forbid(&backend.api_key, "api_key", kind);
                 self.forbid(&backend.connect_timeout, "connect_timeout", kind);
                 self.forbid(&backend.request_timeout, "request_timeout", kind);
+                self.forbid(&backend.first_byte_timeout, "first_byte_timeout", kind);
+                self.forbid(&backend.idle_timeout, "idle_timeout", kind);
                 self.forbid(&backend.redis_url, "redis_url", kind);
                 self.forbid(&backend.timeout, "timeout", kind);
                 if backend.headers.is_some() {
@@ -296,6 +335,9 @@ impl Validator<'_> {
         }
         let connect_timeout = self.duration(raw.connect_timeout.as_ref(), "connect_timeout");
         let request_timeout = self.duration(raw.request_timeout.as_ref(), "request_timeout");
+        let first_byte_timeout =
+            self.duration(raw.first_byte_timeout.as_ref(), "first_byte_timeout");
+        let idle_timeout = self.duration(raw.idle_timeout.as_ref(), "idle_timeout");
         Some(HttpSettings {
             base_url: base_url?,
             api_key: api_key.as_ref().map(|(secret, _)| secret.clone()),
@@ -303,6 +345,8 @@ impl Validator<'_> {
             headers,
             connect_timeout: connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
             request_timeout: request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT),
+            first_byte_timeout: first_byte_timeout.unwrap_or(DEFAULT_FIRST_BYTE_TIMEOUT),
+            idle_timeout: idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT),
             responses: ResponsesMode::Native,
         })
     }
@@ -315,6 +359,8 @@ impl Validator<'_> {
         self.forbid(&backend.api_key, "api_key", "redis");
         self.forbid(&backend.connect_timeout, "connect_timeout", "redis");
         self.forbid(&backend.request_timeout, "request_timeout", "redis");
+        self.forbid(&backend.first_byte_timeout, "first_byte_timeout", "redis");
+        self.forbid(&backend.idle_timeout, "idle_timeout", "redis");
         if backend.headers.is_some() {
             self.error(
                 raw.span(),
@@ -583,6 +629,32 @@ strip_prefix = false
                 "{errs:?}"
             );
         }
+    }
+
+    #[test]
+    fn limits_and_timeouts_have_defaults_and_refuse_nonsense_at_their_position() {
+        let config = validate(GOOD, "routes.toml", &env).unwrap();
+        assert_eq!(config.server.max_buffered_body_bytes, 256 * 1024 * 1024);
+        assert_eq!(config.server.max_concurrent_requests, 4096);
+        assert_eq!(config.server.request_body_timeout, Duration::from_secs(60));
+        let BackendSettings::OpenAI(http) = &config.backends[1].settings else {
+            panic!()
+        };
+        assert_eq!(http.first_byte_timeout, Duration::from_secs(600));
+        assert_eq!(http.idle_timeout, Duration::from_secs(120));
+        let src = "[server]\nmax_concurrent_requests = 0\nrequest_head_timeout = \"0s\"\n\
+                   [backends.e]\nkind = \"echo\"\nidle_timeout = \"1s\"\n\
+                   [[routes]]\nprefix = \"\"\nbackend = \"e\"\n";
+        let errs = errors(src);
+        assert_eq!(
+            errs,
+            [
+                "routes.toml:2:27: `max_concurrent_requests` must be a positive number",
+                "routes.toml:3:24: `request_head_timeout` must be longer than zero",
+                "routes.toml:6:16: `idle_timeout` does not apply to kind `echo`",
+            ],
+            "{errs:#?}"
+        );
     }
 
     #[test]

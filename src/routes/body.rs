@@ -1,5 +1,9 @@
-//! Reading a request body under `[server] max_body_bytes`, so an oversized body is a 413 in
-//! OpenAI's shape (a `GatewayError`), not actix's plain-text one.
+//! Reading a request body under the `[server]` limits, so that every refusal is a `GatewayError`
+//! in OpenAI's shape (not actix's plain text): larger than `max_body_bytes` is a 413, slower than
+//! `request_body_timeout` a 408, and past the gateway-wide `max_buffered_body_bytes` a 503.
+//!
+//! Memory follows the bytes that arrived, never the declared `Content-Length`: a client that
+//! declares 32 MiB and sends 2 bytes costs 2 bytes.
 
 use actix_web::HttpRequest;
 use actix_web::http::header;
@@ -7,14 +11,19 @@ use actix_web::web::Payload;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 
+use crate::config::ServerConfig;
 use crate::error::GatewayError;
+use crate::limits::{Held, Limits};
 
-/// The whole body, or `BodyTooLarge` as soon as it is known to exceed `limit`.
+/// The whole body and its share of the body budget (given back when dropped, so keep it while
+/// the body is in use), or the limit it broke.
 pub async fn read_body(
     req: &HttpRequest,
-    mut payload: Payload,
-    limit: usize,
-) -> Result<Bytes, GatewayError> {
+    payload: Payload,
+    server: &ServerConfig,
+    limits: &Limits,
+) -> Result<(Bytes, Held), GatewayError> {
+    let limit = server.max_body_bytes;
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -23,33 +32,50 @@ pub async fn read_body(
     if declared.is_some_and(|n| n > limit) {
         return Err(GatewayError::BodyTooLarge { limit });
     }
+    let timeout = server.request_body_timeout;
+    match tokio::time::timeout(timeout, collect(payload, limit, limits)).await {
+        Ok(result) => result,
+        Err(_) => Err(GatewayError::RequestTimeout {
+            phase: "body",
+            limit_secs: timeout.as_secs().max(1),
+        }),
+    }
+}
+
+async fn collect(
+    mut payload: Payload,
+    limit: usize,
+    limits: &Limits,
+) -> Result<(Bytes, Held), GatewayError> {
+    let mut held = Held::none();
     let mut first: Option<Bytes> = None;
     let mut rest: Option<BytesMut> = None;
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| GatewayError::InvalidJson {
             message: format!("the request body could not be read: {e}"),
         })?;
+        let len = first.as_ref().map_or(0, Bytes::len) + rest.as_ref().map_or(0, BytesMut::len);
+        if len + chunk.len() > limit {
+            return Err(GatewayError::BodyTooLarge { limit });
+        }
+        limits.hold_body_bytes(&mut held, chunk.len())?;
         // Most bodies arrive in one piece: keep it as is and only copy when a second arrives.
-        match (&mut first, &mut rest) {
+        // The buffer grows with what arrives (amortised doubling), never to the declared size.
+        match (&first, &mut rest) {
             (None, _) => first = Some(chunk),
             (Some(f), None) => {
-                let mut buf = BytesMut::with_capacity(declared.unwrap_or(f.len() + chunk.len()));
+                let mut buf = BytesMut::with_capacity(f.len() + chunk.len());
                 buf.extend_from_slice(f);
                 buf.extend_from_slice(&chunk);
                 rest = Some(buf);
             }
             (Some(_), Some(buf)) => buf.extend_from_slice(&chunk),
         }
-        let len = rest
-            .as_ref()
-            .map_or_else(|| first.as_ref().map_or(0, Bytes::len), BytesMut::len);
-        if len > limit {
-            return Err(GatewayError::BodyTooLarge { limit });
-        }
     }
-    Ok(match (first, rest) {
+    let body = match (first, rest) {
         (_, Some(buf)) => buf.freeze(),
         (Some(first), None) => first,
         (None, None) => Bytes::new(),
-    })
+    };
+    Ok((body, held))
 }

@@ -73,7 +73,8 @@ pub async fn forward<T: RoutedRequest>(
 ) -> Result<HttpResponse, GatewayError> {
     // One snapshot for the whole request: a reload meanwhile does not change its route.
     let table = state.routes.load_full();
-    let body = read_body(&req, payload, table.server.max_body_bytes).await?;
+    // `_held` keeps the body's share of the body budget until the upstream has answered.
+    let (body, _held) = read_body(&req, payload, &table.server, &state.limits).await?;
     let request: T = parse_request(&body)?;
     send(&req, &table, body, &request).await
 }

@@ -30,7 +30,8 @@ pub async fn relay(
         }
     })?;
     let table = state.routes.load_full();
-    let body = read_body(&req, payload, table.server.max_body_bytes).await?;
+    // `_held` keeps the body's share of the body budget until the upstream has answered.
+    let (body, _held) = read_body(&req, payload, &table.server, &state.limits).await?;
     let model = if is_json(&req) {
         peek_model(&body)?
     } else {

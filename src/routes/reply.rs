@@ -10,8 +10,9 @@ pub fn respond(reply: UpstreamReply) -> HttpResponse {
     let mut response = HttpResponse::build(reply.status);
     let is_events = matches!(reply.body, ReplyBody::EventStream(_));
     for (name, value) in &reply.headers {
-        // An event stream's framing headers are the gateway's own (set below).
-        if is_events && (name == header::CONTENT_TYPE || name == header::CACHE_CONTROL) {
+        // An event stream's bytes and framing are the gateway's own (headers set below): the
+        // upstream's encoding and length describe other bytes.
+        if is_events && is_framing_header(name) {
             continue;
         }
         response.append_header((name.clone(), value.clone()));
@@ -30,4 +31,12 @@ pub fn respond(reply: UpstreamReply) -> HttpResponse {
         ReplyBody::Raw(stream, Some(length)) => response.no_chunking(length).streaming(stream),
         ReplyBody::Raw(stream, None) => response.streaming(stream),
     }
+}
+
+/// Headers that describe the bytes of a body, which the gateway sets for bodies it writes.
+fn is_framing_header(name: &header::HeaderName) -> bool {
+    name == header::CONTENT_TYPE
+        || name == header::CACHE_CONTROL
+        || name == header::CONTENT_ENCODING
+        || name == header::CONTENT_LENGTH
 }

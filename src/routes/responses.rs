@@ -62,7 +62,8 @@ pub async fn create_response(
     state: Data<AppState>,
 ) -> Result<HttpResponse, GatewayError> {
     let table = state.routes.load_full();
-    let body = read_body(&req, payload, table.server.max_body_bytes).await?;
+    // `_held` keeps the body's share of the body budget until the upstream has answered.
+    let (body, _held) = read_body(&req, payload, &table.server, &state.limits).await?;
     let model = model_of::<ResponsesRequest>(&body)?;
     let resolved = resolve(&table, &model)?;
     if resolved.route.backend.relays(OptionalApi::Responses) {

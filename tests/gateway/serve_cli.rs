@@ -10,9 +10,9 @@ use serde_json::{Value, json};
 use crate::support::paced_sse::{PacedSse, Seen};
 
 /// A `switchyard serve` process, killed on drop if still running.
-struct Served {
-    child: Child,
-    base: String,
+pub(crate) struct Served {
+    pub(crate) child: Child,
+    pub(crate) base: String,
     _dir: tempfile::TempDir,
 }
 
@@ -23,7 +23,7 @@ impl Drop for Served {
     }
 }
 
-async fn serve(routes: &str) -> Served {
+pub(crate) async fn serve(routes: &str) -> Served {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("routes.toml");
     std::fs::write(&path, routes).unwrap();

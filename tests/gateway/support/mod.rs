@@ -4,6 +4,7 @@
 pub mod ollama_upstream;
 pub mod paced_sse;
 pub mod python;
+pub mod raw_upstream;
 pub mod redis;
 
 use std::net::{SocketAddr, TcpListener};

@@ -1,0 +1,264 @@
+//! Time limits on one upstream exchange: `first_byte_timeout` until the response headers (and,
+//! for a stream, its first read), `idle_timeout` between two reads of a body, and
+//! `request_timeout` for a whole non-streamed response, headers and body together.
+//!
+//! The limits are checked while the body is pulled (`TimedBody`), so they hold whether the body
+//! is relayed as it arrives or held to be converted; no task or timer outlives the body.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use tokio::time::{Instant, Sleep};
+
+use crate::config::HttpSettings;
+use crate::error::GatewayError;
+
+/// How a response body is paced, which decides the limits on its reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// Events as they are generated: the first read within `first_byte_timeout` of the
+    /// request, then `idle_timeout` between reads, and no limit on the whole.
+    Stream,
+    /// A whole answer: `idle_timeout` between reads, and all of it within `request_timeout` of
+    /// the request.
+    Whole,
+}
+
+/// The three limits of an HTTP backend.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    first_byte: Duration,
+    idle: Duration,
+    total: Duration,
+}
+
+/// When an exchange started, kept in the response's extensions so that the body's limits count
+/// from the request, not from the headers.
+#[derive(Debug, Clone, Copy)]
+struct Started(Instant);
+
+impl Timeouts {
+    /// The limits configured for a backend.
+    pub fn new(settings: &HttpSettings) -> Self {
+        Timeouts {
+            first_byte: settings.first_byte_timeout,
+            idle: settings.idle_timeout,
+            total: settings.request_timeout,
+        }
+    }
+
+    /// When the response headers must have arrived, for a request sent at `started`.
+    pub fn headers_deadline(&self, started: Instant, stream: bool) -> Instant {
+        let first_byte = started + self.first_byte;
+        if stream {
+            first_byte
+        } else {
+            first_byte.min(started + self.total)
+        }
+    }
+
+    /// Records when the exchange started, for `body`.
+    pub fn mark_started(response: &mut reqwest::Response, started: Instant) {
+        response.extensions_mut().insert(Started(started));
+    }
+
+    /// The body of `response` with the limits of `pace` applied to its reads.
+    pub fn body(
+        &self,
+        backend: Arc<str>,
+        response: reqwest::Response,
+        pace: Pace,
+    ) -> impl Stream<Item = Result<Bytes, GatewayError>> + Send + use<> {
+        let started = response
+            .extensions()
+            .get::<Started>()
+            .map_or_else(Instant::now, |s| s.0);
+        let (first_deadline, total) = match pace {
+            Pace::Stream => (started + self.first_byte, None),
+            Pace::Whole => {
+                let total = started + self.total;
+                ((Instant::now() + self.idle).min(total), Some(total))
+            }
+        };
+        TimedBody {
+            inner: response.bytes_stream().boxed(),
+            backend,
+            sleep: Box::pin(tokio::time::sleep_until(first_deadline)),
+            idle: self.idle,
+            total,
+            phase: match pace {
+                Pace::Stream => "the first event",
+                Pace::Whole => "the response body",
+            },
+            done: false,
+        }
+    }
+}
+
+type Chunks = futures::stream::BoxStream<'static, reqwest::Result<Bytes>>;
+
+struct TimedBody {
+    inner: Chunks,
+    backend: Arc<str>,
+    /// Fires at the next deadline: the first read's, then the earlier of the idle limit and the
+    /// whole-body limit.
+    sleep: Pin<Box<Sleep>>,
+    idle: Duration,
+    total: Option<Instant>,
+    phase: &'static str,
+    done: bool,
+}
+
+impl TimedBody {
+    fn timeout(&self) -> GatewayError {
+        GatewayError::UpstreamTimeout {
+            backend: self.backend.to_string(),
+            phase: self.phase,
+        }
+    }
+
+    fn after_read(&mut self) {
+        let mut next = Instant::now() + self.idle;
+        if let Some(total) = self.total {
+            next = next.min(total);
+        }
+        self.sleep.as_mut().reset(next);
+        if self.phase == "the first event" {
+            self.phase = "the next part of the body";
+        }
+    }
+}
+
+impl Stream for TimedBody {
+    type Item = Result<Bytes, GatewayError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match self.inner.poll_next_unpin(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                self.after_read();
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(Some(Err(err))) => {
+                self.done = true;
+                let phase = self.phase;
+                Poll::Ready(Some(Err(super::http::map_reqwest_error(
+                    &self.backend,
+                    &err,
+                    phase,
+                ))))
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Pending => match self.sleep.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    self.done = true;
+                    Poll::Ready(Some(Err(self.timeout())))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timeouts() -> Timeouts {
+        Timeouts {
+            first_byte: Duration::from_secs(30),
+            idle: Duration::from_secs(5),
+            total: Duration::from_secs(60),
+        }
+    }
+
+    /// A response whose body sends one byte per second, `n` times.
+    fn trickled(n: usize) -> reqwest::Response {
+        let chunks = futures::stream::unfold(0, move |i| async move {
+            if i == n {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Some((Ok::<_, std::io::Error>(Bytes::from_static(b"x")), i + 1))
+        });
+        reqwest::Response::from(http::Response::new(reqwest::Body::wrap_stream(chunks)))
+    }
+
+    /// The bytes read before the body ended, and how it ended.
+    async fn drain(t: Timeouts, response: reqwest::Response, pace: Pace) -> (usize, String) {
+        let mut body = std::pin::pin!(t.body(Arc::from("b"), response, pace));
+        let mut read = 0;
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(bytes) => read += bytes.len(),
+                Err(err) => return (read, err.to_string()),
+            }
+        }
+        (read, "end".to_owned())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_whole_body_is_cut_off_at_the_total_however_steadily_it_trickles() {
+        let t = Timeouts {
+            total: Duration::from_secs(10),
+            ..timeouts()
+        };
+        let (read, end) = drain(t, trickled(100), Pace::Whole).await;
+        assert!(read < 100, "{read}");
+        assert!(
+            end.contains("timed out waiting for the response body"),
+            "{end}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_has_no_total_but_its_first_read_and_each_gap_are_bounded() {
+        let t = Timeouts {
+            total: Duration::from_secs(10),
+            first_byte: Duration::from_secs(3),
+            idle: Duration::from_secs(2),
+        };
+        // One byte a second for 100 s: far past the total, within every gap.
+        assert_eq!(
+            drain(t, trickled(100), Pace::Stream).await,
+            (100, "end".into())
+        );
+        let slow_start = Timeouts {
+            first_byte: Duration::from_millis(500),
+            ..t
+        };
+        let (read, end) = drain(slow_start, trickled(100), Pace::Stream).await;
+        assert_eq!(read, 0);
+        assert!(end.contains("the first event"), "{end}");
+        let stalls = Timeouts {
+            idle: Duration::from_millis(500),
+            ..t
+        };
+        let (read, end) = drain(stalls, trickled(100), Pace::Stream).await;
+        assert_eq!(read, 1);
+        assert!(end.contains("the next part of the body"), "{end}");
+    }
+
+    #[test]
+    fn headers_of_a_whole_answer_are_bounded_by_the_total_too() {
+        let t = Timeouts {
+            total: Duration::from_secs(10),
+            ..timeouts()
+        };
+        let now = Instant::now();
+        assert_eq!(
+            t.headers_deadline(now, false),
+            now + Duration::from_secs(10)
+        );
+        assert_eq!(t.headers_deadline(now, true), now + Duration::from_secs(30));
+    }
+}
