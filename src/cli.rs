@@ -343,7 +343,7 @@ fn resolve(out: &mut impl Write, table: &RouteTable, models: &[String]) -> ExitC
     let _ = writeln!(out, "\nresolve:");
     let mut all_routed = true;
     for model in models {
-        let _ = match explain(&table, model) {
+        let _ = match explain(table, model) {
             Some(a) => writeln!(
                 out,
                 "  {model} -> route {:?} -> backend {} ({}) as model {:?}",
