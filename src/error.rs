@@ -117,6 +117,13 @@ pub enum GatewayError {
         message: String,
     },
 
+    /// Every backend of the route is out of rotation and none could be tried.
+    #[error("no backend of the route `{route}` is available")]
+    NoBackendAvailable {
+        /// The route's prefix.
+        route: String,
+    },
+
     // --- ours ---
     /// A bug or an unexpected state; the message is logged, not sent.
     #[error("internal error: {message}")]
@@ -219,6 +226,16 @@ impl GatewayError {
                     Some("queue_unavailable"),
                 ),
             ),
+            // 503 with nothing tried: the service is temporarily unable, the SDKs retry.
+            NoBackendAvailable { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorBody::new(
+                    self.to_string(),
+                    "api_error",
+                    None,
+                    Some("no_backend_available"),
+                ),
+            ),
             Internal { .. } => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 ErrorBody::new("internal error", "api_error", None, None),
@@ -239,6 +256,63 @@ impl GatewayError {
                 | UnsupportedEndpoint { .. }
                 | UpstreamStatus { .. }
         )
+    }
+
+    /// Whether another backend might answer where this one failed, before any byte of an
+    /// answer was sent: the upstream was unreachable, slow, overloaded or broken. A client's
+    /// mistake, or an upstream's 4xx verdict on the request itself, is the answer.
+    pub fn is_retryable(&self) -> bool {
+        use GatewayError::*;
+        match self {
+            UpstreamStatus { status, .. } => {
+                status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS
+            }
+            UpstreamUnreachable { .. }
+            | UpstreamTimeout { .. }
+            | UpstreamFailed { .. }
+            | UpstreamProtocol { .. }
+            | DeadLettered { .. }
+            | QueueUnavailable { .. } => true,
+            InvalidJson { .. }
+            | InvalidField { .. }
+            | ModelNotFound { .. }
+            | BodyTooLarge { .. }
+            | UnknownUrl { .. }
+            | UnsupportedEndpoint { .. }
+            | NoBackendAvailable { .. }
+            | Internal { .. } => false,
+        }
+    }
+
+    /// Whether the upstream said it is rate-limiting (429): the box is alive, just busy.
+    pub fn is_rate_limit(&self) -> bool {
+        matches!(self, GatewayError::UpstreamStatus { status, .. } if *status == StatusCode::TOO_MANY_REQUESTS)
+    }
+
+    /// How long the upstream asked to be left alone: `retry-after-ms` (OpenAI's), else
+    /// `retry-after` in seconds, on a 429 or 503. An HTTP-date is not read (none of the
+    /// inference servers sends one).
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        let GatewayError::UpstreamStatus {
+            status, headers, ..
+        } = self
+        else {
+            return None;
+        };
+        if *status != StatusCode::TOO_MANY_REQUESTS && *status != StatusCode::SERVICE_UNAVAILABLE {
+            return None;
+        }
+        let number = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .filter(|n| n.is_finite() && *n >= 0.0)
+        };
+        number("retry-after-ms")
+            .map(|ms| ms / 1000.0)
+            .or_else(|| number("retry-after"))
+            .map(|secs| std::time::Duration::from_secs_f64(secs.min(86_400.0)))
     }
 
     /// One SSE event carrying this error, for failures after a stream has started.
@@ -396,6 +470,14 @@ mod tests {
                 503,
                 "api_error",
                 Some("queue_unavailable"),
+            ),
+            (
+                GatewayError::NoBackendAvailable {
+                    route: "llama/".into(),
+                },
+                503,
+                "api_error",
+                Some("no_backend_available"),
             ),
             (
                 GatewayError::Internal {

@@ -78,6 +78,9 @@ pub(crate) fn cause_chain(err: &dyn std::error::Error) -> String {
 pub struct HttpUpstream {
     name: Arc<str>,
     client: reqwest::Client,
+    /// The same settings without a pool: the one retry after a keep-alive race goes on a new
+    /// connection, never on another pooled one that may be just as stale.
+    fresh: reqwest::Client,
     /// Parsed once: building each request's URL from it skips URL and IDNA parsing of the host.
     base: url::Url,
     /// `base`'s path without a trailing `/` (e.g. `/v1`), joined with each request's path.
@@ -90,15 +93,20 @@ pub struct HttpUpstream {
 impl HttpUpstream {
     /// Builds the client for one backend.
     pub fn new(name: &str, settings: &HttpSettings) -> Result<Self, String> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(settings.connect_timeout)
-            // Between two reads of a body: a stalled stream fails instead of hanging forever.
-            .read_timeout(settings.request_timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| format!("backend `{name}`: cannot build the HTTP client: {e}"))?;
+        let builder = || {
+            reqwest::Client::builder()
+                .connect_timeout(settings.connect_timeout)
+                // Between two reads of a body: a stalled stream fails instead of hanging forever.
+                .read_timeout(settings.request_timeout)
+                .tcp_nodelay(true)
+                .redirect(reqwest::redirect::Policy::none())
+        };
+        let built = |b: reqwest::ClientBuilder| {
+            b.build()
+                .map_err(|e| format!("backend `{name}`: cannot build the HTTP client: {e}"))
+        };
+        let client = built(builder().pool_idle_timeout(settings.pool_idle_timeout))?;
+        let fresh = built(builder().pool_max_idle_per_host(0))?;
         let api_key = match &settings.api_key {
             Some(key) => {
                 let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose_secret()))
@@ -123,6 +131,7 @@ impl HttpUpstream {
         Ok(HttpUpstream {
             name: Arc::from(name),
             client,
+            fresh,
             base: settings.base_url.clone(),
             base_path: settings.base_url.path().trim_end_matches('/').to_owned(),
             api_key,
@@ -137,6 +146,10 @@ impl HttpUpstream {
     }
 
     /// Sends a request and waits for the response headers (bounded by `request_timeout`).
+    ///
+    /// A pooled connection that the upstream closed as it sat idle fails the request with
+    /// "connection closed before message completed" and no response byte: the upstream never
+    /// took the request in. That request is sent once more, on a new connection.
     pub async fn send(
         &self,
         method: reqwest::Method,
@@ -144,13 +157,23 @@ impl HttpUpstream {
         body: Bytes,
         client_headers: &ActixHeaders,
     ) -> Result<reqwest::Response, GatewayError> {
-        let request = self
-            .client
-            .request(method, self.url(path))
-            .headers(self.upstream_headers(client_headers))
-            .body(body);
-        match tokio::time::timeout(self.request_timeout, request.send()).await {
+        let request = |client: &reqwest::Client| {
+            client
+                .request(method.clone(), self.url(path))
+                .headers(self.upstream_headers(client_headers))
+                .body(body.clone())
+                .send()
+        };
+        match tokio::time::timeout(self.request_timeout, request(&self.client)).await {
             Ok(Ok(response)) => Ok(response),
+            Ok(Err(err)) if is_stale_connection(&err) => {
+                tracing::debug!(backend = %self.name, "pooled connection closed under the request; resending on a new one");
+                match tokio::time::timeout(self.request_timeout, request(&self.fresh)).await {
+                    Ok(Ok(response)) => Ok(response),
+                    Ok(Err(err)) => Err(self.map_error(&err, "response headers")),
+                    Err(_) => Err(self.timeout("response headers")),
+                }
+            }
             Ok(Err(err)) => Err(self.map_error(&err, "response headers")),
             Err(_) => Err(self.timeout("response headers")),
         }
@@ -277,6 +300,23 @@ impl HttpUpstream {
     }
 }
 
+/// Whether a request failed because its connection was closed before any response came back,
+/// the signature of a keep-alive race (hyper's "connection closed before message completed").
+/// A refused connection is not one: it was never established.
+fn is_stale_connection(err: &reqwest::Error) -> bool {
+    if err.is_connect() || err.is_timeout() {
+        return false;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+    while let Some(cause) = source {
+        if let Some(hyper_err) = cause.downcast_ref::<hyper::Error>() {
+            return hyper_err.is_incomplete_message();
+        }
+        source = cause.source();
+    }
+    false
+}
+
 fn map_reqwest_error(backend: &str, err: &reqwest::Error, phase: &'static str) -> GatewayError {
     if err.is_timeout() {
         return GatewayError::UpstreamTimeout {
@@ -345,6 +385,7 @@ mod tests {
             headers: Vec::new(),
             connect_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(1),
+            pool_idle_timeout: Duration::from_secs(1),
         };
         HttpUpstream::new("t", &settings).unwrap()
     }

@@ -8,6 +8,7 @@ mod env;
 mod raw;
 mod validate;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -53,6 +54,17 @@ pub struct BackendConfig {
     pub name: String,
     /// Kind-specific settings.
     pub settings: BackendSettings,
+    /// When passive health checking takes it out of rotation.
+    pub health: HealthSettings,
+}
+
+/// Passive health checking of one backend: when it is ejected, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthSettings {
+    /// Consecutive failures that eject the backend.
+    pub eject_after: u32,
+    /// The first ejection's length; it doubles at each failed probe, up to a cap.
+    pub cooldown: Duration,
 }
 
 /// Settings by backend kind. Equality decides whether a reload may keep a backend's client.
@@ -98,6 +110,8 @@ pub struct HttpSettings {
     pub connect_timeout: Duration,
     /// Time allowed for response headers and between body reads.
     pub request_timeout: Duration,
+    /// How long an idle pooled connection is kept for reuse.
+    pub pool_idle_timeout: Duration,
 }
 
 // By hand because `SecretString` deliberately has no `PartialEq`: a changed key must rebuild.
@@ -110,6 +124,7 @@ impl PartialEq for HttpSettings {
             && self.headers == other.headers
             && self.connect_timeout == other.connect_timeout
             && self.request_timeout == other.request_timeout
+            && self.pool_idle_timeout == other.pool_idle_timeout
     }
 }
 
@@ -122,13 +137,17 @@ pub struct RedisSettings {
     pub url_source: String,
     /// How long a client waits for its result, and between two entries of a stream.
     pub timeout: Duration,
+    /// How long a job may wait for a worker to take it before it is withdrawn.
+    pub pickup_timeout: Duration,
 }
 
 // By hand for the same reason as `HttpSettings`.
 impl PartialEq for RedisSettings {
     fn eq(&self, other: &Self) -> bool {
         use secrecy::ExposeSecret;
-        self.url.expose_secret() == other.url.expose_secret() && self.timeout == other.timeout
+        self.url.expose_secret() == other.url.expose_secret()
+            && self.timeout == other.timeout
+            && self.pickup_timeout == other.pickup_timeout
     }
 }
 
@@ -137,14 +156,39 @@ impl PartialEq for RedisSettings {
 pub struct RouteConfig {
     /// Model-name prefix.
     pub prefix: String,
-    /// Backend name (checked to exist).
-    pub backend: String,
+    /// Backends sharing the load by weight (names checked to exist); at least one.
+    pub backends: Vec<WeightedBackend>,
+    /// Backends tried in order once every weighted one failed or is ejected.
+    pub fallback: Vec<String>,
+    /// Most upstream attempts per request, at least 1.
+    pub max_attempts: usize,
+    /// Model name per backend name, replacing the client's (after prefix stripping).
+    pub upstream_models: BTreeMap<String, String>,
     /// Strip the prefix from the model name upstream.
     pub strip_prefix: bool,
     /// Advertised model names, without the prefix.
     pub models: Vec<String>,
     /// Also list the backend's own models.
     pub discover: bool,
+}
+
+impl RouteConfig {
+    /// Every backend name of the route: weighted ones first, then the fallbacks.
+    pub fn backend_names(&self) -> impl Iterator<Item = &str> {
+        self.backends
+            .iter()
+            .map(|b| b.name.as_str())
+            .chain(self.fallback.iter().map(String::as_str))
+    }
+}
+
+/// One entry of a route's `backends`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeightedBackend {
+    /// Backend name.
+    pub name: String,
+    /// Relative share of the route's requests, at least 1.
+    pub weight: u32,
 }
 
 /// One problem in a config file, at a position.

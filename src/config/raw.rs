@@ -59,6 +59,15 @@ pub struct RawBackend {
     pub redis_url: Option<Spanned<String>>,
     /// `kind = "redis"`: how long a client waits for its result (and between stream entries).
     pub timeout: Option<Spanned<String>>,
+    /// `kind = "redis"`: how long a job may wait for a worker to take it before it is withdrawn
+    /// from the queue and the request fails over.
+    pub pickup_timeout: Option<Spanned<String>>,
+    /// HTTP kinds: how long an idle pooled connection is kept (below the upstream's keep-alive).
+    pub pool_idle_timeout: Option<Spanned<String>>,
+    /// Consecutive failures that take the backend out of rotation (passive health).
+    pub eject_after: Option<Spanned<i64>>,
+    /// The first ejection's length; it doubles while the backend keeps failing its probe.
+    pub eject_cooldown: Option<Spanned<String>>,
 }
 
 /// `[[routes]]`.
@@ -67,12 +76,30 @@ pub struct RawBackend {
 pub struct RawRoute {
     /// Model-name prefix; `""` matches everything.
     pub prefix: Spanned<String>,
-    /// Name of a `[backends.<name>]` table.
-    pub backend: Spanned<String>,
+    /// Name of a `[backends.<name>]` table: the one-backend form of `backends`.
+    pub backend: Option<Spanned<String>>,
+    /// Backends sharing the route's load by weight.
+    pub backends: Option<Spanned<Vec<RawWeightedBackend>>>,
+    /// Backends tried in order, only when every weighted backend failed or is ejected.
+    pub fallback: Option<Vec<Spanned<String>>>,
+    /// Most upstream attempts for one request (default: one per backend of the route).
+    pub max_attempts: Option<Spanned<i64>>,
+    /// The model name sent to a given backend, by backend name, instead of the client's.
+    pub upstream_models: Option<BTreeMap<String, Spanned<String>>>,
     /// Remove the prefix before the request goes upstream (default true).
     pub strip_prefix: Option<bool>,
     /// Models advertised by `/v1/models`, without the prefix.
     pub models: Option<Vec<Spanned<String>>>,
     /// Also list the backend's own models.
     pub discover: Option<bool>,
+}
+
+/// One entry of a route's `backends = [...]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWeightedBackend {
+    /// Name of a `[backends.<name>]` table.
+    pub name: Spanned<String>,
+    /// Share of the route's requests relative to the other entries (default 1).
+    pub weight: Option<Spanned<i64>>,
 }

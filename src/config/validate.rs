@@ -3,7 +3,7 @@
 //! Collects every error rather than stopping at the first, each as `file:line:col: message`, so
 //! one run of `switchyard check` shows everything that is wrong.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::time::Duration;
@@ -13,10 +13,10 @@ use secrecy::SecretString;
 use toml::Spanned;
 use url::Url;
 
-use super::raw::{RawBackend, RawConfig, RawRoute, RawServer};
+use super::raw::{RawBackend, RawConfig, RawRoute, RawServer, RawWeightedBackend};
 use super::{
-    BackendConfig, BackendSettings, Config, ConfigError, ConfigErrors, HttpSettings, RedisSettings,
-    RouteConfig, ServerConfig, env,
+    BackendConfig, BackendSettings, Config, ConfigError, ConfigErrors, HealthSettings,
+    HttpSettings, RedisSettings, RouteConfig, ServerConfig, WeightedBackend, env,
 };
 
 const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
@@ -24,6 +24,17 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_secs(600);
+/// Common upstream keep-alive timeouts are 5 s (uvicorn behind vLLM, llama.cpp, Node): a pooled
+/// connection is dropped before the upstream closes it, which avoids most keep-alive races.
+const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(3);
+/// A live worker takes a job within milliseconds; ten seconds without one means none is there.
+const DEFAULT_PICKUP_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_EJECT_AFTER: u32 = 5;
+const DEFAULT_EJECT_COOLDOWN: Duration = Duration::from_secs(5);
+/// Largest `weight` of a route's backend: ratios finer than 1:1000 mean nothing for load.
+const MAX_WEIGHT: i64 = 1000;
+/// Most backends in one route (weighted and fallback): failover tracks them in a 64-bit set.
+const MAX_ROUTE_BACKENDS: usize = 64;
 
 /// Turns a file's text into a validated `Config`, or every error found in it.
 pub fn validate(
@@ -155,6 +166,7 @@ impl Validator<'_> {
             "openai" | "proxy" | "ollama" => {
                 self.forbid(&backend.redis_url, "redis_url", kind);
                 self.forbid(&backend.timeout, "timeout", kind);
+                self.forbid(&backend.pickup_timeout, "pickup_timeout", kind);
                 let http = self.http_settings(name, backend)?;
                 match kind {
                     "openai" => BackendSettings::OpenAI(http),
@@ -169,6 +181,8 @@ impl Validator<'_> {
                 self.forbid(&backend.request_timeout, "request_timeout", kind);
                 self.forbid(&backend.redis_url, "redis_url", kind);
                 self.forbid(&backend.timeout, "timeout", kind);
+                self.forbid(&backend.pickup_timeout, "pickup_timeout", kind);
+                self.forbid(&backend.pool_idle_timeout, "pool_idle_timeout", kind);
                 if backend.headers.is_some() {
                     self.error(
                         raw.span(),
@@ -186,10 +200,33 @@ impl Validator<'_> {
                 return None;
             }
         };
+        let health = self.health_settings(backend);
         Some(BackendConfig {
             name: name.to_owned(),
             settings,
+            health,
         })
+    }
+
+    fn health_settings(&mut self, raw: &RawBackend) -> HealthSettings {
+        let eject_after = match &raw.eject_after {
+            Some(n) if !(1..=10_000).contains(n.get_ref()) => {
+                self.error(
+                    n.span(),
+                    "`eject_after` must be between 1 and 10000 failures",
+                );
+                DEFAULT_EJECT_AFTER
+            }
+            Some(n) => u32::try_from(*n.get_ref()).unwrap_or(DEFAULT_EJECT_AFTER),
+            None => DEFAULT_EJECT_AFTER,
+        };
+        let cooldown = self
+            .duration(raw.eject_cooldown.as_ref(), "eject_cooldown")
+            .unwrap_or(DEFAULT_EJECT_COOLDOWN);
+        HealthSettings {
+            eject_after,
+            cooldown,
+        }
     }
 
     fn forbid<T>(&mut self, value: &Option<Spanned<T>>, key: &str, kind: &str) {
@@ -257,6 +294,7 @@ impl Validator<'_> {
         }
         let connect_timeout = self.duration(raw.connect_timeout.as_ref(), "connect_timeout");
         let request_timeout = self.duration(raw.request_timeout.as_ref(), "request_timeout");
+        let pool_idle_timeout = self.duration(raw.pool_idle_timeout.as_ref(), "pool_idle_timeout");
         Some(HttpSettings {
             base_url: base_url?,
             api_key: api_key.as_ref().map(|(secret, _)| secret.clone()),
@@ -264,6 +302,7 @@ impl Validator<'_> {
             headers,
             connect_timeout: connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
             request_timeout: request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT),
+            pool_idle_timeout: pool_idle_timeout.unwrap_or(DEFAULT_POOL_IDLE_TIMEOUT),
         })
     }
 
@@ -275,6 +314,7 @@ impl Validator<'_> {
         self.forbid(&backend.api_key, "api_key", "redis");
         self.forbid(&backend.connect_timeout, "connect_timeout", "redis");
         self.forbid(&backend.request_timeout, "request_timeout", "redis");
+        self.forbid(&backend.pool_idle_timeout, "pool_idle_timeout", "redis");
         if backend.headers.is_some() {
             self.error(
                 raw.span(),
@@ -285,6 +325,7 @@ impl Validator<'_> {
             );
         }
         let timeout = self.duration(backend.timeout.as_ref(), "timeout");
+        let pickup_timeout = self.duration(backend.pickup_timeout.as_ref(), "pickup_timeout");
         let Some(url) = &backend.redis_url else {
             self.error(
                 backend.kind.span(),
@@ -316,6 +357,7 @@ impl Validator<'_> {
             url: SecretString::from(text),
             url_source: url.get_ref().clone(),
             timeout: timeout.unwrap_or(DEFAULT_REDIS_TIMEOUT),
+            pickup_timeout: pickup_timeout.unwrap_or(DEFAULT_PICKUP_TIMEOUT),
         })
     }
 
@@ -361,21 +403,7 @@ impl Validator<'_> {
                     ),
                 );
             }
-            if !raw.backends.contains_key(r.backend.get_ref()) {
-                let known: Vec<&str> = raw.backends.keys().map(String::as_str).collect();
-                self.error(
-                    r.backend.span(),
-                    format!(
-                        "unknown backend `{}` (defined: {})",
-                        r.backend.get_ref(),
-                        if known.is_empty() {
-                            "none".to_owned()
-                        } else {
-                            known.join(", ")
-                        }
-                    ),
-                );
-            }
+            let (backends, fallback) = self.route_backends(route, raw);
             let mut models = Vec::new();
             let mut seen_models = HashSet::new();
             for model in r.models.iter().flatten() {
@@ -390,15 +418,161 @@ impl Validator<'_> {
                     models.push(model.get_ref().clone());
                 }
             }
+            let max_attempts = self.max_attempts(r, backends.len() + fallback.len());
+            let upstream_models = self.upstream_models(r, &backends, &fallback);
             routes.push(RouteConfig {
                 prefix: prefix.clone(),
-                backend: r.backend.get_ref().clone(),
+                backends,
+                fallback,
+                max_attempts,
+                upstream_models,
                 strip_prefix: r.strip_prefix.unwrap_or(true),
                 models,
                 discover: r.discover.unwrap_or(false),
             });
         }
         routes
+    }
+}
+
+/// Routes with several backends: `backend`/`backends`, `fallback`, `max_attempts`,
+/// `upstream_models`.
+impl Validator<'_> {
+    /// The weighted backends and the fallbacks, every name checked to exist and to appear once.
+    fn route_backends(
+        &mut self,
+        route: &Spanned<RawRoute>,
+        raw: &RawConfig,
+    ) -> (Vec<WeightedBackend>, Vec<String>) {
+        let r = route.get_ref();
+        let mut named: Vec<(&Spanned<String>, u32)> = Vec::new();
+        match (&r.backend, &r.backends) {
+            (Some(one), None) => named.push((one, 1)),
+            (None, Some(list)) if list.get_ref().is_empty() => {
+                self.error(list.span(), "`backends` must name at least one backend");
+            }
+            (None, Some(list)) => {
+                for entry in list.get_ref() {
+                    let weight = self.weight(entry);
+                    named.push((&entry.name, weight));
+                }
+            }
+            (Some(one), Some(_)) => self.error(
+                one.span(),
+                "a route takes `backend` or `backends`, not both",
+            ),
+            (None, None) => self.error(
+                route.span(),
+                "a route needs `backend = \"name\"` or `backends = [{ name = \"name\" }, ...]`",
+            ),
+        }
+        let mut seen = HashSet::new();
+        let mut check = |v: &mut Self, name: &Spanned<String>| {
+            v.known_backend(name, raw);
+            if !seen.insert(name.get_ref().clone()) {
+                v.error(
+                    name.span(),
+                    format!("backend `{}` appears twice in this route", name.get_ref()),
+                );
+            }
+        };
+        let mut weighted = Vec::with_capacity(named.len());
+        for (name, weight) in named {
+            check(self, name);
+            weighted.push(WeightedBackend {
+                name: name.get_ref().clone(),
+                weight,
+            });
+        }
+        let mut fallback = Vec::new();
+        for name in r.fallback.iter().flatten() {
+            check(self, name);
+            fallback.push(name.get_ref().clone());
+        }
+        if weighted.len() + fallback.len() > MAX_ROUTE_BACKENDS {
+            self.error(
+                route.span(),
+                format!("a route may use at most {MAX_ROUTE_BACKENDS} backends"),
+            );
+        }
+        (weighted, fallback)
+    }
+
+    fn weight(&mut self, entry: &RawWeightedBackend) -> u32 {
+        match &entry.weight {
+            Some(w) if !(1..=MAX_WEIGHT).contains(w.get_ref()) => {
+                self.error(
+                    w.span(),
+                    format!("`weight` must be between 1 and {MAX_WEIGHT}"),
+                );
+                1
+            }
+            Some(w) => u32::try_from(*w.get_ref()).unwrap_or(1),
+            None => 1,
+        }
+    }
+
+    fn known_backend(&mut self, name: &Spanned<String>, raw: &RawConfig) {
+        if raw.backends.contains_key(name.get_ref()) {
+            return;
+        }
+        let known: Vec<&str> = raw.backends.keys().map(String::as_str).collect();
+        self.error(
+            name.span(),
+            format!(
+                "unknown backend `{}` (defined: {})",
+                name.get_ref(),
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        );
+    }
+
+    fn max_attempts(&mut self, r: &RawRoute, backends: usize) -> usize {
+        // Each backend is tried at most once per request, so more attempts than backends
+        // would never be made.
+        let most = backends.max(1);
+        match &r.max_attempts {
+            Some(n)
+                if *n.get_ref() < 1
+                    || usize::try_from(*n.get_ref()).unwrap_or(usize::MAX) > most =>
+            {
+                self.error(
+                    n.span(),
+                    format!("`max_attempts` must be between 1 and the route's {most} backend(s)"),
+                );
+                most
+            }
+            Some(n) => usize::try_from(*n.get_ref()).unwrap_or(most),
+            None => most,
+        }
+    }
+
+    fn upstream_models(
+        &mut self,
+        r: &RawRoute,
+        backends: &[WeightedBackend],
+        fallback: &[String],
+    ) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for (backend, model) in r.upstream_models.iter().flatten() {
+            let in_route = backends.iter().any(|b| &b.name == backend)
+                || fallback.iter().any(|f| f == backend);
+            if !in_route {
+                self.error(
+                    model.span(),
+                    format!("`upstream_models` names `{backend}`, which this route does not use"),
+                );
+            } else if model.get_ref().is_empty() {
+                self.error(model.span(), "an upstream model name must not be empty");
+            } else {
+                out.insert(backend.clone(), model.get_ref().clone());
+            }
+        }
+        out
     }
 }
 

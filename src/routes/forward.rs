@@ -6,8 +6,9 @@ use actix_web::{HttpRequest, HttpResponse};
 
 use super::body::read_body;
 use super::reply::respond;
-use crate::backends::{Backend, Endpoint, ParsedRequest, UpstreamCall};
+use crate::backends::{Endpoint, ParsedRequest, UpstreamCall};
 use crate::error::GatewayError;
+use crate::routing::failover;
 use crate::routing::rewrite::replace_model;
 use crate::schema::{ChatCompletionRequest, EmbeddingRequest, parse_request};
 use crate::state::AppState;
@@ -66,23 +67,32 @@ pub async fn forward<T: RoutedRequest>(
         .ok_or_else(|| GatewayError::ModelNotFound {
             model: model.to_owned(),
         })?;
-    let body = if resolved.rewrites(model) {
-        replace_model(&body, model, resolved.upstream_model)?
-    } else {
-        body
-    };
-    tracing::debug!(model, backend = %resolved.route.backend_name, "routed");
-    let reply = resolved
-        .route
-        .backend
-        .send(UpstreamCall {
+    tracing::debug!(model, route = %resolved.route.prefix, "routed");
+    let stream = request.stream();
+    let reply = failover::send(resolved, |upstream_model| {
+        Ok(UpstreamCall {
             endpoint: T::ENDPOINT,
-            body,
-            stream: request.stream(),
+            body: with_model(&body, model, upstream_model)?,
+            stream,
             client_headers: req.headers(),
             parsed: request.parsed(),
             client_model: model,
         })
-        .await?;
+    })
+    .await?;
     Ok(respond(reply))
+}
+
+/// The body for an upstream that expects `upstream_model`: the client's bytes when the name is
+/// the same, else with only the top-level `model` value replaced.
+pub fn with_model(
+    body: &bytes::Bytes,
+    client_model: &str,
+    upstream_model: &str,
+) -> Result<bytes::Bytes, GatewayError> {
+    if upstream_model == client_model {
+        Ok(body.clone())
+    } else {
+        replace_model(body, client_model, upstream_model)
+    }
 }

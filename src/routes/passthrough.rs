@@ -6,11 +6,15 @@
 use actix_web::web::{Data, Payload};
 use actix_web::{HttpRequest, HttpResponse};
 
+use bytes::Bytes;
+
 use super::body::read_body;
+use super::forward::with_model;
 use super::reply::respond;
 use crate::backends::{Backend, Endpoint, ParsedRequest, UpstreamCall};
 use crate::error::GatewayError;
-use crate::routing::rewrite::{peek_model, replace_model};
+use crate::routing::failover;
+use crate::routing::rewrite::peek_model;
 use crate::state::AppState;
 
 /// Relays the request to the backend its model (or the default backend) names.
@@ -32,19 +36,29 @@ pub async fn relay(
     } else {
         None
     };
-    let (backend, body, client_model) = match &model {
+    let endpoint = Endpoint::Raw {
+        method: req.method(),
+        path_and_query: &path_and_query,
+    };
+    let call = |body: Bytes, client_model| UpstreamCall {
+        endpoint,
+        body,
+        stream: false,
+        client_headers: req.headers(),
+        parsed: ParsedRequest::Opaque,
+        client_model,
+    };
+    let reply = match &model {
         Some(model) => {
             let resolved = table
                 .resolve(model)
                 .ok_or_else(|| GatewayError::ModelNotFound {
                     model: model.clone(),
                 })?;
-            let body = if resolved.rewrites(model) {
-                replace_model(&body, model, resolved.upstream_model)?
-            } else {
-                body
-            };
-            (resolved.route.backend.clone(), body, model.as_str())
+            failover::send(resolved, |upstream_model| {
+                Ok(call(with_model(&body, model, upstream_model)?, model))
+            })
+            .await?
         }
         None => {
             let backend = table
@@ -56,22 +70,9 @@ pub async fn relay(
                     method: req.method().to_string(),
                     path: path.to_owned(),
                 })?;
-            (backend.clone(), body, "")
+            backend.send(call(body, "")).await?
         }
     };
-    let reply = backend
-        .send(UpstreamCall {
-            endpoint: Endpoint::Raw {
-                method: req.method(),
-                path_and_query: &path_and_query,
-            },
-            body,
-            stream: false,
-            client_headers: req.headers(),
-            parsed: ParsedRequest::Opaque,
-            client_model,
-        })
-        .await?;
     Ok(respond(reply))
 }
 
