@@ -27,8 +27,9 @@ const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_secs(600);
 /// Common upstream keep-alive timeouts are 5 s (uvicorn behind vLLM, llama.cpp, Node): a pooled
 /// connection is dropped before the upstream closes it, which avoids most keep-alive races.
 const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(3);
-/// A live worker takes a job within milliseconds; ten seconds without one means none is there.
-const DEFAULT_PICKUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// A free worker takes a job within milliseconds; a job still queued after this finds the fleet
+/// gone or saturated, and is better served by failing over than by waiting on.
+const DEFAULT_PICKUP_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_EJECT_AFTER: u32 = 5;
 const DEFAULT_EJECT_COOLDOWN: Duration = Duration::from_secs(5);
 /// Largest `weight` of a route's backend: ratios finer than 1:1000 mean nothing for load.

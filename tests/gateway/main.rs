@@ -10,6 +10,7 @@ mod async_openai_client;
 mod chat;
 mod check_cli;
 mod errors;
+mod failover;
 mod hot_reload;
 mod models;
 mod ollama;
