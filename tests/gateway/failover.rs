@@ -296,7 +296,10 @@ fallback = ["refuse2"]
     .await;
 
     // Assert: the failing backends were ejected (the 429 one set aside), seen in /health.
-    assert_eq!(e429.hits(), 1, "asked again before its retry-after");
+    // Only requests already under way when the first 429 came back (8 clients at most) reach
+    // it; none after, for the 60 s of its retry-after.
+    assert!(e429.hits() <= 8, "asked {} times", e429.hits());
+    assert_eq!(health_of(&gw, "e429").await["state"], "waiting");
     for name in ["e500", "stall_h", "stall_f", "refuse"] {
         let h = health_of(&gw, name).await;
         assert_ne!(h["state"], "healthy", "{name}: {h}");
