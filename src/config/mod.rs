@@ -162,6 +162,8 @@ pub struct RouteConfig {
     pub fallback: Vec<String>,
     /// Most upstream attempts per request, at least 1.
     pub max_attempts: usize,
+    /// Extra attempts allowed over the budget's window, in percent of the requests.
+    pub retry_budget_percent: u32,
     /// Model name per backend name, replacing the client's (after prefix stripping).
     pub upstream_models: BTreeMap<String, String>,
     /// Strip the prefix from the model name upstream.

@@ -84,6 +84,8 @@ pub struct RawRoute {
     pub fallback: Option<Vec<Spanned<String>>>,
     /// Most upstream attempts for one request (default: one per backend of the route).
     pub max_attempts: Option<Spanned<i64>>,
+    /// Extra attempts allowed over 10 s, in percent of the route's requests (default 20).
+    pub retry_budget: Option<Spanned<i64>>,
     /// The model name sent to a given backend, by backend name, instead of the client's.
     pub upstream_models: Option<BTreeMap<String, Spanned<String>>>,
     /// Remove the prefix before the request goes upstream (default true).

@@ -34,6 +34,10 @@ const DEFAULT_EJECT_AFTER: u32 = 5;
 const DEFAULT_EJECT_COOLDOWN: Duration = Duration::from_secs(5);
 /// Largest `weight` of a route's backend: ratios finer than 1:1000 mean nothing for load.
 const MAX_WEIGHT: i64 = 1000;
+/// Finagle's default: failovers may add a fifth to a route's upstream requests.
+const DEFAULT_RETRY_BUDGET: u32 = 20;
+/// 100% lets every request fail over once; more only serves routes with many backends.
+const MAX_RETRY_BUDGET: i64 = 1000;
 /// Most backends in one route (weighted and fallback): failover tracks them in a 64-bit set.
 const MAX_ROUTE_BACKENDS: usize = 64;
 
@@ -420,12 +424,14 @@ impl Validator<'_> {
                 }
             }
             let max_attempts = self.max_attempts(r, backends.len() + fallback.len());
+            let retry_budget_percent = self.retry_budget(r);
             let upstream_models = self.upstream_models(r, &backends, &fallback);
             routes.push(RouteConfig {
                 prefix: prefix.clone(),
                 backends,
                 fallback,
                 max_attempts,
+                retry_budget_percent,
                 upstream_models,
                 strip_prefix: r.strip_prefix.unwrap_or(true),
                 models,
@@ -549,6 +555,20 @@ impl Validator<'_> {
             }
             Some(n) => usize::try_from(*n.get_ref()).unwrap_or(most),
             None => most,
+        }
+    }
+
+    fn retry_budget(&mut self, r: &RawRoute) -> u32 {
+        match &r.retry_budget {
+            Some(n) if !(0..=MAX_RETRY_BUDGET).contains(n.get_ref()) => {
+                self.error(
+                    n.span(),
+                    format!("`retry_budget` must be a percentage between 0 and {MAX_RETRY_BUDGET}"),
+                );
+                DEFAULT_RETRY_BUDGET
+            }
+            Some(n) => u32::try_from(*n.get_ref()).unwrap_or(DEFAULT_RETRY_BUDGET),
+            None => DEFAULT_RETRY_BUDGET,
         }
     }
 
@@ -755,5 +775,81 @@ strip_prefix = false
             errs[0].starts_with("routes.toml:4:13: `redis_url` does not apply to kind `openai`"),
             "{errs:?}"
         );
+    }
+
+    const FLEET: &str = r#"
+[backends.a]
+kind = "openai"
+base_url = "http://a/v1"
+pool_idle_timeout = "2s"
+eject_after = 2
+eject_cooldown = "1s"
+[backends.b]
+kind = "openai"
+base_url = "http://b/v1"
+[backends.dc]
+kind = "redis"
+redis_url = "redis://r"
+pickup_timeout = "500ms"
+[[routes]]
+prefix = "llama/"
+backends = [{ name = "a", weight = 3 }, { name = "dc" }]
+fallback = ["b"]
+max_attempts = 2
+upstream_models = { b = "gpt-4o-mini" }
+[[routes]]
+prefix = "one/"
+backend = "a"
+"#;
+
+    #[test]
+    fn a_route_takes_weighted_backends_fallbacks_attempts_and_model_names() {
+        let config = validate(FLEET, "routes.toml", &env).unwrap();
+        let r = &config.routes[0];
+        let weighted: Vec<(&str, u32)> = r
+            .backends
+            .iter()
+            .map(|b| (b.name.as_str(), b.weight))
+            .collect();
+        assert_eq!(weighted, [("a", 3), ("dc", 1)]);
+        assert_eq!(r.fallback, ["b"]);
+        assert_eq!(r.max_attempts, 2);
+        assert_eq!(r.upstream_models["b"], "gpt-4o-mini");
+        // The one-backend form, with every attempt allowed by default.
+        let one = &config.routes[1];
+        assert_eq!((one.backends.len(), one.max_attempts), (1, 1));
+        let a = &config.backends[0];
+        assert_eq!(
+            (a.health.eject_after, a.health.cooldown),
+            (2, Duration::from_secs(1))
+        );
+        let BackendSettings::OpenAI(http) = &a.settings else {
+            panic!()
+        };
+        assert_eq!(http.pool_idle_timeout, Duration::from_secs(2));
+        let BackendSettings::Redis(redis) = &config.backends[2].settings else {
+            panic!()
+        };
+        assert_eq!(redis.pickup_timeout, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn each_fault_of_a_several_backend_route_is_named_at_its_position() {
+        let src = "[backends.a]\nkind = \"echo\"\n[backends.r]\nkind = \"redis\"\nredis_url = \"redis://r\"\npool_idle_timeout = \"1s\"\n[[routes]]\nprefix = \"x/\"\nbackend = \"a\"\nbackends = [{ name = \"a\" }]\n[[routes]]\nprefix = \"y/\"\nbackends = [{ name = \"a\", weight = 0 }, { name = \"nope\" }]\nfallback = [\"a\"]\nmax_attempts = 4\nupstream_models = { r = \"m\" }\n[[routes]]\nprefix = \"z/\"\n";
+        let errs = errors(src);
+        let expected = [
+            "routes.toml:6:21: `pool_idle_timeout` does not apply to kind `redis`",
+            "routes.toml:9:11: a route takes `backend` or `backends`, not both",
+            "routes.toml:13:36: `weight` must be between 1 and 1000",
+            "routes.toml:13:50: unknown backend `nope`",
+            "routes.toml:14:13: backend `a` appears twice in this route",
+            "routes.toml:15:16: `max_attempts` must be between 1 and the route's 3 backend(s)",
+            "routes.toml:16:25: `upstream_models` names `r`, which this route does not use",
+            "routes.toml:17:1: a route needs `backend",
+        ];
+        for e in expected {
+            assert!(errs.iter().any(|got| got.starts_with(e)), "{e}\n{errs:#?}");
+        }
+        assert_eq!(errs.len(), expected.len(), "{errs:#?}");
     }
 }

@@ -1,5 +1,6 @@
 //! The retry budget of a route, after Finagle's `RetryBudget`: over a sliding 10 s window, extra
-//! upstream attempts (failovers) may add at most 20% to the requests, plus a floor of a few per
+//! upstream attempts (failovers) may add at most `retry_budget` percent (20 by default) to the
+//! requests, plus a floor of a few per
 //! second so that a quiet route can still fail over. When a whole fleet fails, clients get
 //! their error after one attempt instead of every backend being hammered N times over.
 //!
@@ -11,8 +12,6 @@ use std::time::{Duration, Instant};
 /// Length of the window, in buckets of `BUCKET`.
 const BUCKETS: usize = 10;
 const BUCKET: Duration = Duration::from_secs(1);
-/// Extra attempts allowed per request in the window.
-const RATIO_PERCENT: u64 = 20;
 /// Extra attempts always allowed per second of the window, whatever the traffic.
 const FLOOR_PER_SECOND: u64 = 5;
 
@@ -20,6 +19,7 @@ const FLOOR_PER_SECOND: u64 = 5;
 #[derive(Debug)]
 pub struct RetryBudget {
     origin: Instant,
+    percent: u64,
     window: Mutex<Window>,
 }
 
@@ -52,10 +52,12 @@ fn slot(bucket: u64) -> usize {
 }
 
 impl RetryBudget {
-    /// An empty budget whose clock starts at `origin`.
-    pub fn new(origin: Instant) -> Self {
+    /// An empty budget allowing extra attempts of `percent` of the requests (plus the floor),
+    /// whose clock starts at `origin`.
+    pub fn new(origin: Instant, percent: u32) -> Self {
         RetryBudget {
             origin,
+            percent: u64::from(percent),
             window: Mutex::new(Window::default()),
         }
     }
@@ -84,7 +86,7 @@ impl RetryBudget {
         let (mut w, i) = self.window(now);
         let requests: u64 = w.requests.iter().sum();
         let retries: u64 = w.retries.iter().sum();
-        let allowed = FLOOR_PER_SECOND * BUCKETS as u64 + requests * RATIO_PERCENT / 100;
+        let allowed = FLOOR_PER_SECOND * BUCKETS as u64 + requests * self.percent / 100;
         if retries >= allowed {
             return false;
         }
@@ -100,7 +102,7 @@ mod tests {
     #[test]
     fn extra_attempts_are_capped_at_the_floor_plus_a_fifth_of_the_requests() {
         let t0 = Instant::now();
-        let budget = RetryBudget::new(t0);
+        let budget = RetryBudget::new(t0, 20);
         for _ in 0..1000 {
             budget.record_request(t0);
         }
@@ -111,7 +113,7 @@ mod tests {
     #[test]
     fn the_window_slides_so_old_retries_stop_counting() {
         let t0 = Instant::now();
-        let budget = RetryBudget::new(t0);
+        let budget = RetryBudget::new(t0, 20);
         let granted = (0..100).filter(|_| budget.try_retry(t0)).count();
         assert_eq!(granted, 50, "the floor alone, with no requests");
         assert!(!budget.try_retry(t0 + Duration::from_secs(9)));

@@ -52,7 +52,10 @@ pub async fn send<'c>(
             backoff(attempt).await;
         }
         let member = &route.members[index];
-        let outcome = attempt_one(member, call(member.model(resolved.upstream_model))).await;
+        // With no attempt left to fail over to, a stream goes out as soon as its headers come.
+        let may_fail_over = attempt + 1 < route.max_attempts.min(route.members.len());
+        let call = call(member.model(resolved.upstream_model));
+        let outcome = attempt_one(member, call, may_fail_over).await;
         match outcome {
             Ok(reply) => {
                 member.health.record_success(&member.name);
@@ -81,15 +84,17 @@ pub async fn send<'c>(
     )
 }
 
-/// One attempt: the backend's reply, with a stream's first event already read (so that a
-/// stream failing before it counts as a failure before the first byte).
+/// One attempt: the backend's reply. When another attempt could follow, a stream's first event
+/// is read before the reply is handed back (so the client's headers wait for it), so that a
+/// stream failing before it is a failure before the first byte.
 async fn attempt_one(
     member: &Member,
     call: Result<UpstreamCall<'_>, GatewayError>,
+    may_fail_over: bool,
 ) -> Result<UpstreamReply, GatewayError> {
     let reply = member.backend.send(call?).await?;
     match reply.body {
-        ReplyBody::EventStream(stream) => {
+        ReplyBody::EventStream(stream) if may_fail_over => {
             let stream = first_event(stream, &member.name).await?;
             Ok(UpstreamReply {
                 body: ReplyBody::EventStream(stream),

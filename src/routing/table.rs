@@ -231,7 +231,7 @@ fn build_route(r: &RouteConfig, backends: &HashMap<String, BuiltBackend>) -> Res
         members,
         weighted: r.backends.len(),
         chooser: SmoothWeighted::new(r.backends.iter().map(|b| b.weight)),
-        budget: RetryBudget::new(Instant::now()),
+        budget: RetryBudget::new(Instant::now(), r.retry_budget_percent),
         max_attempts: r.max_attempts,
         strip_prefix: r.strip_prefix,
         models: r.models.clone(),
