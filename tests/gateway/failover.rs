@@ -7,6 +7,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::support::faulty::{Fault, FaultyUpstream};
+use crate::support::paced_sse::{PacedSse, Seen};
 use crate::support::python::run_pytest;
 use crate::support::redis::eventually;
 use crate::support::{TestGateway, closed_port, spawn_gateway, sse_payloads, stream_text};
@@ -305,4 +306,65 @@ fallback = ["refuse2"]
         assert_ne!(h["state"], "healthy", "{name}: {h}");
     }
     assert!(good_a.hits() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_failover_route_the_first_event_still_reaches_the_client_before_the_next_is_written() {
+    // Arrange: a paced stream as the weighted backend, a healthy fallback behind it.
+    let event = |text: &str| {
+        let chunk = json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                           "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}]});
+        format!("data: {chunk}\n\n").into_bytes()
+    };
+    let events = vec![event("Hel"), event("lo"), b"data: [DONE]\n\n".to_vec()];
+    let mut paced = PacedSse::start(events, false).await;
+    let good = FaultyUpstream::start("good", Fault::Healthy).await;
+    let mut toml = backend("paced", &paced.base_url, "") + &backend("good", &good.base_url, "");
+    toml += "[[routes]]\nprefix = \"p/\"\nbackend = \"paced\"\nfallback = [\"good\"]\n";
+    let gw = spawn_gateway(&toml).await;
+    let (client, url) = (
+        gw.client.clone(),
+        format!("{}/v1/chat/completions", gw.base),
+    );
+    let request = tokio::spawn(async move {
+        client
+            .post(url)
+            .json(&chat("p/m", true))
+            .send()
+            .await
+            .unwrap()
+    });
+    assert!(matches!(paced.next_seen().await, Seen::Request(_)));
+
+    // Act: release the first event only, and read it.
+    paced.release().await;
+    let response = tokio::time::timeout(Duration::from_secs(10), request)
+        .await
+        .expect("headers came with the first event")
+        .unwrap();
+    let mut body = response.bytes_stream();
+    let first = body.next().await.unwrap().unwrap();
+
+    // Assert: it is here while the upstream has written nothing more; the rest follows whole.
+    assert!(
+        String::from_utf8_lossy(&first).contains("\"Hel\""),
+        "{first:?}"
+    );
+    assert_eq!(paced.next_seen().await, Seen::Wrote(0));
+    assert!(
+        paced.log.try_recv().is_err(),
+        "the upstream wrote more already"
+    );
+    paced.release_all(2).await;
+    let mut rest = first.to_vec();
+    while let Some(part) = body.next().await {
+        rest.extend_from_slice(&part.unwrap());
+    }
+    let payloads: Vec<String> = switchyard::adapters::sse::data_payloads(&rest)
+        .into_iter()
+        .map(|p| String::from_utf8(p).unwrap())
+        .collect();
+    assert_eq!(stream_text(&payloads), "Hello");
+    assert_eq!(payloads.last().map(String::as_str), Some("[DONE]"));
+    assert_eq!(good.hits(), 0);
 }
