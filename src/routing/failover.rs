@@ -44,6 +44,9 @@ pub async fn send<'c>(
             break;
         };
         tried.insert(index);
+        // A probe whose request ends without a verdict (the client left, a 400) must not keep
+        // the backend half-open for ever: dropping this lets the next request probe.
+        let _probe = (admission == Admission::Probe).then(|| ProbeRelease(&route.members[index]));
         if attempt > 0 {
             if !route.budget.try_retry(now) {
                 tracing::warn!(route = %route.prefix, "retry budget spent: no further attempt");
@@ -69,12 +72,7 @@ pub async fn send<'c>(
                 tracing::warn!(backend = %member.name, error = %err, "attempt failed before the first byte");
                 last_error = Some(err);
             }
-            Err(err) => {
-                if admission == Admission::Probe {
-                    member.health.release_probe();
-                }
-                return Err(err);
-            }
+            Err(err) => return Err(err),
         }
     }
     Err(
@@ -177,6 +175,15 @@ async fn backoff(attempt: usize) {
     let ceiling = BACKOFF_BASE.saturating_mul(1 << exp).min(MAX_BACKOFF);
     let wait = ceiling.mul_f64(fastrand::f64());
     tokio::time::sleep(wait).await;
+}
+
+/// Releases a probe admission when dropped (after a verdict it is already released).
+struct ProbeRelease<'a>(&'a Member);
+
+impl Drop for ProbeRelease<'_> {
+    fn drop(&mut self) {
+        self.0.health.release_probe();
+    }
 }
 
 /// The backends already tried by one request (a route has at most 64).

@@ -7,6 +7,7 @@
 //! Time is passed in (`now`), never read here, so tests drive it.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -32,6 +33,9 @@ pub enum Admission {
 #[derive(Debug)]
 pub struct BackendHealth {
     settings: HealthSettings,
+    /// False while `state` is the default (no failure since the last success): the common
+    /// case is answered without taking the lock.
+    troubled: AtomicBool,
     state: Mutex<State>,
 }
 
@@ -62,8 +66,13 @@ impl BackendHealth {
     pub fn new(settings: HealthSettings) -> Self {
         BackendHealth {
             settings,
+            troubled: AtomicBool::new(false),
             state: Mutex::new(State::default()),
         }
+    }
+
+    fn is_clean(&self) -> bool {
+        !self.troubled.load(Ordering::Acquire)
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -75,6 +84,9 @@ impl BackendHealth {
 
     /// Whether a request may go to this backend now (without admitting it).
     pub fn is_available(&self, now: Instant) -> bool {
+        if self.is_clean() {
+            return true;
+        }
         let s = self.state();
         if s.wait_until.is_some_and(|t| now < t) {
             return false;
@@ -87,6 +99,9 @@ impl BackendHealth {
 
     /// Admits one request, turning an ejected backend whose cooldown is over into half-open.
     pub fn admit(&self, now: Instant) -> Admission {
+        if self.is_clean() {
+            return Admission::Yes;
+        }
         let mut s = self.state();
         if s.wait_until.is_some_and(|t| now < t) {
             return Admission::No;
@@ -116,6 +131,7 @@ impl BackendHealth {
     /// The backend failed a request before its first byte.
     pub fn record_failure(&self, backend: &str, now: Instant) {
         let mut s = self.state();
+        self.troubled.store(true, Ordering::Release);
         s.consecutive_failures = s.consecutive_failures.saturating_add(1);
         let cooldown = match s.ejected {
             // A failed probe: out again, for twice as long.
@@ -138,6 +154,7 @@ impl BackendHealth {
     /// The backend asked to be left alone (`retry-after`) until `until`.
     pub fn record_retry_after(&self, backend: &str, until: Instant) {
         let mut s = self.state();
+        self.troubled.store(true, Ordering::Release);
         s.wait_until = Some(s.wait_until.map_or(until, |t| t.max(until)));
         // A rate limit says the box is alive: a probe that got one is not a failure.
         s.probing = false;
@@ -146,7 +163,9 @@ impl BackendHealth {
 
     /// A probe that ended without a verdict (client gone, non-failover error): let another one go.
     pub fn release_probe(&self) {
-        self.state().probing = false;
+        if !self.is_clean() {
+            self.state().probing = false;
+        }
     }
 
     /// The state as `/health` shows it.
@@ -208,6 +227,18 @@ mod tests {
         h.record_success("b");
         assert_eq!(h.admit(later), Admission::Yes);
         assert_eq!(h.view(later).consecutive_failures, 0);
+    }
+
+    #[test]
+    fn a_probe_that_ends_without_a_verdict_lets_the_next_request_probe() {
+        let (h, t0) = (health(), Instant::now());
+        for _ in 0..3 {
+            h.record_failure("b", t0);
+        }
+        let later = t0 + Duration::from_secs(5);
+        assert_eq!(h.admit(later), Admission::Probe);
+        h.release_probe();
+        assert_eq!(h.admit(later), Admission::Probe);
     }
 
     #[test]

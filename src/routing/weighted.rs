@@ -28,6 +28,10 @@ impl SmoothWeighted {
     ///
     /// Each eligible entry gains its weight; the largest wins and loses the eligible total.
     pub fn pick(&self, eligible: impl Fn(usize) -> bool) -> Option<usize> {
+        if self.weights.len() == 1 {
+            // The one-backend route: nothing to balance, no lock to take.
+            return eligible(0).then_some(0);
+        }
         // A poisoned lock only means a panic elsewhere mid-update: the numbers are still usable.
         let mut current = self
             .current
