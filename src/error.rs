@@ -514,4 +514,29 @@ mod tests {
         assert!(body.error.message.contains("nope/x"));
         assert_eq!(body.error.param.as_deref(), Some("model"));
     }
+
+    #[test]
+    fn retry_after_is_read_from_429_and_503_only_and_hostile_values_are_ignored_or_capped() {
+        let with = |status: u16, name: &'static str, value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                header::HeaderName::from_static(name),
+                header::HeaderValue::from_static(value),
+            );
+            GatewayError::UpstreamStatus {
+                status: StatusCode::from_u16(status).unwrap(),
+                headers,
+                body: Bytes::new(),
+            }
+        };
+        let secs = |e: GatewayError| e.retry_after().map(|d| d.as_secs_f64());
+        assert_eq!(secs(with(429, "retry-after", "7")), Some(7.0));
+        assert_eq!(secs(with(503, "retry-after-ms", "1500")), Some(1.5));
+        assert_eq!(secs(with(500, "retry-after", "7")), None);
+        assert_eq!(secs(with(429, "retry-after", "-3")), None);
+        assert_eq!(secs(with(429, "retry-after", "soon")), None);
+        assert_eq!(secs(with(429, "retry-after", "1e308")), Some(86_400.0));
+        assert!(with(429, "x-other", "1").is_retryable());
+        assert!(!with(400, "x-other", "1").is_retryable());
+    }
 }

@@ -242,4 +242,16 @@ mod tests {
         assert_eq!(leading_error(b"data: {\"id\":1}\n\n", err), None);
         assert_eq!(leading_error(b"", b"data: {\"id\":\"x\"}\n\n"), None);
     }
+
+    #[tokio::test]
+    async fn an_upstream_sending_only_comments_is_relayed_once_the_hold_is_full() {
+        let comments = futures::stream::iter(
+            std::iter::repeat_with(|| Ok(Bytes::from(vec![b':'; 1000])))
+                .take(MAX_HELD_BEFORE_FIRST_EVENT / 1000 + 10),
+        );
+        let mut stream = first_event(Box::pin(comments), "b").await.unwrap();
+        let head = stream.next().await.unwrap().unwrap();
+        assert!(head.len() > MAX_HELD_BEFORE_FIRST_EVENT);
+        assert!(head.len() <= MAX_HELD_BEFORE_FIRST_EVENT + 1000);
+    }
 }
