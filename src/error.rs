@@ -117,13 +117,6 @@ pub enum GatewayError {
         message: String,
     },
 
-    /// Every backend of the route is out of rotation and none could be tried.
-    #[error("no backend of the route `{route}` is available")]
-    NoBackendAvailable {
-        /// The route's prefix.
-        route: String,
-    },
-
     // --- ours ---
     /// A bug or an unexpected state; the message is logged, not sent.
     #[error("internal error: {message}")]
@@ -226,16 +219,6 @@ impl GatewayError {
                     Some("queue_unavailable"),
                 ),
             ),
-            // 503 with nothing tried: the service is temporarily unable, the SDKs retry.
-            NoBackendAvailable { .. } => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                ErrorBody::new(
-                    self.to_string(),
-                    "api_error",
-                    None,
-                    Some("no_backend_available"),
-                ),
-            ),
             Internal { .. } => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 ErrorBody::new("internal error", "api_error", None, None),
@@ -279,7 +262,6 @@ impl GatewayError {
             | BodyTooLarge { .. }
             | UnknownUrl { .. }
             | UnsupportedEndpoint { .. }
-            | NoBackendAvailable { .. }
             | Internal { .. } => false,
         }
     }
@@ -470,14 +452,6 @@ mod tests {
                 503,
                 "api_error",
                 Some("queue_unavailable"),
-            ),
-            (
-                GatewayError::NoBackendAvailable {
-                    route: "llama/".into(),
-                },
-                503,
-                "api_error",
-                Some("no_backend_available"),
             ),
             (
                 GatewayError::Internal {

@@ -75,11 +75,10 @@ pub async fn send<'c>(
             Err(err) => return Err(err),
         }
     }
-    Err(
-        last_error.unwrap_or_else(|| GatewayError::NoBackendAvailable {
-            route: route.prefix.clone(),
-        }),
-    )
+    // A first attempt always finds a backend (`Route::next`), so there is a last error.
+    Err(last_error.unwrap_or_else(|| GatewayError::Internal {
+        message: format!("route `{}` tried no backend", route.prefix),
+    }))
 }
 
 /// One attempt: the backend's reply. When another attempt could follow, a stream's first event
