@@ -301,11 +301,12 @@ fn write_table(out: &mut impl Write, path: &Path, config: &Config) -> std::io::R
             BackendSettings::Echo => writeln!(out, "  {:<16} {:<6}", b.name, b.settings.kind())?,
             BackendSettings::Redis(redis) => writeln!(
                 out,
-                "  {:<16} {:<6} {}  timeout={}",
+                "  {:<16} {:<6} {}  timeout={} pickup_timeout={}",
                 b.name,
                 b.settings.kind(),
                 redacted_redis_url(&redis.url_source),
-                humantime::format_duration(redis.timeout)
+                humantime::format_duration(redis.timeout),
+                humantime::format_duration(redis.pickup_timeout)
             )?,
         }
     }

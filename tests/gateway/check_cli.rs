@@ -96,3 +96,15 @@ fn the_shipped_routes_toml_is_valid() {
     assert!(ok, "{stderr}");
     assert!(stdout.contains("echo/"), "{stdout}");
 }
+
+#[test]
+fn a_route_with_weighted_backends_and_fallbacks_is_shown_as_such() {
+    let (ok, stdout, _) = check(
+        "[backends.a]\nkind = \"echo\"\n[backends.b]\nkind = \"echo\"\n[backends.c]\nkind = \"echo\"\n[[routes]]\nprefix = \"m/\"\nbackends = [{ name = \"a\", weight = 3 }, { name = \"b\" }]\nfallback = [\"c\"]\n",
+    );
+    assert!(ok);
+    assert!(
+        stdout.contains("m/ ") && stdout.contains("-> a*3, b*1 then c"),
+        "{stdout}"
+    );
+}
