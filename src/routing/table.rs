@@ -299,6 +299,22 @@ backend = "e"
     }
 
     #[test]
+    fn learnt_health_survives_a_reload_unless_its_backend_or_thresholds_change() {
+        let src = |extra: &str| {
+            format!(
+                "[backends.a]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:2/v1\"\n{extra}\n[[routes]]\nprefix = \"\"\nbackends = [{{ name = \"a\" }}]\n"
+            )
+        };
+        let load = |s: &str| crate::config::validate(s, "t.toml", &|_| None).unwrap();
+        let health = |t: &RouteTable| t.routes()[0].members[0].health.clone();
+        let first = RouteTable::build(&load(&src(""))).unwrap();
+        let same = RouteTable::rebuild(&load(&src("")), Some(&first)).unwrap();
+        assert!(Arc::ptr_eq(&health(&first), &health(&same)));
+        let stricter = RouteTable::rebuild(&load(&src("eject_after = 1")), Some(&same)).unwrap();
+        assert!(!Arc::ptr_eq(&health(&same), &health(&stricter)));
+    }
+
+    #[test]
     fn no_catch_all_means_no_route_and_multibyte_names_do_not_panic() {
         let t =
             table("[backends.e]\nkind = \"echo\"\n[[routes]]\nprefix = \"é/\"\nbackend = \"e\"\n");
