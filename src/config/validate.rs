@@ -215,10 +215,10 @@ impl Validator<'_> {
 
     fn health_settings(&mut self, raw: &RawBackend) -> HealthSettings {
         let eject_after = match &raw.eject_after {
-            Some(n) if !(1..=10_000).contains(n.get_ref()) => {
+            Some(n) if !(1..=1_000_000).contains(n.get_ref()) => {
                 self.error(
                     n.span(),
-                    "`eject_after` must be between 1 and 10000 failures",
+                    "`eject_after` must be between 1 and 1000000 failures",
                 );
                 DEFAULT_EJECT_AFTER
             }
