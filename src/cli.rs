@@ -417,11 +417,12 @@ fn write_table(out: &mut impl Write, path: &Path, config: &Config) -> std::io::R
             BackendSettings::Echo => writeln!(out, "  {:<16} {:<6}", b.name, b.settings.kind())?,
             BackendSettings::Redis(redis) => writeln!(
                 out,
-                "  {:<16} {:<6} {}  timeout={}",
+                "  {:<16} {:<6} {}  timeout={} pickup_timeout={}",
                 b.name,
                 b.settings.kind(),
                 redacted_redis_url(&redis.url_source),
-                humantime::format_duration(redis.timeout)
+                humantime::format_duration(redis.timeout),
+                humantime::format_duration(redis.pickup_timeout)
             )?,
         }
     }
@@ -438,11 +439,30 @@ fn write_table(out: &mut impl Write, path: &Path, config: &Config) -> std::io::R
             out,
             "  {:<20} -> {:<16} strip_prefix={:<5} discover={:<5} models=[{}]",
             prefix,
-            r.backend,
+            describe_backends(r),
             r.strip_prefix,
             r.discover,
             r.models.join(", ")
         )?;
     }
     Ok(())
+}
+
+/// A route's backends as `check` shows them: `a`, or `a*3, b*1 then c` with fallbacks.
+fn describe_backends(route: &crate::config::RouteConfig) -> String {
+    let mut text = if route.backends.len() == 1 {
+        route.backends[0].name.clone()
+    } else {
+        let weighted: Vec<String> = route
+            .backends
+            .iter()
+            .map(|b| format!("{}*{}", b.name, b.weight))
+            .collect();
+        weighted.join(", ")
+    };
+    if !route.fallback.is_empty() {
+        text.push_str(" then ");
+        text.push_str(&route.fallback.join(", "));
+    }
+    text
 }

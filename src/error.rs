@@ -279,6 +279,66 @@ impl GatewayError {
         )
     }
 
+    /// Whether another backend might answer where this one failed, before any byte of an
+    /// answer was sent: the upstream was unreachable, slow, overloaded or broken. A client's
+    /// mistake, or an upstream's 4xx verdict on the request itself, is the answer.
+    pub fn is_retryable(&self) -> bool {
+        use GatewayError::*;
+        match self {
+            UpstreamStatus { status, .. } => {
+                status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS
+            }
+            UpstreamUnreachable { .. }
+            | UpstreamTimeout { .. }
+            | UpstreamFailed { .. }
+            | UpstreamProtocol { .. }
+            | DeadLettered { .. }
+            | QueueUnavailable { .. } => true,
+            InvalidJson { .. }
+            | InvalidField { .. }
+            | ModelNotFound { .. }
+            | BodyTooLarge { .. }
+            | UnknownUrl { .. }
+            | UnsafePath { .. }
+            | UnsupportedEndpoint { .. }
+            | RequestTimeout { .. }
+            // The gateway's own admission: another backend would not change it.
+            | Overloaded { .. }
+            | Internal { .. } => false,
+        }
+    }
+
+    /// Whether the upstream said it is rate-limiting (429): the box is alive, just busy.
+    pub fn is_rate_limit(&self) -> bool {
+        matches!(self, GatewayError::UpstreamStatus { status, .. } if *status == StatusCode::TOO_MANY_REQUESTS)
+    }
+
+    /// How long the upstream asked to be left alone: `retry-after-ms` (OpenAI's), else
+    /// `retry-after` in seconds, on a 429 or 503. An HTTP-date is not read (none of the
+    /// inference servers sends one).
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        let GatewayError::UpstreamStatus {
+            status, headers, ..
+        } = self
+        else {
+            return None;
+        };
+        if *status != StatusCode::TOO_MANY_REQUESTS && *status != StatusCode::SERVICE_UNAVAILABLE {
+            return None;
+        }
+        let number = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .filter(|n| n.is_finite() && *n >= 0.0)
+        };
+        number("retry-after-ms")
+            .map(|ms| ms / 1000.0)
+            .or_else(|| number("retry-after"))
+            .map(|secs| std::time::Duration::from_secs_f64(secs.min(86_400.0)))
+    }
+
     /// One SSE event carrying this error, for failures after a stream has started.
     pub fn to_sse_event(&self) -> Bytes {
         let (_, body) = self.to_openai();
@@ -507,5 +567,30 @@ mod tests {
         .to_openai();
         assert!(body.error.message.contains("nope/x"));
         assert_eq!(body.error.param.as_deref(), Some("model"));
+    }
+
+    #[test]
+    fn retry_after_is_read_from_429_and_503_only_and_hostile_values_are_ignored_or_capped() {
+        let with = |status: u16, name: &'static str, value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                header::HeaderName::from_static(name),
+                header::HeaderValue::from_static(value),
+            );
+            GatewayError::UpstreamStatus {
+                status: StatusCode::from_u16(status).unwrap(),
+                headers,
+                body: Bytes::new(),
+            }
+        };
+        let secs = |e: GatewayError| e.retry_after().map(|d| d.as_secs_f64());
+        assert_eq!(secs(with(429, "retry-after", "7")), Some(7.0));
+        assert_eq!(secs(with(503, "retry-after-ms", "1500")), Some(1.5));
+        assert_eq!(secs(with(500, "retry-after", "7")), None);
+        assert_eq!(secs(with(429, "retry-after", "-3")), None);
+        assert_eq!(secs(with(429, "retry-after", "soon")), None);
+        assert_eq!(secs(with(429, "retry-after", "1e308")), Some(86_400.0));
+        assert!(with(429, "x-other", "1").is_retryable());
+        assert!(!with(400, "x-other", "1").is_retryable());
     }
 }

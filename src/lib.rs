@@ -15,7 +15,9 @@
 //! 6. **Rewrite**: when the route strips its prefix, only the top-level `model` value of the
 //!    client's bytes is replaced (`routing::rewrite`); otherwise the bytes go as they came.
 //! 7. **Send** through the route's backend (`backends::AnyBackend`), which owns transport and
-//!    normalises the answer to OpenAI's wire format with its adapter (`adapters`).
+//!    normalises the answer to OpenAI's wire format with its adapter (`adapters`). A route with
+//!    several backends picks one by weight and fails over to the others before the first byte
+//!    of an answer (`routing::failover`), learning their health as it goes (`routing::health`).
 //! 8. **Respond** (`routes::reply`): upstream non-2xx pass through verbatim (status, body,
 //!    rate-limit headers); streams are relayed event by event. When the client goes away, actix
 //!    drops the stream, which drops the upstream body and closes that connection: cancellation

@@ -2,7 +2,6 @@
 //! per backend, header filtering both ways, timeouts, and upstream failures mapped to errors.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{
@@ -94,6 +93,9 @@ pub(crate) fn cause_chain(err: &dyn std::error::Error) -> String {
 pub struct HttpUpstream {
     name: Arc<str>,
     client: reqwest::Client,
+    /// The same settings without a pool: the one retry after a keep-alive race goes on a new
+    /// connection, never on another pooled one that may be just as stale.
+    fresh: reqwest::Client,
     /// Parsed once: building each request's URL from it skips URL and IDNA parsing of the host.
     base: url::Url,
     /// `base`'s path without a trailing `/` (e.g. `/v1`), joined with each request's path.
@@ -106,13 +108,18 @@ pub struct HttpUpstream {
 impl HttpUpstream {
     /// Builds the client for one backend.
     pub fn new(name: &str, settings: &HttpSettings) -> Result<Self, String> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(settings.connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| format!("backend `{name}`: cannot build the HTTP client: {e}"))?;
+        let builder = || {
+            reqwest::Client::builder()
+                .connect_timeout(settings.connect_timeout)
+                .tcp_nodelay(true)
+                .redirect(reqwest::redirect::Policy::none())
+        };
+        let built = |b: reqwest::ClientBuilder| {
+            b.build()
+                .map_err(|e| format!("backend `{name}`: cannot build the HTTP client: {e}"))
+        };
+        let client = built(builder().pool_idle_timeout(settings.pool_idle_timeout))?;
+        let fresh = built(builder().pool_max_idle_per_host(0))?;
         let api_key = match &settings.api_key {
             Some(key) => {
                 let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose_secret()))
@@ -137,6 +144,7 @@ impl HttpUpstream {
         Ok(HttpUpstream {
             name: Arc::from(name),
             client,
+            fresh,
             base: settings.base_url.clone(),
             base_path: settings.base_url.path().trim_end_matches('/').to_owned(),
             api_key,
@@ -152,6 +160,11 @@ impl HttpUpstream {
 
     /// Sends a request and waits for the response headers, within `first_byte_timeout` (and,
     /// unless a stream was asked for, within `request_timeout`).
+    ///
+    /// A pooled connection that the upstream closed as it sat idle fails the request with
+    /// "connection closed before message completed" and no response byte: the upstream never
+    /// took the request in. That request is sent once more, on a new connection, within the
+    /// same deadline.
     pub async fn send(
         &self,
         method: reqwest::Method,
@@ -160,14 +173,27 @@ impl HttpUpstream {
         client_headers: &ActixHeaders,
         stream: bool,
     ) -> Result<reqwest::Response, GatewayError> {
-        let request = self
-            .client
-            .request(method, self.url(path)?)
-            .headers(self.upstream_headers(client_headers))
-            .body(body);
+        // The URL is moved into the first request (no copy on the hot path) and built again
+        // only for the rare resend.
+        let request = |client: &reqwest::Client, url: url::Url| {
+            client
+                .request(method.clone(), url)
+                .headers(self.upstream_headers(client_headers))
+                .body(body.clone())
+                .send()
+        };
         let started = tokio::time::Instant::now();
         let deadline = self.timeouts.headers_deadline(started, stream);
-        match tokio::time::timeout_at(deadline, request.send()).await {
+        let first = request(&self.client, self.url(path)?);
+        let sent = match tokio::time::timeout_at(deadline, first).await {
+            Ok(Err(err)) if is_stale_connection(&err) => {
+                tracing::debug!(backend = %self.name, "pooled connection closed under the request; resending on a new one");
+                let again = request(&self.fresh, self.url(path)?);
+                tokio::time::timeout_at(deadline, again).await
+            }
+            sent => sent,
+        };
+        match sent {
             Ok(Ok(mut response)) => {
                 Timeouts::mark_started(&mut response, started);
                 Ok(response)
@@ -306,6 +332,23 @@ impl HttpUpstream {
     }
 }
 
+/// Whether a request failed because its connection was closed before any response came back,
+/// the signature of a keep-alive race (hyper's "connection closed before message completed").
+/// A refused connection is not one: it was never established.
+fn is_stale_connection(err: &reqwest::Error) -> bool {
+    if err.is_connect() || err.is_timeout() {
+        return false;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+    while let Some(cause) = source {
+        if let Some(hyper_err) = cause.downcast_ref::<hyper::Error>() {
+            return hyper_err.is_incomplete_message();
+        }
+        source = cause.source();
+    }
+    false
+}
+
 pub(super) fn map_reqwest_error(
     backend: &str,
     err: &reqwest::Error,
@@ -380,6 +423,8 @@ pub fn is_event_stream(response: &reqwest::Response) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn upstream(base: &str) -> HttpUpstream {
@@ -392,6 +437,7 @@ mod tests {
             request_timeout: Duration::from_secs(1),
             first_byte_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(1),
+            pool_idle_timeout: Duration::from_secs(1),
             responses: Default::default(),
         };
         HttpUpstream::new("t", &settings).unwrap()

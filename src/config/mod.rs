@@ -11,6 +11,7 @@ pub mod schema;
 pub mod starter;
 mod validate;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -71,6 +72,17 @@ pub struct BackendConfig {
     pub col: usize,
     /// Kind-specific settings.
     pub settings: BackendSettings,
+    /// When passive health checking takes it out of rotation.
+    pub health: HealthSettings,
+}
+
+/// Passive health checking of one backend: when it is ejected, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthSettings {
+    /// Consecutive failures that eject the backend.
+    pub eject_after: u32,
+    /// The first ejection's length; it doubles at each failed probe, up to a cap.
+    pub cooldown: Duration,
 }
 
 /// Settings by backend kind. Equality decides whether a reload may keep a backend's client.
@@ -120,6 +132,8 @@ pub struct HttpSettings {
     pub first_byte_timeout: Duration,
     /// Time allowed between two reads of a response body.
     pub idle_timeout: Duration,
+    /// How long an idle pooled connection is kept for reuse.
+    pub pool_idle_timeout: Duration,
     /// `kind = "openai"`: how `/v1/responses` is served (`Native` for the other kinds).
     pub responses: ResponsesMode,
 }
@@ -146,6 +160,7 @@ impl PartialEq for HttpSettings {
             && self.request_timeout == other.request_timeout
             && self.first_byte_timeout == other.first_byte_timeout
             && self.idle_timeout == other.idle_timeout
+            && self.pool_idle_timeout == other.pool_idle_timeout
             && self.responses == other.responses
     }
 }
@@ -159,13 +174,17 @@ pub struct RedisSettings {
     pub url_source: String,
     /// How long a client waits for its result, and between two entries of a stream.
     pub timeout: Duration,
+    /// How long a job may wait for a worker to take it before it is withdrawn.
+    pub pickup_timeout: Duration,
 }
 
 // By hand for the same reason as `HttpSettings`.
 impl PartialEq for RedisSettings {
     fn eq(&self, other: &Self) -> bool {
         use secrecy::ExposeSecret;
-        self.url.expose_secret() == other.url.expose_secret() && self.timeout == other.timeout
+        self.url.expose_secret() == other.url.expose_secret()
+            && self.timeout == other.timeout
+            && self.pickup_timeout == other.pickup_timeout
     }
 }
 
@@ -174,14 +193,41 @@ impl PartialEq for RedisSettings {
 pub struct RouteConfig {
     /// Model-name prefix.
     pub prefix: String,
-    /// Backend name (checked to exist).
-    pub backend: String,
+    /// Backends sharing the load by weight (names checked to exist); at least one.
+    pub backends: Vec<WeightedBackend>,
+    /// Backends tried in order once every weighted one failed or is ejected.
+    pub fallback: Vec<String>,
+    /// Most upstream attempts per request, at least 1.
+    pub max_attempts: usize,
+    /// Extra attempts allowed over the budget's window, in percent of the requests.
+    pub retry_budget_percent: u32,
+    /// Model name per backend name, replacing the client's (after prefix stripping).
+    pub upstream_models: BTreeMap<String, String>,
     /// Strip the prefix from the model name upstream.
     pub strip_prefix: bool,
     /// Advertised model names, without the prefix.
     pub models: Vec<String>,
     /// Also list the backend's own models.
     pub discover: bool,
+}
+
+impl RouteConfig {
+    /// Every backend name of the route: weighted ones first, then the fallbacks.
+    pub fn backend_names(&self) -> impl Iterator<Item = &str> {
+        self.backends
+            .iter()
+            .map(|b| b.name.as_str())
+            .chain(self.fallback.iter().map(String::as_str))
+    }
+}
+
+/// One entry of a route's `backends`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeightedBackend {
+    /// Backend name.
+    pub name: String,
+    /// Relative share of the route's requests, at least 1.
+    pub weight: u32,
 }
 
 /// One problem in a config file, at a position.

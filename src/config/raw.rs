@@ -162,6 +162,23 @@ pub struct RawBackend {
     /// (default `"600s"`); exceeded is a 504 `upstream_timeout`.
     #[schemars(with = "Option<String>", pattern(DURATION_PATTERN))]
     pub timeout: Option<Spanned<String>>,
+    /// Kind redis. How long a job may wait for a worker to take it (default `"30s"`); past it,
+    /// a job still untaken is withdrawn from the queue (it never runs later) and the request
+    /// fails with a 504, so a route fails over when every worker is gone or busy.
+    #[schemars(with = "Option<String>", pattern(DURATION_PATTERN))]
+    pub pickup_timeout: Option<Spanned<String>>,
+    /// Kinds openai, ollama, proxy. How long an idle pooled connection to the upstream is kept
+    /// (default `"3s"`, below the 5 s keep-alive of uvicorn, llama.cpp and Node).
+    #[schemars(with = "Option<String>", pattern(DURATION_PATTERN))]
+    pub pool_idle_timeout: Option<Spanned<String>>,
+    /// All kinds. Consecutive failures (before the first byte) that take the backend out of
+    /// rotation (default 5).
+    #[schemars(with = "Option<u32>", range(min = 1, max = 1000000))]
+    pub eject_after: Option<Spanned<i64>>,
+    /// All kinds. How long the first ejection lasts (default `"5s"`); it doubles each time the
+    /// backend fails its probe, up to 5 minutes.
+    #[schemars(with = "Option<String>", pattern(DURATION_PATTERN))]
+    pub eject_cooldown: Option<Spanned<String>>,
 }
 
 /// `[[routes]]`.
@@ -172,9 +189,28 @@ pub struct RawRoute {
     /// appear once.
     #[schemars(with = "String")]
     pub prefix: Spanned<String>,
-    /// The name of a `[backends.<name>]` table.
-    #[schemars(with = "String")]
-    pub backend: Spanned<String>,
+    /// The name of a `[backends.<name>]` table: the one-backend form of `backends`.
+    #[schemars(with = "Option<String>")]
+    pub backend: Option<Spanned<String>>,
+    /// Backends sharing the route's load by weight (smooth weighted round-robin):
+    /// `[{ name = "vllm-a", weight = 3 }, { name = "vllm-b" }]`.
+    #[schemars(with = "Option<Vec<RawWeightedBackend>>")]
+    pub backends: Option<Spanned<Vec<RawWeightedBackend>>>,
+    /// Backend names tried in order, only when every weighted backend failed or is ejected.
+    #[schemars(with = "Option<Vec<String>>")]
+    pub fallback: Option<Vec<Spanned<String>>>,
+    /// Most upstream attempts for one request, each backend at most once (default: every
+    /// backend of the route).
+    #[schemars(with = "Option<u32>", range(min = 1))]
+    pub max_attempts: Option<Spanned<i64>>,
+    /// Extra attempts (failovers) allowed over a sliding 10 s window, in percent of the route's
+    /// requests, on top of a floor of 5 per second (default 20).
+    #[schemars(with = "Option<u32>", range(max = 1000))]
+    pub retry_budget: Option<Spanned<i64>>,
+    /// The model name sent to a given backend, by backend name, instead of the one the route
+    /// would send: `{ "vllm-a" = "meta-llama/Llama-3.1-8B" }`.
+    #[schemars(with = "Option<BTreeMap<String, String>>")]
+    pub upstream_models: Option<BTreeMap<String, Spanned<String>>>,
     /// Remove the prefix before the request goes upstream (default true): `openai/gpt-4o`
     /// reaches the backend as `gpt-4o`. When false, the client's body goes upstream byte for
     /// byte.
@@ -186,4 +222,16 @@ pub struct RawRoute {
     /// Also list the backend's own models under the prefix (default false). Cached 30 s; a
     /// backend that is down or slow is left out of the listing, never fails it.
     pub discover: Option<bool>,
+}
+
+/// One entry of a route's `backends = [...]`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawWeightedBackend {
+    /// Name of a `[backends.<name>]` table.
+    #[schemars(with = "String")]
+    pub name: Spanned<String>,
+    /// Share of the route's requests relative to the other entries (default 1).
+    #[schemars(with = "Option<u32>", range(min = 1, max = 1000))]
+    pub weight: Option<Spanned<i64>>,
 }

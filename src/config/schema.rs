@@ -19,8 +19,17 @@ const KIND_KEYS: &[(&str, &[&str], Option<&str>)] = &[
     ("openai", OPENAI_KEYS, Some("base_url")),
     ("ollama", HTTP_KEYS, Some("base_url")),
     ("proxy", HTTP_KEYS, Some("base_url")),
-    ("echo", &[], None),
-    ("redis", &["redis_url", "timeout"], Some("redis_url")),
+    ("echo", HEALTH_KEYS, None),
+    ("redis", REDIS_KEYS, Some("redis_url")),
+];
+/// Passive health applies to every kind.
+const HEALTH_KEYS: &[&str] = &["eject_after", "eject_cooldown"];
+const REDIS_KEYS: &[&str] = &[
+    "redis_url",
+    "timeout",
+    "pickup_timeout",
+    "eject_after",
+    "eject_cooldown",
 ];
 const OPENAI_KEYS: &[&str] = &[
     "base_url",
@@ -30,6 +39,9 @@ const OPENAI_KEYS: &[&str] = &[
     "request_timeout",
     "first_byte_timeout",
     "idle_timeout",
+    "pool_idle_timeout",
+    "eject_after",
+    "eject_cooldown",
     "responses",
 ];
 const HTTP_KEYS: &[&str] = &[
@@ -40,6 +52,9 @@ const HTTP_KEYS: &[&str] = &[
     "request_timeout",
     "first_byte_timeout",
     "idle_timeout",
+    "pool_idle_timeout",
+    "eject_after",
+    "eject_cooldown",
 ];
 
 /// The schema as pretty JSON with a trailing newline (what the committed file holds).
@@ -55,6 +70,10 @@ fn schema_value() -> Value {
     let mut value = schema.to_value();
     if let Some(backend) = value.pointer_mut("/definitions/RawBackend") {
         add_per_kind_rules(backend);
+    }
+    if let Some(route) = value.pointer_mut("/definitions/RawRoute") {
+        // A route names its backend one way or the other (`validate` says which is missing).
+        route["anyOf"] = json!([{ "required": ["backend"] }, { "required": ["backends"] }]);
     }
     value
 }

@@ -3,7 +3,7 @@
 //! Collects every error rather than stopping at the first, each as `file:line:col: message`, so
 //! one run of `switchyard check` shows everything that is wrong.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::time::Duration;
@@ -13,10 +13,10 @@ use secrecy::SecretString;
 use toml::Spanned;
 use url::Url;
 
-use super::raw::{RawBackend, RawConfig, RawRoute, RawServer};
+use super::raw::{RawBackend, RawConfig, RawRoute, RawServer, RawWeightedBackend};
 use super::{
-    BackendConfig, BackendSettings, Config, ConfigError, ConfigErrors, HttpSettings, RedisSettings,
-    ResponsesMode, RouteConfig, ServerConfig, env,
+    BackendConfig, BackendSettings, Config, ConfigError, ConfigErrors, HealthSettings,
+    HttpSettings, RedisSettings, ResponsesMode, RouteConfig, ServerConfig, WeightedBackend, env,
 };
 
 const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
@@ -33,6 +33,22 @@ const DEFAULT_REQUEST_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 // A non-streamed generation sends its headers only when it is done.
 const DEFAULT_FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(600);
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Common upstream keep-alive timeouts are 5 s (uvicorn behind vLLM, llama.cpp, Node): a pooled
+/// connection is dropped before the upstream closes it, which avoids most keep-alive races.
+const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(3);
+/// A free worker takes a job within milliseconds; a job still queued after this finds the fleet
+/// gone or saturated, and is better served by failing over than by waiting on.
+const DEFAULT_PICKUP_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_EJECT_AFTER: u32 = 5;
+const DEFAULT_EJECT_COOLDOWN: Duration = Duration::from_secs(5);
+/// Largest `weight` of a route's backend: ratios finer than 1:1000 mean nothing for load.
+const MAX_WEIGHT: i64 = 1000;
+/// Finagle's default: failovers may add a fifth to a route's upstream requests.
+const DEFAULT_RETRY_BUDGET: u32 = 20;
+/// 100% lets every request fail over once; more only serves routes with many backends.
+const MAX_RETRY_BUDGET: i64 = 1000;
+/// Most backends in one route (weighted and fallback): failover tracks them in a 64-bit set.
+const MAX_ROUTE_BACKENDS: usize = 64;
 
 /// Turns a file's text into a validated `Config`, or every error found in it.
 pub fn validate(
@@ -195,6 +211,7 @@ impl Validator<'_> {
                 }
                 self.forbid(&backend.redis_url, "redis_url", kind);
                 self.forbid(&backend.timeout, "timeout", kind);
+                self.forbid(&backend.pickup_timeout, "pickup_timeout", kind);
                 let mut http = self.http_settings(name, backend)?;
                 match kind {
                     "openai" => {
@@ -215,6 +232,8 @@ impl Validator<'_> {
                 self.forbid(&backend.idle_timeout, "idle_timeout", kind);
                 self.forbid(&backend.redis_url, "redis_url", kind);
                 self.forbid(&backend.timeout, "timeout", kind);
+                self.forbid(&backend.pickup_timeout, "pickup_timeout", kind);
+                self.forbid(&backend.pool_idle_timeout, "pool_idle_timeout", kind);
                 if backend.headers.is_some() {
                     self.error(
                         raw.span(),
@@ -236,11 +255,13 @@ impl Validator<'_> {
             }
         };
         let (line, col) = line_col(self.source, raw.span().start);
+        let health = self.health_settings(backend);
         Some(BackendConfig {
             name: name.to_owned(),
             line,
             col,
             settings,
+            health,
         })
     }
 
@@ -255,6 +276,27 @@ impl Validator<'_> {
                 );
                 ResponsesMode::Native
             }
+        }
+    }
+
+    fn health_settings(&mut self, raw: &RawBackend) -> HealthSettings {
+        let eject_after = match &raw.eject_after {
+            Some(n) if !(1..=1_000_000).contains(n.get_ref()) => {
+                self.error(
+                    n.span(),
+                    "`eject_after` must be between 1 and 1000000 failures",
+                );
+                DEFAULT_EJECT_AFTER
+            }
+            Some(n) => u32::try_from(*n.get_ref()).unwrap_or(DEFAULT_EJECT_AFTER),
+            None => DEFAULT_EJECT_AFTER,
+        };
+        let cooldown = self
+            .duration(raw.eject_cooldown.as_ref(), "eject_cooldown")
+            .unwrap_or(DEFAULT_EJECT_COOLDOWN);
+        HealthSettings {
+            eject_after,
+            cooldown,
         }
     }
 
@@ -338,6 +380,7 @@ impl Validator<'_> {
         let first_byte_timeout =
             self.duration(raw.first_byte_timeout.as_ref(), "first_byte_timeout");
         let idle_timeout = self.duration(raw.idle_timeout.as_ref(), "idle_timeout");
+        let pool_idle_timeout = self.duration(raw.pool_idle_timeout.as_ref(), "pool_idle_timeout");
         Some(HttpSettings {
             base_url: base_url?,
             api_key: api_key.as_ref().map(|(secret, _)| secret.clone()),
@@ -347,6 +390,7 @@ impl Validator<'_> {
             request_timeout: request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT),
             first_byte_timeout: first_byte_timeout.unwrap_or(DEFAULT_FIRST_BYTE_TIMEOUT),
             idle_timeout: idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT),
+            pool_idle_timeout: pool_idle_timeout.unwrap_or(DEFAULT_POOL_IDLE_TIMEOUT),
             responses: ResponsesMode::Native,
         })
     }
@@ -361,6 +405,7 @@ impl Validator<'_> {
         self.forbid(&backend.request_timeout, "request_timeout", "redis");
         self.forbid(&backend.first_byte_timeout, "first_byte_timeout", "redis");
         self.forbid(&backend.idle_timeout, "idle_timeout", "redis");
+        self.forbid(&backend.pool_idle_timeout, "pool_idle_timeout", "redis");
         if backend.headers.is_some() {
             self.error(
                 raw.span(),
@@ -371,6 +416,7 @@ impl Validator<'_> {
             );
         }
         let timeout = self.duration(backend.timeout.as_ref(), "timeout");
+        let pickup_timeout = self.duration(backend.pickup_timeout.as_ref(), "pickup_timeout");
         let Some(url) = &backend.redis_url else {
             self.error(
                 backend.kind.span(),
@@ -402,6 +448,7 @@ impl Validator<'_> {
             url: SecretString::from(text),
             url_source: url.get_ref().clone(),
             timeout: timeout.unwrap_or(DEFAULT_REDIS_TIMEOUT),
+            pickup_timeout: pickup_timeout.unwrap_or(DEFAULT_PICKUP_TIMEOUT),
         })
     }
 
@@ -447,21 +494,7 @@ impl Validator<'_> {
                     ),
                 );
             }
-            if !raw.backends.contains_key(r.backend.get_ref()) {
-                let known: Vec<&str> = raw.backends.keys().map(String::as_str).collect();
-                self.error(
-                    r.backend.span(),
-                    format!(
-                        "unknown backend `{}` (defined: {})",
-                        r.backend.get_ref(),
-                        if known.is_empty() {
-                            "none".to_owned()
-                        } else {
-                            known.join(", ")
-                        }
-                    ),
-                );
-            }
+            let (backends, fallback) = self.route_backends(route, raw);
             let mut models = Vec::new();
             let mut seen_models = HashSet::new();
             for model in r.models.iter().flatten() {
@@ -476,15 +509,177 @@ impl Validator<'_> {
                     models.push(model.get_ref().clone());
                 }
             }
+            let max_attempts = self.max_attempts(r, backends.len() + fallback.len());
+            let retry_budget_percent = self.retry_budget(r);
+            let upstream_models = self.upstream_models(r, &backends, &fallback);
             routes.push(RouteConfig {
                 prefix: prefix.clone(),
-                backend: r.backend.get_ref().clone(),
+                backends,
+                fallback,
+                max_attempts,
+                retry_budget_percent,
+                upstream_models,
                 strip_prefix: r.strip_prefix.unwrap_or(true),
                 models,
                 discover: r.discover.unwrap_or(false),
             });
         }
         routes
+    }
+}
+
+/// Routes with several backends: `backend`/`backends`, `fallback`, `max_attempts`,
+/// `upstream_models`.
+impl Validator<'_> {
+    /// The weighted backends and the fallbacks, every name checked to exist and to appear once.
+    fn route_backends(
+        &mut self,
+        route: &Spanned<RawRoute>,
+        raw: &RawConfig,
+    ) -> (Vec<WeightedBackend>, Vec<String>) {
+        let r = route.get_ref();
+        let mut named: Vec<(&Spanned<String>, u32)> = Vec::new();
+        match (&r.backend, &r.backends) {
+            (Some(one), None) => named.push((one, 1)),
+            (None, Some(list)) if list.get_ref().is_empty() => {
+                self.error(list.span(), "`backends` must name at least one backend");
+            }
+            (None, Some(list)) => {
+                for entry in list.get_ref() {
+                    let weight = self.weight(entry);
+                    named.push((&entry.name, weight));
+                }
+            }
+            (Some(one), Some(_)) => self.error(
+                one.span(),
+                "a route takes `backend` or `backends`, not both",
+            ),
+            (None, None) => self.error(
+                route.span(),
+                "a route needs `backend = \"name\"` or `backends = [{ name = \"name\" }, ...]`",
+            ),
+        }
+        let mut seen = HashSet::new();
+        let mut check = |v: &mut Self, name: &Spanned<String>| {
+            v.known_backend(name, raw);
+            if !seen.insert(name.get_ref().clone()) {
+                v.error(
+                    name.span(),
+                    format!("backend `{}` appears twice in this route", name.get_ref()),
+                );
+            }
+        };
+        let mut weighted = Vec::with_capacity(named.len());
+        for (name, weight) in named {
+            check(self, name);
+            weighted.push(WeightedBackend {
+                name: name.get_ref().clone(),
+                weight,
+            });
+        }
+        let mut fallback = Vec::new();
+        for name in r.fallback.iter().flatten() {
+            check(self, name);
+            fallback.push(name.get_ref().clone());
+        }
+        if weighted.len() + fallback.len() > MAX_ROUTE_BACKENDS {
+            self.error(
+                route.span(),
+                format!("a route may use at most {MAX_ROUTE_BACKENDS} backends"),
+            );
+        }
+        (weighted, fallback)
+    }
+
+    fn weight(&mut self, entry: &RawWeightedBackend) -> u32 {
+        match &entry.weight {
+            Some(w) if !(1..=MAX_WEIGHT).contains(w.get_ref()) => {
+                self.error(
+                    w.span(),
+                    format!("`weight` must be between 1 and {MAX_WEIGHT}"),
+                );
+                1
+            }
+            Some(w) => u32::try_from(*w.get_ref()).unwrap_or(1),
+            None => 1,
+        }
+    }
+
+    fn known_backend(&mut self, name: &Spanned<String>, raw: &RawConfig) {
+        if raw.backends.contains_key(name.get_ref()) {
+            return;
+        }
+        let known: Vec<&str> = raw.backends.keys().map(String::as_str).collect();
+        self.error(
+            name.span(),
+            format!(
+                "unknown backend `{}` (defined: {})",
+                name.get_ref(),
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        );
+    }
+
+    fn max_attempts(&mut self, r: &RawRoute, backends: usize) -> usize {
+        // Each backend is tried at most once per request, so more attempts than backends
+        // would never be made.
+        let most = backends.max(1);
+        match &r.max_attempts {
+            Some(n)
+                if *n.get_ref() < 1
+                    || usize::try_from(*n.get_ref()).unwrap_or(usize::MAX) > most =>
+            {
+                self.error(
+                    n.span(),
+                    format!("`max_attempts` must be between 1 and the route's {most} backend(s)"),
+                );
+                most
+            }
+            Some(n) => usize::try_from(*n.get_ref()).unwrap_or(most),
+            None => most,
+        }
+    }
+
+    fn retry_budget(&mut self, r: &RawRoute) -> u32 {
+        match &r.retry_budget {
+            Some(n) if !(0..=MAX_RETRY_BUDGET).contains(n.get_ref()) => {
+                self.error(
+                    n.span(),
+                    format!("`retry_budget` must be a percentage between 0 and {MAX_RETRY_BUDGET}"),
+                );
+                DEFAULT_RETRY_BUDGET
+            }
+            Some(n) => u32::try_from(*n.get_ref()).unwrap_or(DEFAULT_RETRY_BUDGET),
+            None => DEFAULT_RETRY_BUDGET,
+        }
+    }
+
+    fn upstream_models(
+        &mut self,
+        r: &RawRoute,
+        backends: &[WeightedBackend],
+        fallback: &[String],
+    ) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for (backend, model) in r.upstream_models.iter().flatten() {
+            let in_route = backends.iter().any(|b| &b.name == backend)
+                || fallback.iter().any(|f| f == backend);
+            if !in_route {
+                self.error(
+                    model.span(),
+                    format!("`upstream_models` names `{backend}`, which this route does not use"),
+                );
+            } else if model.get_ref().is_empty() {
+                self.error(model.span(), "an upstream model name must not be empty");
+            } else {
+                out.insert(backend.clone(), model.get_ref().clone());
+            }
+        }
+        out
     }
 }
 
@@ -728,5 +923,81 @@ strip_prefix = false
             errs[0].starts_with("routes.toml:4:13: `redis_url` does not apply to kind `openai`"),
             "{errs:?}"
         );
+    }
+
+    const FLEET: &str = r#"
+[backends.a]
+kind = "openai"
+base_url = "http://a/v1"
+pool_idle_timeout = "2s"
+eject_after = 2
+eject_cooldown = "1s"
+[backends.b]
+kind = "openai"
+base_url = "http://b/v1"
+[backends.dc]
+kind = "redis"
+redis_url = "redis://r"
+pickup_timeout = "500ms"
+[[routes]]
+prefix = "llama/"
+backends = [{ name = "a", weight = 3 }, { name = "dc" }]
+fallback = ["b"]
+max_attempts = 2
+upstream_models = { b = "gpt-4o-mini" }
+[[routes]]
+prefix = "one/"
+backend = "a"
+"#;
+
+    #[test]
+    fn a_route_takes_weighted_backends_fallbacks_attempts_and_model_names() {
+        let config = validate(FLEET, "routes.toml", &env).unwrap();
+        let r = &config.routes[0];
+        let weighted: Vec<(&str, u32)> = r
+            .backends
+            .iter()
+            .map(|b| (b.name.as_str(), b.weight))
+            .collect();
+        assert_eq!(weighted, [("a", 3), ("dc", 1)]);
+        assert_eq!(r.fallback, ["b"]);
+        assert_eq!(r.max_attempts, 2);
+        assert_eq!(r.upstream_models["b"], "gpt-4o-mini");
+        // The one-backend form, with every attempt allowed by default.
+        let one = &config.routes[1];
+        assert_eq!((one.backends.len(), one.max_attempts), (1, 1));
+        let a = &config.backends[0];
+        assert_eq!(
+            (a.health.eject_after, a.health.cooldown),
+            (2, Duration::from_secs(1))
+        );
+        let BackendSettings::OpenAI(http) = &a.settings else {
+            panic!()
+        };
+        assert_eq!(http.pool_idle_timeout, Duration::from_secs(2));
+        let BackendSettings::Redis(redis) = &config.backends[2].settings else {
+            panic!()
+        };
+        assert_eq!(redis.pickup_timeout, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn each_fault_of_a_several_backend_route_is_named_at_its_position() {
+        let src = "[backends.a]\nkind = \"echo\"\n[backends.r]\nkind = \"redis\"\nredis_url = \"redis://r\"\npool_idle_timeout = \"1s\"\n[[routes]]\nprefix = \"x/\"\nbackend = \"a\"\nbackends = [{ name = \"a\" }]\n[[routes]]\nprefix = \"y/\"\nbackends = [{ name = \"a\", weight = 0 }, { name = \"nope\" }]\nfallback = [\"a\"]\nmax_attempts = 4\nupstream_models = { r = \"m\" }\n[[routes]]\nprefix = \"z/\"\n";
+        let errs = errors(src);
+        let expected = [
+            "routes.toml:6:21: `pool_idle_timeout` does not apply to kind `redis`",
+            "routes.toml:9:11: a route takes `backend` or `backends`, not both",
+            "routes.toml:13:36: `weight` must be between 1 and 1000",
+            "routes.toml:13:50: unknown backend `nope`",
+            "routes.toml:14:13: backend `a` appears twice in this route",
+            "routes.toml:15:16: `max_attempts` must be between 1 and the route's 3 backend(s)",
+            "routes.toml:16:25: `upstream_models` names `r`, which this route does not use",
+            "routes.toml:17:1: a route needs `backend",
+        ];
+        for e in expected {
+            assert!(errs.iter().any(|got| got.starts_with(e)), "{e}\n{errs:#?}");
+        }
+        assert_eq!(errs.len(), expected.len(), "{errs:#?}");
     }
 }

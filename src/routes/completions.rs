@@ -56,7 +56,12 @@ pub async fn create_completion(
     let (body, _held) = read_body(&req, payload, &table.server, &state.limits).await?;
     let model = model_of::<CompletionRequest>(&body)?;
     let resolved = resolve(&table, &model)?;
-    if resolved.route.backend.relays(OptionalApi::Completions) {
+    if resolved
+        .route
+        .primary()
+        .backend
+        .relays(OptionalApi::Completions)
+    {
         return relay_resolved(&req, resolved, body, &model).await;
     }
     let request: CompletionRequest = parse_request(&body)?;

@@ -7,10 +7,10 @@ use bytes::Bytes;
 
 use super::body::read_body;
 use super::reply::respond;
-use crate::backends::{Backend, Endpoint, ParsedRequest, UpstreamCall};
+use crate::backends::{Endpoint, ParsedRequest, UpstreamCall};
 use crate::error::GatewayError;
 use crate::routing::rewrite::{peek_model, replace_model};
-use crate::routing::{Resolved, RouteTable};
+use crate::routing::{Resolved, RouteTable, failover};
 use crate::schema::{ChatCompletionRequest, CompletionRequest, EmbeddingRequest, parse_request};
 use crate::state::AppState;
 
@@ -88,24 +88,19 @@ pub async fn send<T: RoutedRequest>(
 ) -> Result<HttpResponse, GatewayError> {
     let model = request.model();
     let resolved = resolve(table, model)?;
-    let body = if resolved.rewrites(model) {
-        replace_model(&body, model, resolved.upstream_model)?
-    } else {
-        body
-    };
-    tracing::debug!(model, backend = %resolved.route.backend_name, "routed");
-    let reply = resolved
-        .route
-        .backend
-        .send(UpstreamCall {
+    tracing::debug!(model, route = %resolved.route.prefix, "routed");
+    let stream = request.stream();
+    let reply = failover::send(resolved, |upstream_model| {
+        Ok(UpstreamCall {
             endpoint: T::ENDPOINT,
-            body,
-            stream: request.stream(),
+            body: with_model(&body, model, upstream_model)?,
+            stream,
             client_headers: req.headers(),
             parsed: request.parsed(),
             client_model: model,
         })
-        .await?;
+    })
+    .await?;
     Ok(respond(reply))
 }
 
@@ -129,4 +124,18 @@ pub fn model_of<T: for<'de> serde::Deserialize<'de>>(body: &[u8]) -> Result<Stri
         param: Some("model".to_owned()),
         message: "`model` must be a string".to_owned(),
     })
+}
+
+/// The body for an upstream that expects `upstream_model`: the client's bytes when the name is
+/// the same, else with only the top-level `model` value replaced.
+pub fn with_model(
+    body: &bytes::Bytes,
+    client_model: &str,
+    upstream_model: &str,
+) -> Result<bytes::Bytes, GatewayError> {
+    if upstream_model == client_model {
+        Ok(body.clone())
+    } else {
+        replace_model(body, client_model, upstream_model)
+    }
 }

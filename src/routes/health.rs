@@ -1,11 +1,14 @@
 //! `GET /health`: liveness, the routes file version in force and how reloads went.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use actix_web::web::{Data, Json};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::routing::health::HealthView;
 use crate::state::AppState;
 
 /// Gateway status.
@@ -17,6 +20,8 @@ pub struct Health {
     pub routes: usize,
     /// The routes file in force.
     pub config: ConfigStatus,
+    /// Each backend's passive health, by name.
+    pub backends: BTreeMap<String, HealthView>,
 }
 
 /// The routes file in force and its reload history.
@@ -59,12 +64,15 @@ pub struct ReloadCounts {
 /// Reports liveness and the routes file in force.
 #[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, body = Health)))]
 pub async fn health(state: Data<AppState>) -> Json<Health> {
-    let routes = state.routes.load().routes().len();
+    let table = state.routes.load();
+    let routes = table.routes().len();
+    let backends = table.health(Instant::now()).into_iter().collect();
     let status = &state.reload;
     let loaded = status.loaded();
     Json(Health {
         status: "ok",
         routes,
+        backends,
         config: ConfigStatus {
             path: status.path().display().to_string(),
             sha256: loaded.sha256.clone(),

@@ -8,11 +8,12 @@ use actix_web::{HttpRequest, HttpResponse};
 use bytes::Bytes;
 
 use super::body::read_body;
+use super::forward::with_model;
 use super::reply::respond;
 use crate::backends::{AnyBackend, Backend, Endpoint, ParsedRequest, UpstreamCall, upstream_path};
 use crate::error::GatewayError;
-use crate::routing::Resolved;
-use crate::routing::rewrite::{peek_model, replace_model};
+use crate::routing::rewrite::peek_model;
+use crate::routing::{Resolved, failover};
 use crate::state::AppState;
 
 /// Relays the request to the backend its model (or the default backend) names.
@@ -56,53 +57,68 @@ pub async fn relay(
                     method: req.method().to_string(),
                     path: req.path().to_owned(),
                 })?;
-            relay_to(&req, backend, body, "").await
+            relay_to(&req, backend, body).await
         }
     }
 }
 
-/// Relays the request, its body already read, to the route `resolved` for `model`.
+/// Relays the request, its body already read, to the route `resolved` for `model`, failing
+/// over between the route's backends before the first byte.
 pub(super) async fn relay_resolved(
     req: &HttpRequest,
     resolved: Resolved<'_>,
     body: Bytes,
     model: &str,
 ) -> Result<HttpResponse, GatewayError> {
-    let body = if resolved.rewrites(model) {
-        replace_model(&body, model, resolved.upstream_model)?
-    } else {
-        body
-    };
-    relay_to(req, &resolved.route.backend, body, model).await
+    let path_and_query = path_and_query(req);
+    let reply = failover::send(resolved, |upstream_model| {
+        let body = with_model(&body, model, upstream_model)?;
+        Ok(raw_call(req, &path_and_query, body, model))
+    })
+    .await?;
+    Ok(respond(reply))
 }
 
-/// Relays the request, its body already read (and its model rewritten), to `backend`.
-pub(super) async fn relay_to(
+/// Relays the request to `default_backend` (no route, so nothing to fail over to).
+async fn relay_to(
     req: &HttpRequest,
     backend: &AnyBackend,
     body: Bytes,
-    client_model: &str,
 ) -> Result<HttpResponse, GatewayError> {
-    let path = req.path();
-    let below_v1 = path.strip_prefix("/v1").unwrap_or(path);
-    let path_and_query = match req.query_string() {
-        "" => below_v1.to_owned(),
-        query => format!("{below_v1}?{query}"),
-    };
+    let path_and_query = path_and_query(req);
     let reply = backend
-        .send(UpstreamCall {
-            endpoint: Endpoint::Raw {
-                method: req.method(),
-                path_and_query: &path_and_query,
-            },
-            body,
-            stream: false,
-            client_headers: req.headers(),
-            parsed: ParsedRequest::Opaque,
-            client_model,
-        })
+        .send(raw_call(req, &path_and_query, body, ""))
         .await?;
     Ok(respond(reply))
+}
+
+/// The request's path below `/v1`, with its query.
+fn path_and_query(req: &HttpRequest) -> String {
+    let path = req.path();
+    let below_v1 = path.strip_prefix("/v1").unwrap_or(path);
+    match req.query_string() {
+        "" => below_v1.to_owned(),
+        query => format!("{below_v1}?{query}"),
+    }
+}
+
+fn raw_call<'a>(
+    req: &'a HttpRequest,
+    path_and_query: &'a str,
+    body: Bytes,
+    client_model: &'a str,
+) -> UpstreamCall<'a> {
+    UpstreamCall {
+        endpoint: Endpoint::Raw {
+            method: req.method(),
+            path_and_query,
+        },
+        body,
+        stream: false,
+        client_headers: req.headers(),
+        parsed: ParsedRequest::Opaque,
+        client_model,
+    }
 }
 
 fn is_json(req: &HttpRequest) -> bool {

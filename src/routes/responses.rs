@@ -66,7 +66,12 @@ pub async fn create_response(
     let (body, _held) = read_body(&req, payload, &table.server, &state.limits).await?;
     let model = model_of::<ResponsesRequest>(&body)?;
     let resolved = resolve(&table, &model)?;
-    if resolved.route.backend.relays(OptionalApi::Responses) {
+    if resolved
+        .route
+        .primary()
+        .backend
+        .relays(OptionalApi::Responses)
+    {
         return relay_resolved(&req, resolved, body, &model).await;
     }
     let request: ResponsesRequest = parse_request(&body)?;

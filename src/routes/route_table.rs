@@ -39,10 +39,12 @@ pub struct RouteTableView {
 pub struct RouteView {
     /// Model-name prefix; `""` is the catch-all.
     pub prefix: String,
-    /// The backend serving it.
+    /// The backend serving it (the primary one when it has several).
     pub backend: String,
-    /// The backend's kind.
+    /// That backend's kind.
     pub kind: &'static str,
+    /// Every backend of the route, weighted ones first, then the fallbacks in order.
+    pub backends: Vec<String>,
     /// Whether the prefix is removed before the request goes upstream.
     pub strip_prefix: bool,
     /// Models advertised by `/v1/models`, without the prefix.
@@ -112,7 +114,8 @@ fn view(table: &RouteTable, sha256: String) -> RouteTableView {
         .map(|r| RouteView {
             prefix: r.prefix.clone(),
             backend: r.backend_name.clone(),
-            kind: r.backend.kind(),
+            kind: r.primary().backend.kind(),
+            backends: r.members.iter().map(|m| m.name.clone()).collect(),
             strip_prefix: r.strip_prefix,
             models: r.models.clone(),
             discover: r.discover,

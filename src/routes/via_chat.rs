@@ -8,12 +8,13 @@ use actix_web::{HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 
+use super::forward::with_model;
 use super::reply::respond;
 use crate::adapters::responses::{self, ResponseShell, ResponsesStream};
 use crate::adapters::stream::normalize;
-use crate::backends::{Backend, Endpoint, ParsedRequest, ReplyBody, UpstreamCall, UpstreamReply};
+use crate::backends::{Endpoint, ParsedRequest, ReplyBody, UpstreamCall, UpstreamReply};
 use crate::error::GatewayError;
-use crate::routing::Resolved;
+use crate::routing::{Resolved, failover};
 use crate::schema::ResponsesRequest;
 
 /// The largest chat completion held to convert (a whole answer is a few KiB to a few MiB).
@@ -31,18 +32,20 @@ pub async fn respond_via_chat(
     })?;
     let backend = resolved.route.backend_name.as_str();
     tracing::debug!(model = %request.model, backend, "routed through chat completions");
-    let reply = resolved
-        .route
-        .backend
-        .send(UpstreamCall {
+    let body = Bytes::from(body);
+    // Through the route's backends as a chat completion would go, failover included; a
+    // backend with its own name for the model gets it spliced into the chat body.
+    let reply = failover::send(resolved, |upstream_model| {
+        Ok(UpstreamCall {
             endpoint: Endpoint::ChatCompletions,
-            body: Bytes::from(body),
+            body: with_model(&body, resolved.upstream_model, upstream_model)?,
             stream: request.is_stream(),
             client_headers: req.headers(),
             parsed: ParsedRequest::Chat(&chat),
             client_model: &request.model,
         })
-        .await?;
+    })
+    .await?;
     let shell = ResponseShell::new(request, &request.model);
     let body = match (reply.body, request.is_stream()) {
         (ReplyBody::EventStream(chunks), true) => ReplyBody::EventStream(normalize(

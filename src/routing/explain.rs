@@ -14,22 +14,52 @@ pub struct RouteAnswer {
     pub model: String,
     /// The prefix of the route that serves it.
     pub prefix: String,
-    /// The backend it reaches.
+    /// The route's primary backend (the first of its `backends`).
     pub backend: String,
-    /// The backend's kind.
+    /// The primary backend's kind.
     pub kind: &'static str,
-    /// The model name the backend receives.
+    /// The model name the primary backend receives.
     pub upstream_model: String,
+    /// Every backend the request may reach, weighted ones first, then the fallbacks in order,
+    /// each with the model name it receives.
+    pub candidates: Vec<Candidate>,
+}
+
+/// One backend a request may reach.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Candidate {
+    /// Backend name.
+    pub backend: String,
+    /// Its kind.
+    pub kind: &'static str,
+    /// The model name it receives.
+    pub upstream_model: String,
+    /// Tried only when every weighted backend failed or is ejected.
+    pub fallback: bool,
 }
 
 /// The route, backend and upstream model name `model` gets; `None` when no route serves it.
 pub fn explain(table: &RouteTable, model: &str) -> Option<RouteAnswer> {
     let resolved = table.resolve(model)?;
+    let route = resolved.route;
+    let candidates: Vec<Candidate> = route
+        .members
+        .iter()
+        .enumerate()
+        .map(|(index, member)| Candidate {
+            backend: member.name.clone(),
+            kind: member.backend.kind(),
+            upstream_model: member.model(resolved.upstream_model).to_owned(),
+            fallback: route.is_fallback(index),
+        })
+        .collect();
+    let primary = route.primary();
     Some(RouteAnswer {
         model: model.to_owned(),
-        prefix: resolved.route.prefix.clone(),
-        backend: resolved.route.backend_name.clone(),
-        kind: resolved.route.backend.kind(),
-        upstream_model: resolved.upstream_model.to_owned(),
+        prefix: route.prefix.clone(),
+        backend: primary.name.clone(),
+        kind: primary.backend.kind(),
+        upstream_model: primary.model(resolved.upstream_model).to_owned(),
+        candidates,
     })
 }

@@ -1,12 +1,17 @@
-//! Routing: from a model name to the backend serving it, and the model catalogue.
+//! Routing: from a model name to the backends serving it, the choice among them and failover,
+//! and the model catalogue.
 
+mod budget;
 mod catalog;
 pub mod explain;
+pub mod failover;
+pub mod health;
 pub mod reload;
 pub mod rewrite;
 mod table;
+mod weighted;
 
-pub use table::{BuildError, Resolved, Route, RouteTable};
+pub use table::{BuildError, Member, Resolved, Route, RouteTable};
 
 use std::path::Path;
 

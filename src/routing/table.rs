@@ -6,26 +6,69 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
+use super::budget::RetryBudget;
+use super::health::{BackendHealth, HealthView};
+use super::weighted::SmoothWeighted;
 use crate::backends::AnyBackend;
-use crate::config::{BackendSettings, Config, ServerConfig};
+use crate::config::{BackendSettings, Config, HealthSettings, RouteConfig, ServerConfig};
 
 /// One route at runtime.
 #[derive(Debug)]
 pub struct Route {
     /// Model-name prefix.
     pub prefix: String,
-    /// Backend name.
+    /// The primary backend's name (the first of `backends`), for listings.
     pub backend_name: String,
-    /// The backend (shared by the routes naming it).
-    pub backend: Arc<AnyBackend>,
+    /// The weighted backends, then the fallbacks, in that order.
+    pub members: Vec<Member>,
+    /// How many of `members` are weighted (the rest are fallbacks).
+    pub(super) weighted: usize,
+    pub(super) chooser: SmoothWeighted,
+    pub(super) budget: RetryBudget,
+    /// Most upstream attempts per request.
+    pub max_attempts: usize,
     /// Strip the prefix upstream.
     pub strip_prefix: bool,
     /// Advertised models, without prefix.
     pub models: Vec<String>,
     /// List the backend's own models too.
     pub discover: bool,
+}
+
+/// One backend of a route.
+#[derive(Debug)]
+pub struct Member {
+    /// Backend name.
+    pub name: String,
+    /// The backend (shared by the routes naming it).
+    pub backend: Arc<AnyBackend>,
+    /// Its passive health (shared by the routes naming it).
+    pub health: Arc<BackendHealth>,
+    /// The model name this backend serves the route's models under, when it has its own.
+    pub upstream_model: Option<String>,
+}
+
+impl Route {
+    /// The primary backend: the first of `backends` (for listings, and for the decisions a
+    /// route makes once for all its backends, such as whether it relays the Responses API).
+    pub fn primary(&self) -> &Member {
+        // `config::validate` refuses a route without a backend.
+        &self.members[0]
+    }
+
+    /// Whether `members[index]` is a fallback (tried only after every weighted backend).
+    pub fn is_fallback(&self, index: usize) -> bool {
+        index >= self.weighted
+    }
+}
+
+impl Member {
+    /// The model name to send this backend, given the route's.
+    pub fn model<'a>(&'a self, route_model: &'a str) -> &'a str {
+        self.upstream_model.as_deref().unwrap_or(route_model)
+    }
 }
 
 /// The result of a lookup.
@@ -63,6 +106,8 @@ pub struct RouteTable {
 struct BuiltBackend {
     settings: BackendSettings,
     backend: Arc<AnyBackend>,
+    health_settings: HealthSettings,
+    health: Arc<BackendHealth>,
 }
 
 /// Backend name → when listed, and what.
@@ -71,6 +116,8 @@ pub(super) type DiscoveryCache = std::sync::Mutex<
         String,
         (
             std::time::Instant,
+            // Whether the listing succeeded (a failure is cached for less time).
+            bool,
             Arc<Vec<crate::backends::DiscoveredModel>>,
         ),
     >,
@@ -99,8 +146,8 @@ impl RouteTable {
     pub fn rebuild(config: &Config, previous: Option<&RouteTable>) -> Result<Self, BuildError> {
         let mut backends = HashMap::with_capacity(config.backends.len());
         for b in &config.backends {
-            let kept = previous
-                .and_then(|p| p.backends.get(&b.name))
+            let old = previous.and_then(|p| p.backends.get(&b.name));
+            let kept = old
                 .filter(|old| old.settings == b.settings)
                 .map(|old| old.backend.clone());
             let backend = match kept {
@@ -111,33 +158,27 @@ impl RouteTable {
                     message,
                 })?),
             };
+            // Health is learnt about the upstream, so it survives a reload that keeps the
+            // backend's settings; a changed threshold starts afresh.
+            let health = old
+                .filter(|old| old.settings == b.settings && old.health_settings == b.health)
+                .map_or_else(
+                    || Arc::new(BackendHealth::new(b.health)),
+                    |old| old.health.clone(),
+                );
             backends.insert(
                 b.name.clone(),
                 BuiltBackend {
                     settings: b.settings.clone(),
                     backend,
+                    health_settings: b.health,
+                    health,
                 },
             );
         }
         let mut routes = Vec::with_capacity(config.routes.len());
         for r in &config.routes {
-            let backend = backends
-                .get(&r.backend)
-                .map(|b| b.backend.clone())
-                // Unreachable after `config::validate`, which checks every route's backend.
-                .ok_or_else(|| BuildError {
-                    line: 0,
-                    col: 0,
-                    message: format!("route `{}` names unknown backend `{}`", r.prefix, r.backend),
-                })?;
-            routes.push(Route {
-                prefix: r.prefix.clone(),
-                backend_name: r.backend.clone(),
-                backend,
-                strip_prefix: r.strip_prefix,
-                models: r.models.clone(),
-                discover: r.discover,
-            });
+            routes.push(build_route(r, &backends)?);
         }
         let mut by_length: Vec<(usize, HashMap<String, usize>)> = Vec::new();
         for (i, route) in routes.iter().enumerate() {
@@ -195,6 +236,52 @@ impl RouteTable {
     pub fn backend(&self, name: &str) -> Option<&Arc<AnyBackend>> {
         self.backends.get(name).map(|b| &b.backend)
     }
+
+    /// Every backend's passive health, by name.
+    pub fn health(&self, now: Instant) -> Vec<(String, HealthView)> {
+        let mut out: Vec<(String, HealthView)> = self
+            .backends
+            .iter()
+            .map(|(name, b)| (name.clone(), b.health.view(now)))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}
+
+fn build_route(
+    r: &RouteConfig,
+    backends: &HashMap<String, BuiltBackend>,
+) -> Result<Route, BuildError> {
+    let mut members = Vec::with_capacity(r.backends.len() + r.fallback.len());
+    for name in r.backend_names() {
+        let built = backends
+            .get(name)
+            // Unreachable after `config::validate`, which checks every route's backends.
+            .ok_or_else(|| BuildError {
+                line: 0,
+                col: 0,
+                message: format!("route `{}` names unknown backend `{name}`", r.prefix),
+            })?;
+        members.push(Member {
+            name: name.to_owned(),
+            backend: built.backend.clone(),
+            health: built.health.clone(),
+            upstream_model: r.upstream_models.get(name).cloned(),
+        });
+    }
+    Ok(Route {
+        prefix: r.prefix.clone(),
+        backend_name: members.first().map(|m| m.name.clone()).unwrap_or_default(),
+        members,
+        weighted: r.backends.len(),
+        chooser: SmoothWeighted::new(r.backends.iter().map(|b| b.weight)),
+        budget: RetryBudget::new(Instant::now(), r.retry_budget_percent),
+        max_attempts: r.max_attempts,
+        strip_prefix: r.strip_prefix,
+        models: r.models.clone(),
+        discover: r.discover,
+    })
 }
 
 #[cfg(test)]
@@ -254,6 +341,22 @@ backend = "e"
             first.backend("a").unwrap(),
             second.backend("a").unwrap()
         ));
+    }
+
+    #[test]
+    fn learnt_health_survives_a_reload_unless_its_backend_or_thresholds_change() {
+        let src = |extra: &str| {
+            format!(
+                "[backends.a]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:2/v1\"\n{extra}\n[[routes]]\nprefix = \"\"\nbackends = [{{ name = \"a\" }}]\n"
+            )
+        };
+        let load = |s: &str| crate::config::validate(s, "t.toml", &|_| None).unwrap();
+        let health = |t: &RouteTable| t.routes()[0].members[0].health.clone();
+        let first = RouteTable::build(&load(&src(""))).unwrap();
+        let same = RouteTable::rebuild(&load(&src("")), Some(&first)).unwrap();
+        assert!(Arc::ptr_eq(&health(&first), &health(&same)));
+        let stricter = RouteTable::rebuild(&load(&src("eject_after = 1")), Some(&same)).unwrap();
+        assert!(!Arc::ptr_eq(&health(&same), &health(&stricter)));
     }
 
     #[test]

@@ -228,3 +228,15 @@ async fn a_refused_base_url_is_reported_without_its_password_by_check_and_health
     );
     assert!(!text.contains("hunter2"), "{text}");
 }
+
+#[test]
+fn a_route_with_weighted_backends_and_fallbacks_is_shown_as_such() {
+    let (ok, stdout, _) = check(
+        "[backends.a]\nkind = \"echo\"\n[backends.b]\nkind = \"echo\"\n[backends.c]\nkind = \"echo\"\n[[routes]]\nprefix = \"m/\"\nbackends = [{ name = \"a\", weight = 3 }, { name = \"b\" }]\nfallback = [\"c\"]\n",
+    );
+    assert!(ok);
+    assert!(
+        stdout.contains("m/ ") && stdout.contains("-> a*3, b*1 then c"),
+        "{stdout}"
+    );
+}

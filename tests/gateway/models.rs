@@ -90,3 +90,45 @@ async fn a_listed_model_can_be_retrieved_by_its_full_name() {
         "model_not_found"
     );
 }
+
+#[tokio::test]
+async fn a_backend_down_at_listing_time_is_listed_soon_after_it_comes_back() {
+    // Arrange: a discovering route whose backend is down (its port closed) at first.
+    let port = closed_port();
+    let gw = spawn_gateway(&format!(
+        "[backends.late]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:{port}/v1\"\n[[routes]]\nprefix = \"late/\"\nbackend = \"late\"\ndiscover = true\n"
+    ))
+    .await;
+    let ids = |list: Value| -> Vec<String> {
+        list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert!(ids(gw.get("/v1/models").await.json().await.unwrap()).is_empty());
+
+    // Act: the backend comes up on that port.
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let upstream = MockServer::builder().listener(listener).start().await;
+    Mock::given(method("GET"))
+        .and(path("/v1/models"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(
+                json!({"object":"list","data":[{"id":"qwen3-8b","object":"model"}]}),
+            ),
+        )
+        .mount(&upstream)
+        .await;
+
+    // Assert: listed well within the 30 s a successful listing is cached for (the failure was
+    // cached for 2 s); bounded polling, 100 ms apart.
+    for _ in 0..100 {
+        if ids(gw.get("/v1/models").await.json().await.unwrap()) == ["late/qwen3-8b"] {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the backend was still missing from /v1/models 10 s after it came back");
+}

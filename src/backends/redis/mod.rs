@@ -9,6 +9,7 @@
 //! The wire format is `job`; the worker half is `worker`.
 
 pub mod job;
+mod pickup;
 mod pool;
 mod reader;
 mod relay;
@@ -47,6 +48,7 @@ pub struct RedisBackend {
     name: Arc<str>,
     pool: Pool,
     timeout: Duration,
+    pickup_timeout: Duration,
 }
 
 impl RedisBackend {
@@ -58,6 +60,7 @@ impl RedisBackend {
             name: Arc::from(name),
             pool: Pool::new(client),
             timeout: settings.timeout,
+            pickup_timeout: settings.pickup_timeout,
         })
     }
 
@@ -102,21 +105,13 @@ impl RedisBackend {
             Ok(added) => added?,
             Err(_) => return Ok(Err(self.timeout_error("Redis to queue the job"))),
         };
-        let wait = deadline.saturating_duration_since(Instant::now());
-        let mut pipe = redis::pipe();
         if job.stream {
-            pipe.cmd("XREAD")
-                .arg("COUNT")
-                .arg(64)
-                .arg("BLOCK")
-                .arg(block_ms(wait))
-                .arg("STREAMS")
-                .arg(job::stream_key(&job.id))
-                .arg("0");
-            let guarded = tokio::time::timeout(wait + REDIS_GRACE, lease.pipe(&pipe)).await;
-            let (first,): (Option<StreamReadReply>,) = match guarded {
-                Ok(reply) => reply?,
-                Err(_) => return Ok(Err(self.timeout_error("the worker's answer"))),
+            let first: Option<StreamReadReply> = match self
+                .wait_answer(&mut lease, job, &entry_id, deadline)
+                .await?
+            {
+                Ok(first) => first,
+                Err(err) => return Ok(Err(err)),
             };
             let mut reader = ResultReader::new(
                 lease,
@@ -129,13 +124,12 @@ impl RedisBackend {
             reader.push_reply(first);
             Ok(self.stream_reply(reader, job.endpoint_is_raw).await)
         } else {
-            pipe.cmd("BLPOP")
-                .arg(job::result_key(&job.id))
-                .arg(wait.as_secs_f64().max(0.01));
-            let guarded = tokio::time::timeout(wait + REDIS_GRACE, lease.pipe(&pipe)).await;
-            let (popped,): (Option<(String, Vec<u8>)>,) = match guarded {
-                Ok(reply) => reply?,
-                Err(_) => return Ok(Err(self.timeout_error("the worker's answer"))),
+            let popped: Option<(String, Vec<u8>)> = match self
+                .wait_answer(&mut lease, job, &entry_id, deadline)
+                .await?
+            {
+                Ok(popped) => popped,
+                Err(err) => return Ok(Err(err)),
             };
             let Some((_, raw)) = popped else {
                 // Nobody will read the answer now: take the job back so no worker runs it
@@ -147,6 +141,43 @@ impl RedisBackend {
                 Ok(answer) => self.full_reply(answer, &job.id),
                 Err(message) => Err(self.protocol_error(message)),
             })
+        }
+    }
+
+    /// The first wait for the answer (the first stream entries, or the whole result). Waits
+    /// of at most `pickup_timeout` at first: when one ends empty and no worker has taken the
+    /// job, the job is withdrawn and the request fails (and fails over); once taken, the wait
+    /// goes on to the deadline. `None` when the deadline passed without an answer.
+    async fn wait_answer<T: redis::FromRedisValue>(
+        &self,
+        lease: &mut Lease,
+        job: &OutgoingJob,
+        entry_id: &str,
+        deadline: Instant,
+    ) -> redis::RedisResult<Result<Option<T>, GatewayError>> {
+        let mut taken = false;
+        loop {
+            let now = Instant::now();
+            let until = if taken {
+                deadline
+            } else {
+                deadline.min(now + self.pickup_timeout)
+            };
+            let wait = until.saturating_duration_since(now);
+            let pipe = answer_wait(job, wait);
+            let guarded = tokio::time::timeout(wait + REDIS_GRACE, lease.pipe(&pipe)).await;
+            let (reply,): (Option<T>,) = match guarded {
+                Ok(reply) => reply?,
+                Err(_) => return Ok(Err(self.timeout_error("the worker's answer"))),
+            };
+            if reply.is_some() || taken || Instant::now() >= deadline {
+                return Ok(Ok(reply));
+            }
+            if pickup::withdraw_unless_taken(lease, entry_id).await? {
+                tracing::warn!(backend = %self.name, job = %job.id, "no worker took the job within pickup_timeout: withdrawn");
+                return Ok(Err(self.timeout_error("a worker to take the job")));
+            }
+            taken = true;
         }
     }
 
@@ -419,6 +450,26 @@ fn actix_headers(wire: &WireHeaders) -> HeaderMap {
         }
     }
     out
+}
+
+/// The blocking read of a job's answer: `XREAD` of its result stream, or `BLPOP` of its result.
+fn answer_wait(job: &OutgoingJob, wait: Duration) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    if job.stream {
+        pipe.cmd("XREAD")
+            .arg("COUNT")
+            .arg(64)
+            .arg("BLOCK")
+            .arg(block_ms(wait))
+            .arg("STREAMS")
+            .arg(job::stream_key(&job.id))
+            .arg("0");
+    } else {
+        pipe.cmd("BLPOP")
+            .arg(job::result_key(&job.id))
+            .arg(wait.as_secs_f64().max(0.01));
+    }
+    pipe
 }
 
 /// `XREAD BLOCK` milliseconds for a wait (0 would mean forever).

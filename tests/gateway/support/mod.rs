@@ -1,6 +1,7 @@
 //! Shared test support: a real gateway on 127.0.0.1:0 with a temporary routes.toml, and fake
 //! upstreams (wiremock, and a paced SSE server for what wiremock cannot do).
 
+pub mod faulty;
 pub mod ollama_upstream;
 pub mod paced_sse;
 pub mod python;
