@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod admin;
+
 use clap::{Parser, Subcommand};
 
 use crate::backends::redis::{Worker, WorkerConfig};
@@ -44,6 +46,16 @@ pub enum Command {
     },
     /// Print the OpenAPI 3.1 document of the gateway's API (what `openapi/openapi.json` holds).
     Openapi,
+    /// Manage projects, upstream credentials and gateway keys in the store of `[auth]`, without
+    /// a running gateway.
+    Admin {
+        /// The routes file (its `[store]` and `[auth]` are used).
+        #[arg(long, env = "SWITCHYARD_CONFIG", default_value = "routes.toml")]
+        config: PathBuf,
+        /// What to do.
+        #[command(subcommand)]
+        command: admin::AdminCommand,
+    },
     /// Relay jobs from a Redis queue (openai-rq 0.1.2 protocol) to a local OpenAI-compatible
     /// server. Flags mirror `openai-rq worker`.
     Worker(Box<WorkerArgs>),
@@ -235,6 +247,7 @@ pub fn run(cli: Cli) -> ExitCode {
             }
         }
         Command::Worker(args) => worker(*args),
+        Command::Admin { config, command } => admin::run(&config, command),
     }
 }
 

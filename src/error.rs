@@ -55,6 +55,45 @@ pub enum GatewayError {
         endpoint: String,
     },
 
+    // --- the caller's credentials (`[auth]`) ---
+    /// No gateway key, or an unknown, expired or revoked one.
+    #[error("invalid API key: the key is missing, unknown, expired or revoked")]
+    InvalidApiKey,
+    /// `/admin/v1` without the right admin token.
+    #[error("invalid admin token")]
+    InvalidAdminToken,
+    /// The key may not use this model. The message names only the model asked for, never
+    /// which prefixes exist or who may use them.
+    #[error("this key may not use the model `{model}`")]
+    ModelNotPermitted {
+        /// The model the client asked for.
+        model: String,
+    },
+    /// The key's `max_requests` are used up.
+    #[error("this key has used all the requests it was allowed")]
+    RequestLimitReached,
+    /// An admin resource that does not exist.
+    #[error("no {what} with id `{id}`")]
+    NotFound {
+        /// `project`, `key` or `credential`.
+        what: &'static str,
+        /// The id asked for.
+        id: String,
+    },
+    /// An admin change that conflicts with what exists (a project name already taken).
+    #[error("{message}")]
+    Conflict {
+        /// What conflicts.
+        message: String,
+    },
+    /// The store could not be asked about a key it had not cached, or could not count a
+    /// request; clients should retry later.
+    #[error("the key store is unavailable: {message}")]
+    StoreUnavailable {
+        /// Why, for the log.
+        message: String,
+    },
+
     // --- the upstream's fault ---
     /// The upstream could not be reached.
     #[error("backend `{backend}` is unreachable: {message}")]
@@ -166,6 +205,46 @@ impl GatewayError {
                     Some("unsupported_endpoint"),
                 ),
             ),
+            InvalidApiKey | InvalidAdminToken => (
+                StatusCode::UNAUTHORIZED,
+                ErrorBody::new(self.to_string(), invalid, None, Some("invalid_api_key")),
+            ),
+            ModelNotPermitted { .. } => (
+                StatusCode::FORBIDDEN,
+                ErrorBody::new(
+                    self.to_string(),
+                    "permission_error",
+                    Some("model".into()),
+                    Some("model_not_permitted"),
+                ),
+            ),
+            RequestLimitReached => (
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorBody::new(
+                    self.to_string(),
+                    "rate_limit_error",
+                    None,
+                    Some("max_requests_reached"),
+                ),
+            ),
+            NotFound { .. } => (
+                StatusCode::NOT_FOUND,
+                ErrorBody::new(self.to_string(), invalid, None, Some("not_found")),
+            ),
+            Conflict { .. } => (
+                StatusCode::CONFLICT,
+                ErrorBody::new(self.to_string(), invalid, None, Some("conflict")),
+            ),
+            // The message may carry the database's words: logged, not sent.
+            StoreUnavailable { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorBody::new(
+                    "the key store is unavailable; retry later",
+                    "api_error",
+                    None,
+                    Some("store_unavailable"),
+                ),
+            ),
             UpstreamUnreachable { .. } => (
                 StatusCode::BAD_GATEWAY,
                 ErrorBody::new(
@@ -238,6 +317,12 @@ impl GatewayError {
                 | UnknownUrl { .. }
                 | UnsupportedEndpoint { .. }
                 | UpstreamStatus { .. }
+                | InvalidApiKey
+                | InvalidAdminToken
+                | ModelNotPermitted { .. }
+                | RequestLimitReached
+                | NotFound { .. }
+                | Conflict { .. }
         )
     }
 
@@ -284,9 +369,13 @@ impl ResponseError for GatewayError {
             return response.body(body.clone());
         }
         let (status, body) = self.to_openai();
-        HttpResponse::build(status)
-            .insert_header((header::CONTENT_TYPE, "application/json"))
-            .body(body.to_bytes())
+        let mut response = HttpResponse::build(status);
+        response.insert_header((header::CONTENT_TYPE, "application/json"));
+        if matches!(self, GatewayError::RequestLimitReached) {
+            // A used-up cap does not come back: tell the SDKs (which retry 429s) not to retry.
+            response.insert_header(("x-should-retry", "false"));
+        }
+        response.body(body.to_bytes())
     }
 }
 
@@ -404,6 +493,55 @@ mod tests {
                 500,
                 "api_error",
                 None,
+            ),
+            (
+                GatewayError::InvalidApiKey,
+                401,
+                "invalid_request_error",
+                Some("invalid_api_key"),
+            ),
+            (
+                GatewayError::InvalidAdminToken,
+                401,
+                "invalid_request_error",
+                Some("invalid_api_key"),
+            ),
+            (
+                GatewayError::ModelNotPermitted { model: "m".into() },
+                403,
+                "permission_error",
+                Some("model_not_permitted"),
+            ),
+            (
+                GatewayError::RequestLimitReached,
+                429,
+                "rate_limit_error",
+                Some("max_requests_reached"),
+            ),
+            (
+                GatewayError::NotFound {
+                    what: "key",
+                    id: "k".into(),
+                },
+                404,
+                "invalid_request_error",
+                Some("not_found"),
+            ),
+            (
+                GatewayError::Conflict {
+                    message: "taken".into(),
+                },
+                409,
+                "invalid_request_error",
+                Some("conflict"),
+            ),
+            (
+                GatewayError::StoreUnavailable {
+                    message: "connection refused to db".into(),
+                },
+                503,
+                "api_error",
+                Some("store_unavailable"),
             ),
         ];
         for (err, status, kind, code) in cases {

@@ -20,6 +20,7 @@
 //!    by ownership, with no task to clean up.
 
 pub mod adapters;
+pub mod auth;
 pub mod backends;
 pub mod cli;
 pub mod config;
@@ -30,4 +31,5 @@ pub mod routing;
 pub mod schema;
 pub mod server;
 pub mod state;
+pub mod store;
 pub mod telemetry;

@@ -9,10 +9,19 @@ use actix_web::middleware::from_fn;
 use actix_web::web::Data;
 use actix_web::{App, HttpServer};
 
+mod tls;
+
+use std::sync::Arc;
+
+use secrecy::ExposeSecret;
+
+use crate::auth::Auth;
+use crate::auth::clock::{Clock, SystemClock};
 use crate::config::{self, ConfigErrors};
 use crate::routing::RouteTable;
 use crate::routing::reload::{self, ReloadStatus};
 use crate::state::AppState;
+use crate::store::Store;
 use crate::{routes, telemetry};
 
 /// Why the gateway could not start.
@@ -24,6 +33,12 @@ pub enum StartError {
     /// A backend could not be built.
     #[error("{0}")]
     Backend(String),
+    /// The store could not be opened or migrated.
+    #[error("store {0}")]
+    Store(String),
+    /// The TLS certificate or key could not be loaded.
+    #[error("tls: {0}")]
+    Tls(String),
     /// The listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -34,28 +49,57 @@ pub enum StartError {
     },
 }
 
-/// Loads `config_path` into a fresh state.
-pub fn load_state(config_path: &Path) -> Result<AppState, StartError> {
+/// Loads `config_path` into a fresh state; with `[auth]`, opens (and migrates) the store.
+pub async fn load_state(config_path: &Path) -> Result<AppState, StartError> {
+    load_state_with_clock(config_path, Arc::new(SystemClock)).await
+}
+
+/// `load_state` with the clock key expiry is judged by (tests move a manual one).
+pub async fn load_state_with_clock(
+    config_path: &Path,
+    clock: Arc<dyn Clock>,
+) -> Result<AppState, StartError> {
     let (config, source) = config::load(config_path)?;
     let table = RouteTable::build(&config).map_err(StartError::Backend)?;
-    Ok(AppState::new(
-        table,
-        ReloadStatus::new(config_path, &source),
-    ))
+    let mut state = AppState::new(table, ReloadStatus::new(config_path, &source));
+    // Without [auth] nothing needs a store, and none is opened.
+    if let (Some(auth), Some(store)) = (&config.auth, &config.store) {
+        let opened = Store::open(store.url.expose_secret())
+            .await
+            .map_err(|e| StartError::Store(format!("{}: {e}", store.display)))?;
+        let auth = Auth::new(opened, auth, clock)
+            .await
+            .map_err(|e| StartError::Store(format!("{}: {e}", store.display)))?;
+        state.auth = Some(Arc::new(auth));
+    }
+    Ok(state)
 }
 
 /// Starts serving `state` on `listener` and watching its routes file; the returned future runs
 /// until shutdown. Must be called within a tokio runtime (the watcher is spawned on it).
-pub fn start(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
-    reload::spawn_watcher(state.clone());
-    let (workers, shutdown) = {
+pub fn start(listener: TcpListener, state: AppState) -> Result<Server, StartError> {
+    let (workers, shutdown, tls) = {
         let table = state.routes.load();
         let workers = table
             .server
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        (workers, table.server.shutdown_timeout)
+        (
+            workers,
+            table.server.shutdown_timeout,
+            table.server.tls.clone(),
+        )
     };
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        source,
+    })?;
+    warn_if_exposed(addr, state.auth.is_some(), tls.is_some());
+    let tls = tls.map(|files| tls::serve_config(&files)).transpose()?;
+    reload::spawn_watcher(state.clone());
+    if let Some(auth) = &state.auth {
+        Auth::spawn_revision_watch(auth);
+    }
     let data = Data::new(state);
     let server = HttpServer::new(move || {
         App::new()
@@ -74,23 +118,43 @@ pub fn start(listener: TcpListener, state: AppState) -> std::io::Result<Server> 
     // On SIGTERM/SIGINT actix stops accepting and gives in-flight requests, streams included,
     // this long to finish.
     .shutdown_timeout(shutdown.as_secs().max(1))
-    .keep_alive(Duration::from_secs(75))
-    .listen(listener)?
+    .keep_alive(Duration::from_secs(75));
+    let server = match tls {
+        Some(config) => server.listen_rustls_0_23(listener, config),
+        None => server.listen(listener),
+    }
+    .map_err(|source| StartError::Bind { addr, source })?
     .run();
     Ok(server)
 }
 
+/// Says loudly when a gateway is reachable beyond loopback without keys, or hands keys over a
+/// network in clear text (a TLS-terminating proxy in front is a valid setup, hence a warning).
+fn warn_if_exposed(addr: SocketAddr, auth: bool, tls: bool) {
+    if addr.ip().is_loopback() {
+        return;
+    }
+    if !auth {
+        tracing::warn!(%addr, "listening beyond loopback with no [auth]: anyone who can reach this address can use every route and its backend credentials");
+    } else if !tls {
+        tracing::warn!(%addr, "[auth] is on but [server] tls is not: gateway keys cross the network in clear text unless a TLS-terminating proxy stands in front");
+    }
+}
+
 /// `switchyard serve`: load, bind, serve until a signal.
 pub fn serve(config_path: &Path, listen: Option<SocketAddr>) -> Result<(), StartError> {
-    let state = load_state(config_path)?;
-    let addr = listen
-        .or(state.routes.load().server.listen)
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
-    let listener = TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
-    // The bound address, not the requested one: with port 0 the OS picks it.
-    let bound = listener.local_addr().unwrap_or(addr);
-    tracing::info!(addr = %bound, config = %config_path.display(), "switchyard listening");
-    actix_web::rt::System::new()
-        .block_on(async move { start(listener, state)?.await })
-        .map_err(|source| StartError::Bind { addr, source })
+    actix_web::rt::System::new().block_on(async move {
+        let state = load_state(config_path).await?;
+        let addr = listen
+            .or(state.routes.load().server.listen)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let listener =
+            TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
+        // The bound address, not the requested one: with port 0 the OS picks it.
+        let bound = listener.local_addr().unwrap_or(addr);
+        tracing::info!(addr = %bound, config = %config_path.display(), "switchyard listening");
+        start(listener, state)?
+            .await
+            .map_err(|source| StartError::Bind { addr, source })
+    })
 }

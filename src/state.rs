@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::auth::Auth;
 use crate::routing::RouteTable;
 use crate::routing::reload::ReloadStatus;
 
@@ -15,6 +16,8 @@ pub struct AppState {
     pub routes: Arc<ArcSwap<RouteTable>>,
     /// Which file version is in force and how reloads went.
     pub reload: Arc<ReloadStatus>,
+    /// Gateway keys, when `[auth]` is on; `None` serves everyone, as without it.
+    pub auth: Option<Arc<Auth>>,
 }
 
 impl AppState {
@@ -23,6 +26,7 @@ impl AppState {
         AppState {
             routes: Arc::new(ArcSwap::from_pointee(table)),
             reload: Arc::new(reload),
+            auth: None,
         }
     }
 }

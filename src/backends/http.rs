@@ -13,7 +13,7 @@ use futures::StreamExt;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use secrecy::ExposeSecret;
 
-use super::ByteStream;
+use super::{ByteStream, UpstreamAuth};
 use crate::config::HttpSettings;
 use crate::error::GatewayError;
 
@@ -143,11 +143,12 @@ impl HttpUpstream {
         path: &str,
         body: Bytes,
         client_headers: &ActixHeaders,
+        auth: UpstreamAuth<'_>,
     ) -> Result<reqwest::Response, GatewayError> {
         let request = self
             .client
             .request(method, self.url(path))
-            .headers(self.upstream_headers(client_headers))
+            .headers(self.upstream_headers(client_headers, auth))
             .body(body);
         match tokio::time::timeout(self.request_timeout, request.send()).await {
             Ok(Ok(response)) => Ok(response),
@@ -171,12 +172,18 @@ impl HttpUpstream {
         url
     }
 
-    /// The client's headers minus hop-by-hop ones, with the backend's key and headers applied.
-    fn upstream_headers(&self, client: &ActixHeaders) -> HeaderMap {
+    /// The client's headers minus hop-by-hop ones, with the credential `auth` picks and the
+    /// backend's headers applied.
+    fn upstream_headers(&self, client: &ActixHeaders, auth: UpstreamAuth<'_>) -> HeaderMap {
+        let project_key = match auth {
+            UpstreamAuth::Client => None,
+            UpstreamAuth::Gateway(project) => project,
+        };
+        let keep_client_auth = matches!(auth, UpstreamAuth::Client) && self.api_key.is_none();
         let mut out = HeaderMap::with_capacity(client.len() + self.headers.len() + 1);
         for (name, value) in client {
             let n = name.as_str();
-            if is_not_forwarded_up(n) || (self.api_key.is_some() && n == "authorization") {
+            if is_not_forwarded_up(n) || (n == "authorization" && !keep_client_auth) {
                 continue;
             }
             if let (Ok(name), Ok(value)) = (
@@ -186,7 +193,13 @@ impl HttpUpstream {
                 out.append(name, value);
             }
         }
-        if let Some(key) = &self.api_key {
+        if let Some(key) = project_key {
+            // Project credentials arrive as actix (http 0.2) values; reqwest speaks http 1.
+            if let Ok(mut value) = HeaderValue::from_bytes(key.as_bytes()) {
+                value.set_sensitive(true);
+                out.insert(AUTHORIZATION, value);
+            }
+        } else if let Some(key) = &self.api_key {
             out.insert(AUTHORIZATION, key.clone());
         }
         for (name, value) in &self.headers {
@@ -347,6 +360,41 @@ mod tests {
             request_timeout: Duration::from_secs(1),
         };
         HttpUpstream::new("t", &settings).unwrap()
+    }
+
+    #[test]
+    fn with_auth_on_the_project_key_wins_and_the_client_key_never_goes_upstream() {
+        let mut keyed = upstream("http://h:1/v1");
+        keyed.api_key = Some(HeaderValue::from_static("Bearer backend-key"));
+        let plain = upstream("http://h:1/v1");
+        let mut client = ActixHeaders::new();
+        client.insert(
+            actix_web::http::header::AUTHORIZATION,
+            actix_web::http::header::HeaderValue::from_static("Bearer sk-sy-client"),
+        );
+        let project = actix_web::http::header::HeaderValue::from_static("Bearer project-key");
+        let sent = |u: &HttpUpstream, auth| {
+            u.upstream_headers(&client, auth)
+                .get(AUTHORIZATION)
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        // Without [auth]: as before, the backend key replaces the client's, else it passes.
+        assert_eq!(
+            sent(&keyed, UpstreamAuth::Client).as_deref(),
+            Some("Bearer backend-key")
+        );
+        assert_eq!(
+            sent(&plain, UpstreamAuth::Client).as_deref(),
+            Some("Bearer sk-sy-client")
+        );
+        // With [auth]: the project's key, else the backend's, else nothing; never the client's.
+        let gateway = UpstreamAuth::Gateway(Some(&project));
+        assert_eq!(sent(&keyed, gateway).as_deref(), Some("Bearer project-key"));
+        assert_eq!(
+            sent(&keyed, UpstreamAuth::Gateway(None)).as_deref(),
+            Some("Bearer backend-key")
+        );
+        assert_eq!(sent(&plain, UpstreamAuth::Gateway(None)), None);
     }
 
     #[test]

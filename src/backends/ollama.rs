@@ -10,7 +10,8 @@ use bytes::Bytes;
 
 use super::http::{self, HttpUpstream};
 use super::{
-    Backend, DiscoveredModel, Endpoint, ParsedRequest, ReplyBody, UpstreamCall, UpstreamReply,
+    Backend, DiscoveredModel, Endpoint, ParsedRequest, ReplyBody, UpstreamAuth, UpstreamCall,
+    UpstreamReply,
 };
 use crate::adapters::ollama::{self, ChatStream};
 use crate::adapters::stream::normalize;
@@ -40,7 +41,9 @@ impl OllamaBackend {
     ) -> Result<UpstreamReply, GatewayError> {
         let model = upstream_model(call, &request.model);
         let body = ollama::chat_request(request, &model, call.stream)?;
-        let response = self.post("/api/chat", body, call.client_headers).await?;
+        let response = self
+            .post("/api/chat", body, call.client_headers, call.auth)
+            .await?;
         let status = http::status_of(&response);
         let headers = json_headers(response.headers());
         let body = if call.stream {
@@ -73,7 +76,9 @@ impl OllamaBackend {
     ) -> Result<UpstreamReply, GatewayError> {
         let model = upstream_model(call, &request.model);
         let body = ollama::embed_request(request, &model)?;
-        let response = self.post("/api/embed", body, call.client_headers).await?;
+        let response = self
+            .post("/api/embed", body, call.client_headers, call.auth)
+            .await?;
         let status = http::status_of(&response);
         let headers = json_headers(response.headers());
         let body = self.http.read_body(response, http::MAX_HELD_BODY).await?;
@@ -97,6 +102,7 @@ impl OllamaBackend {
         path: &str,
         body: Bytes,
         client_headers: &HeaderMap,
+        auth: UpstreamAuth<'_>,
     ) -> Result<reqwest::Response, GatewayError> {
         // The body is the gateway's own JSON, whatever the client's request looked like.
         let mut headers = client_headers.clone();
@@ -106,7 +112,7 @@ impl OllamaBackend {
         );
         let response = self
             .http
-            .send(reqwest::Method::POST, path, body, &headers)
+            .send(reqwest::Method::POST, path, body, &headers, auth)
             .await?;
         if response.status().is_success() {
             Ok(response)
@@ -170,6 +176,7 @@ impl Backend for OllamaBackend {
                 "/api/tags",
                 Bytes::new(),
                 &HeaderMap::new(),
+                UpstreamAuth::Client,
             )
             .await?;
         if !response.status().is_success() {

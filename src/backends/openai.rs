@@ -34,7 +34,13 @@ impl Backend for OpenAIBackend {
         };
         let response = self
             .http
-            .send(method, call.endpoint.path(), call.body, call.client_headers)
+            .send(
+                method,
+                call.endpoint.path(),
+                call.body,
+                call.client_headers,
+                call.auth,
+            )
             .await?;
         if !response.status().is_success() {
             return Err(self.http.status_error(response).await);
@@ -86,6 +92,7 @@ pub(super) async fn list_openai_models(
             "/models",
             bytes::Bytes::new(),
             &no_headers,
+            super::UpstreamAuth::Client,
         )
         .await?;
     if !response.status().is_success() {

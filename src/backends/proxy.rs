@@ -30,7 +30,13 @@ impl Backend for ProxyBackend {
         };
         let response = self
             .http
-            .send(method, call.endpoint.path(), call.body, call.client_headers)
+            .send(
+                method,
+                call.endpoint.path(),
+                call.body,
+                call.client_headers,
+                call.auth,
+            )
             .await?;
         let status = http::status_of(&response);
         let headers = http::response_headers(response.headers());

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use actix_web::http::header::{HeaderName, HeaderValue};
-use secrecy::SecretString;
+use secrecy::{SecretBox, SecretString};
 use url::Url;
 
 pub use env::has_reference;
@@ -29,6 +29,39 @@ pub struct Config {
     pub backends: Vec<BackendConfig>,
     /// `[[routes]]`, in file order.
     pub routes: Vec<RouteConfig>,
+    /// `[store]`, defaulted when a feature needs a store and the file has none.
+    pub store: Option<StoreConfig>,
+    /// `[auth]`: gateway keys are on when present.
+    pub auth: Option<AuthConfig>,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// The database URL, a relative SQLite path made absolute; may hold a password.
+    pub url: SecretString,
+    /// The URL with any password replaced, for display.
+    pub display: String,
+}
+
+/// `[auth]`.
+#[derive(Debug)]
+pub struct AuthConfig {
+    /// Seals upstream credentials at rest.
+    pub master_key: SecretBox<[u8; 32]>,
+    /// Earlier master keys, able to open credentials sealed under them.
+    pub previous_master_keys: Vec<SecretBox<[u8; 32]>>,
+    /// Guards `/admin/v1`.
+    pub admin_token: SecretString,
+}
+
+/// `[server] tls`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: std::path::PathBuf,
+    /// PEM private key.
+    pub key: std::path::PathBuf,
 }
 
 /// `[server]`, with defaults applied.
@@ -44,6 +77,8 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// HTTP worker threads; `None` is one per core.
     pub workers: Option<usize>,
+    /// Serve HTTPS with these files (read at start, re-read when they change).
+    pub tls: Option<TlsConfig>,
 }
 
 /// One `[backends.<name>]`.

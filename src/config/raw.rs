@@ -21,6 +21,40 @@ pub struct RawConfig {
     /// `[[routes]]`.
     #[serde(default)]
     pub routes: Vec<Spanned<RawRoute>>,
+    /// `[store]`: the gateway's database.
+    pub store: Option<Spanned<RawStore>>,
+    /// `[auth]`: gateway keys; its presence turns them on.
+    pub auth: Option<Spanned<RawAuth>>,
+}
+
+/// `[store]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    /// `sqlite://path` (relative to the file's directory) or `postgres://…`.
+    pub url: Spanned<String>,
+}
+
+/// `[auth]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    /// 32 bytes in base64: seals upstream credentials at rest.
+    pub master_key: Spanned<String>,
+    /// Earlier master keys, still able to open credentials until they are re-sealed.
+    pub previous_master_keys: Option<Vec<Spanned<String>>>,
+    /// Bearer token guarding `/admin/v1`.
+    pub admin_token: Spanned<String>,
+}
+
+/// `[server] tls`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM certificate chain file.
+    pub cert: Spanned<String>,
+    /// PEM private key file.
+    pub key: Spanned<String>,
 }
 
 /// `[server]`.
@@ -37,6 +71,8 @@ pub struct RawServer {
     pub shutdown_timeout: Option<Spanned<String>>,
     /// HTTP worker threads (default: one per core).
     pub workers: Option<Spanned<i64>>,
+    /// Serve HTTPS with these files.
+    pub tls: Option<Spanned<RawTls>>,
 }
 
 /// `[backends.<name>]`: the union of every kind's keys; `validate` checks which apply.

@@ -13,6 +13,8 @@ use secrecy::SecretString;
 use toml::Spanned;
 use url::Url;
 
+mod auth;
+
 use super::raw::{RawBackend, RawConfig, RawRoute, RawServer};
 use super::{
     BackendConfig, BackendSettings, Config, ConfigError, ConfigErrors, HttpSettings, RedisSettings,
@@ -59,11 +61,15 @@ pub fn validate(
             "the file defines no [[routes]]; every request would be refused",
         );
     }
+    let auth = raw.auth.as_ref().map(|a| v.auth(a));
+    let store = v.store(raw.store.as_ref(), auth.is_some());
     if v.errors.is_empty() {
         Ok(Config {
             server,
             backends,
             routes,
+            store,
+            auth: auth.flatten(),
         })
     } else {
         Err(ConfigErrors(v.errors))
@@ -139,12 +145,14 @@ impl Validator<'_> {
         let shutdown_timeout = self
             .duration(raw.shutdown_timeout.as_ref(), "shutdown_timeout")
             .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT);
+        let tls = raw.tls.as_ref().map(|t| self.tls(t));
         ServerConfig {
             listen,
             max_body_bytes,
             default_backend,
             shutdown_timeout,
             workers,
+            tls,
         }
     }
 

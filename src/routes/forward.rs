@@ -5,6 +5,7 @@ use actix_web::web::{Data, Payload};
 use actix_web::{HttpRequest, HttpResponse};
 
 use super::body::read_body;
+use super::caller;
 use super::reply::respond;
 use crate::backends::{Backend, Endpoint, ParsedRequest, UpstreamCall};
 use crate::error::GatewayError;
@@ -56,11 +57,13 @@ pub async fn forward<T: RoutedRequest>(
     payload: Payload,
     state: Data<AppState>,
 ) -> Result<HttpResponse, GatewayError> {
+    let caller = caller::authenticate(&req, &state).await?;
     // One snapshot for the whole request: a reload meanwhile does not change its route.
     let table = state.routes.load_full();
     let body = read_body(&req, payload, table.server.max_body_bytes).await?;
     let request: T = parse_request(&body)?;
     let model = request.model();
+    caller::check_scope(&caller, model)?;
     let resolved = table
         .resolve(model)
         .ok_or_else(|| GatewayError::ModelNotFound {
@@ -71,6 +74,7 @@ pub async fn forward<T: RoutedRequest>(
     } else {
         body
     };
+    let auth = caller::admit(&state, &caller, model, &resolved.route.backend_name).await?;
     tracing::debug!(model, backend = %resolved.route.backend_name, "routed");
     let reply = resolved
         .route
@@ -82,6 +86,7 @@ pub async fn forward<T: RoutedRequest>(
             client_headers: req.headers(),
             parsed: request.parsed(),
             client_model: model,
+            auth,
         })
         .await?;
     Ok(respond(reply))

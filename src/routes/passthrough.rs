@@ -7,6 +7,7 @@ use actix_web::web::{Data, Payload};
 use actix_web::{HttpRequest, HttpResponse};
 
 use super::body::read_body;
+use super::caller;
 use super::reply::respond;
 use crate::backends::{Backend, Endpoint, ParsedRequest, UpstreamCall};
 use crate::error::GatewayError;
@@ -19,6 +20,7 @@ pub async fn relay(
     payload: Payload,
     state: Data<AppState>,
 ) -> Result<HttpResponse, GatewayError> {
+    let caller = caller::authenticate(&req, &state).await?;
     let table = state.routes.load_full();
     let body = read_body(&req, payload, table.server.max_body_bytes).await?;
     let path = req.path();
@@ -32,7 +34,9 @@ pub async fn relay(
     } else {
         None
     };
-    let (backend, body, client_model) = match &model {
+    // A request naming no model is admitted only for a key whose scope holds the catch-all `""`.
+    caller::check_scope(&caller, model.as_deref().unwrap_or_default())?;
+    let (backend, backend_name, body, client_model) = match &model {
         Some(model) => {
             let resolved = table
                 .resolve(model)
@@ -44,21 +48,25 @@ pub async fn relay(
             } else {
                 body
             };
-            (resolved.route.backend.clone(), body, model.as_str())
+            (
+                resolved.route.backend.clone(),
+                resolved.route.backend_name.as_str(),
+                body,
+                model.as_str(),
+            )
         }
         None => {
+            let name = table.server.default_backend.as_deref().unwrap_or_default();
             let backend = table
-                .server
-                .default_backend
-                .as_deref()
-                .and_then(|name| table.backend(name))
+                .backend(name)
                 .ok_or_else(|| GatewayError::UnknownUrl {
                     method: req.method().to_string(),
                     path: path.to_owned(),
                 })?;
-            (backend.clone(), body, "")
+            (backend.clone(), name, body, "")
         }
     };
+    let auth = caller::admit(&state, &caller, client_model, backend_name).await?;
     let reply = backend
         .send(UpstreamCall {
             endpoint: Endpoint::Raw {
@@ -70,6 +78,7 @@ pub async fn relay(
             client_headers: req.headers(),
             parsed: ParsedRequest::Opaque,
             client_model,
+            auth,
         })
         .await?;
     Ok(respond(reply))

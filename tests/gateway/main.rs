@@ -7,6 +7,7 @@
 mod support;
 
 mod async_openai_client;
+mod auth;
 mod chat;
 mod check_cli;
 mod errors;
@@ -17,5 +18,6 @@ mod openapi;
 mod passthrough;
 mod python_sdk;
 mod redis_transport;
+mod secrets_scan;
 mod serve_cli;
 mod streaming;
