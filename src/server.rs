@@ -110,7 +110,15 @@ pub fn start(listener: TcpListener, state: AppState) -> Result<Server, StartErro
     // Streams are many small writes: without TCP_NODELAY, Nagle holds each one until the
     // client's delayed ACK (40 ms on Linux) once a keep-alive connection leaves quick-ACK mode.
     .on_connect(|conn, _| {
-        if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        use actix_tls::accept::rustls_0_23::TlsStream;
+        use actix_web::rt::net::TcpStream;
+        let tcp = match conn.downcast_ref::<TcpStream>() {
+            Some(tcp) => Some(tcp),
+            None => conn
+                .downcast_ref::<TlsStream<TcpStream>>()
+                .map(|tls| tls.get_ref().0),
+        };
+        if let Some(tcp) = tcp {
             let _ = tcp.set_nodelay(true);
         }
     })

@@ -80,6 +80,7 @@ fn spawn_reloader(
 ) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(CHECK_EVERY);
+        let mut refused: Option<Loaded> = None;
         loop {
             tick.tick().await;
             let Some(resolver) = resolver.upgrade() else {
@@ -88,7 +89,7 @@ fn spawn_reloader(
             // A renewal writes two files: an unreadable or mismatched pair is usually one caught
             // half-way, so it is retried at the next tick rather than reported as final.
             let Ok(now) = read(&files) else { continue };
-            if now == loaded {
+            if now == loaded || refused.as_ref() == Some(&now) {
                 continue;
             }
             match certified(&provider, &now) {
@@ -96,9 +97,12 @@ fn spawn_reloader(
                     resolver.current.store(Arc::new(key));
                     tracing::info!(cert = %files.cert.display(), "TLS certificate reloaded");
                     loaded = now;
+                    refused = None;
                 }
                 Err(err) => {
-                    tracing::warn!(error = %err, "TLS files changed but do not load; the previous certificate keeps serving")
+                    tracing::warn!(error = %err, "TLS files changed but do not load; the previous certificate keeps serving");
+                    // Reported once per version of the files, not at every tick.
+                    refused = Some(now);
                 }
             }
         }

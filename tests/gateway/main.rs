@@ -6,6 +6,7 @@
 
 mod support;
 
+mod admin_cli;
 mod async_openai_client;
 mod auth;
 mod chat;
@@ -21,3 +22,4 @@ mod redis_transport;
 mod secrets_scan;
 mod serve_cli;
 mod streaming;
+mod tls;
