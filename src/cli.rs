@@ -322,6 +322,14 @@ fn write_table(out: &mut impl Write, path: &Path, config: &Config) -> std::io::R
             )?,
         }
     }
+    if let (Some(auth), Some(store)) = (&config.auth, &config.store) {
+        writeln!(
+            out,
+            "\nauth: on (store {}, master_key <set>, {} previous master keys, admin_token <set>)",
+            store.display,
+            auth.previous_master_keys.len()
+        )?;
+    }
     writeln!(out, "\nroutes (longest prefix wins):")?;
     let mut routes: Vec<_> = config.routes.iter().collect();
     routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));

@@ -61,7 +61,9 @@ pub async fn load_state_with_clock(
 ) -> Result<AppState, StartError> {
     let (config, source) = config::load(config_path)?;
     let table = RouteTable::build(&config).map_err(StartError::Backend)?;
-    let mut state = AppState::new(table, ReloadStatus::new(config_path, &source));
+    let mut status = ReloadStatus::new(config_path, &source);
+    status.fixed_at_start = config::fixed_at_start(&config);
+    let mut state = AppState::new(table, status);
     // Without [auth] nothing needs a store, and none is opened.
     if let (Some(auth), Some(store)) = (&config.auth, &config.store) {
         let opened = Store::open(store.url.expose_secret())

@@ -227,6 +227,33 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
+/// A digest of the settings read only at start (`[store]`, `[auth]`, `[server] tls` paths), for
+/// a reload to notice that they changed. Hex SHA-256; the secrets never leave it.
+pub fn fixed_at_start(config: &Config) -> String {
+    use secrecy::ExposeSecret;
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    if let Some(store) = &config.store {
+        hash.update(b"store\0");
+        hash.update(store.url.expose_secret().as_bytes());
+    }
+    if let Some(auth) = &config.auth {
+        hash.update(b"\0auth\0");
+        hash.update(auth.master_key.expose_secret());
+        for key in &auth.previous_master_keys {
+            hash.update(key.expose_secret());
+        }
+        hash.update(auth.admin_token.expose_secret().as_bytes());
+    }
+    if let Some(tls) = &config.server.tls {
+        hash.update(b"\0tls\0");
+        hash.update(tls.cert.as_os_str().as_encoded_bytes());
+        hash.update(b"\0");
+        hash.update(tls.key.as_os_str().as_encoded_bytes());
+    }
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Reads and validates a routes.toml, resolving `${ENV}` from the process environment.
 /// Returns the config and the file's text (whose hash identifies the version loaded).
 pub fn load(path: &Path) -> Result<(Config, String), ConfigErrors> {
