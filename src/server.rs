@@ -111,19 +111,7 @@ pub fn start(listener: TcpListener, state: AppState) -> Result<Server, StartErro
     })
     // Streams are many small writes: without TCP_NODELAY, Nagle holds each one until the
     // client's delayed ACK (40 ms on Linux) once a keep-alive connection leaves quick-ACK mode.
-    .on_connect(|conn, _| {
-        use actix_tls::accept::rustls_0_23::TlsStream;
-        use actix_web::rt::net::TcpStream;
-        let tcp = match conn.downcast_ref::<TcpStream>() {
-            Some(tcp) => Some(tcp),
-            None => conn
-                .downcast_ref::<TlsStream<TcpStream>>()
-                .map(|tls| tls.get_ref().0),
-        };
-        if let Some(tcp) = tcp {
-            let _ = tcp.set_nodelay(true);
-        }
-    })
+    .on_connect(|conn, _| set_nodelay(conn))
     .workers(workers)
     // On SIGTERM/SIGINT actix stops accepting and gives in-flight requests, streams included,
     // this long to finish.
@@ -136,6 +124,21 @@ pub fn start(listener: TcpListener, state: AppState) -> Result<Server, StartErro
     .map_err(|source| StartError::Bind { addr, source })?
     .run();
     Ok(server)
+}
+
+/// TCP_NODELAY on an accepted connection, plain or TLS.
+fn set_nodelay(conn: &dyn std::any::Any) {
+    use actix_tls::accept::rustls_0_23::TlsStream;
+    use actix_web::rt::net::TcpStream;
+    let tcp = match conn.downcast_ref::<TcpStream>() {
+        Some(tcp) => Some(tcp),
+        None => conn
+            .downcast_ref::<TlsStream<TcpStream>>()
+            .map(|tls| tls.get_ref().0),
+    };
+    if let Some(tcp) = tcp {
+        let _ = tcp.set_nodelay(true);
+    }
 }
 
 /// Says loudly when a gateway is reachable beyond loopback without keys, or hands keys over a

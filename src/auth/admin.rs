@@ -297,24 +297,7 @@ impl Auth {
     /// Mints a key for a project.
     pub async fn create_key(&self, id: &str, spec: KeySpec) -> Result<CreatedKey, GatewayError> {
         let project = self.project_row(id).await?;
-        if let Some(name) = &spec.name {
-            check_name("name", name)?;
-        }
-        if let Some(models) = &spec.models {
-            check_prefixes("models", models)?;
-            if let Some(outside) = models
-                .iter()
-                .find(|m| !project.models.iter().any(|p| m.starts_with(p.as_str())))
-            {
-                return Err(invalid(
-                    "models",
-                    format!("`{outside}` is outside the project's prefixes"),
-                ));
-            }
-        }
-        if spec.max_requests.is_some_and(|n| n < 1) {
-            return Err(invalid("max_requests", "must be at least 1"));
-        }
+        check_key_spec(&project, &spec)?;
         let now = self.clock().now();
         let expires_at = match &spec.expires_in {
             Some(text) => Some(now.saturating_add(parse_lifetime(text)?)),
@@ -389,6 +372,27 @@ impl Auth {
             .map_err(store_error)?;
         Ok(resealed.len())
     }
+}
+
+/// A key's name, scope (within its project's prefixes) and cap.
+fn check_key_spec(project: &ProjectRow, spec: &KeySpec) -> Result<(), GatewayError> {
+    if let Some(name) = &spec.name {
+        check_name("name", name)?;
+    }
+    if let Some(models) = &spec.models {
+        check_prefixes("models", models)?;
+        let within = |m: &&String| project.models.iter().any(|p| m.starts_with(p.as_str()));
+        if let Some(outside) = models.iter().find(|m| !within(m)) {
+            return Err(invalid(
+                "models",
+                format!("`{outside}` is outside the project's prefixes"),
+            ));
+        }
+    }
+    if spec.max_requests.is_some_and(|n| n < 1) {
+        return Err(invalid("max_requests", "must be at least 1"));
+    }
+    Ok(())
 }
 
 fn key_out(row: KeyRow) -> KeyInfo {

@@ -193,13 +193,7 @@ impl HttpUpstream {
                 out.append(name, value);
             }
         }
-        if let Some(key) = project_key {
-            // Project credentials arrive as actix (http 0.2) values; reqwest speaks http 1.
-            if let Ok(mut value) = HeaderValue::from_bytes(key.as_bytes()) {
-                value.set_sensitive(true);
-                out.insert(AUTHORIZATION, value);
-            }
-        } else if let Some(key) = &self.api_key {
+        if let Some(key) = project_key.or(self.api_key.as_ref()) {
             out.insert(AUTHORIZATION, key.clone());
         }
         for (name, value) in &self.headers {
@@ -372,7 +366,7 @@ mod tests {
             actix_web::http::header::AUTHORIZATION,
             actix_web::http::header::HeaderValue::from_static("Bearer sk-sy-client"),
         );
-        let project = actix_web::http::header::HeaderValue::from_static("Bearer project-key");
+        let project = HeaderValue::from_static("Bearer project-key");
         let sent = |u: &HttpUpstream, auth| {
             u.upstream_headers(&client, auth)
                 .get(AUTHORIZATION)

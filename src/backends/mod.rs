@@ -15,7 +15,7 @@ pub mod redis;
 use std::future::Future;
 use std::pin::Pin;
 
-use actix_web::http::header::{HeaderMap, HeaderValue};
+use actix_web::http::header::HeaderMap;
 use actix_web::http::{Method, StatusCode};
 use bytes::Bytes;
 use futures::Stream;
@@ -94,7 +94,7 @@ pub enum UpstreamAuth<'a> {
     Client,
     /// With `[auth]`: the client's header holds its gateway key and never goes upstream. The
     /// project's credential for this backend when it has one, else the backend's `api_key`.
-    Gateway(Option<&'a HeaderValue>),
+    Gateway(Option<&'a reqwest::header::HeaderValue>),
 }
 
 /// A byte stream relayed to the client.

@@ -1,5 +1,6 @@
 //! `[store]`, `[auth]` and `[server] tls`: the keys that gateway keys depend on.
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -80,25 +81,7 @@ impl Validator<'_> {
             .strip_prefix("sqlite://")
             .or_else(|| text.strip_prefix("sqlite:"))
         {
-            let (file, query) = path
-                .split_once('?')
-                .map_or((path, None), |(f, q)| (f, Some(q)));
-            if file.is_empty() || file.starts_with(":memory:") {
-                self.error(
-                    span,
-                    "`url` must name a SQLite file (instances and `switchyard admin` share it)",
-                );
-                return None;
-            }
-            let absolute = self.beside_config(file);
-            let url = match query {
-                Some(q) => format!("sqlite://{}?{q}", absolute.display()),
-                None => format!("sqlite://{}", absolute.display()),
-            };
-            return Some(StoreConfig {
-                display: url.clone(),
-                url: SecretString::from(url),
-            });
+            return self.sqlite_store(path, span);
         }
         match url::Url::parse(&text) {
             Ok(mut url) if matches!(url.scheme(), "postgres" | "postgresql") => {
@@ -115,6 +98,29 @@ impl Validator<'_> {
                 None
             }
         }
+    }
+
+    /// `sqlite://PATH[?options]`, PATH made absolute beside the config file.
+    fn sqlite_store(&mut self, path: &str, span: Range<usize>) -> Option<StoreConfig> {
+        let (file, query) = path
+            .split_once('?')
+            .map_or((path, None), |(f, q)| (f, Some(q)));
+        if file.is_empty() || file.starts_with(":memory:") {
+            self.error(
+                span,
+                "`url` must name a SQLite file (instances and `switchyard admin` share it)",
+            );
+            return None;
+        }
+        let absolute = self.beside_config(file);
+        let url = match query {
+            Some(q) => format!("sqlite://{}?{q}", absolute.display()),
+            None => format!("sqlite://{}", absolute.display()),
+        };
+        Some(StoreConfig {
+            display: url.clone(),
+            url: SecretString::from(url),
+        })
     }
 
     pub(super) fn tls(&mut self, raw: &Spanned<RawTls>) -> TlsConfig {
