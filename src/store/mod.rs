@@ -68,10 +68,12 @@ impl Store {
     pub async fn open(url: &str) -> Result<Store, StoreError> {
         install_default_drivers();
         let is_sqlite = url.starts_with("sqlite:");
-        let url = if is_sqlite && !url.contains('?') {
-            format!("{url}?mode=rwc")
-        } else {
-            url.to_owned()
+        // `mode=rwc`: create the SQLite file when missing, unless the URL chose a mode itself.
+        let url = match url.split_once('?') {
+            _ if !is_sqlite => url.to_owned(),
+            None => format!("{url}?mode=rwc"),
+            Some((_, query)) if !query.contains("mode=") => format!("{url}&mode=rwc"),
+            Some(_) => url.to_owned(),
         };
         let pool = AnyPoolOptions::new()
             .max_connections(8)
@@ -137,4 +139,64 @@ fn encode_models(models: &[String]) -> String {
 
 fn decode_models(text: &str) -> Result<Vec<String>, StoreError> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("model list: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(id: &str, max_requests: Option<i64>) -> NewKey {
+        NewKey {
+            id: id.into(),
+            project_id: "p".into(),
+            name: None,
+            prefix: "sk-sy-abcdefgh".into(),
+            hash: format!("hash-of-{id}"),
+            models: None,
+            expires_at: None,
+            max_requests,
+            created_at: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn migrations_apply_once_changes_move_the_revision_and_caps_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let store = Store::open(&url).await.unwrap();
+        // A second opener (another instance, the CLI) finds the schema in place.
+        let again = Store::open(&url).await.unwrap();
+        let start = again.auth_revision().await.unwrap();
+        let project = ProjectRow {
+            id: "p".into(),
+            name: "team".into(),
+            models: vec!["echo/".into()],
+            created_at: 1,
+        };
+        store.insert_project(&project).await.unwrap();
+        assert!(matches!(
+            store
+                .insert_project(&ProjectRow {
+                    id: "q".into(),
+                    ..project.clone()
+                })
+                .await,
+            Err(StoreError::Conflict(_))
+        ));
+        store.insert_key(&key("k", Some(2))).await.unwrap();
+        assert_eq!(again.auth_revision().await.unwrap(), start + 2);
+        let counted = [
+            store.consume_request("k").await.unwrap(),
+            again.consume_request("k").await.unwrap(),
+            store.consume_request("k").await.unwrap(),
+        ];
+        assert_eq!(counted, [true, true, false]);
+        let grant = again.key_grant("hash-of-k").await.unwrap().unwrap();
+        assert_eq!(
+            (grant.project_models, grant.max_requests),
+            (vec!["echo/".to_owned()], Some(2))
+        );
+        assert!(store.delete_project("p").await.unwrap());
+        assert!(again.key_grant("hash-of-k").await.unwrap().is_none());
+    }
 }
