@@ -134,7 +134,7 @@ def start_auth_gateway(tmp, mock_port, port):
     """A gateway with [auth] on a SQLite store, and a gateway key minted through the admin API."""
     routes = os.path.join(tmp, "routes-auth.toml")
     with open(routes, "w") as f:
-        f.write(f'[store]\nurl = "sqlite://keys.db"\n[auth]\nmaster_key = "{"B" * 43}="\n'
+        f.write(f'[store]\nurl = "sqlite://keys.db"\n[auth]\nmaster_key = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc="\n'
                 f'admin_token = "{ADMIN_TOKEN}"\n'
                 f'[backends.mock]\nkind = "openai"\nbase_url = "http://127.0.0.1:{mock_port}/v1"\n'
                 f'[[routes]]\nprefix = "mock/"\nbackend = "mock"\n')
