@@ -87,7 +87,7 @@ retry_budget = 1000
     std::fs::write(&path, routes).unwrap();
     let listener = StdListener::bind("127.0.0.1:0").unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let state = switchyard::server::load_state(&path).unwrap();
+    let state = switchyard::server::load_state(&path).await.unwrap();
     tokio::spawn(switchyard::server::start(listener, state).unwrap());
     (base, dir)
 }

@@ -155,5 +155,61 @@ fn sse_relay(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, route_lookup, parse_and_forward, sse_relay);
+/// The gateway-key check on a cache hit: bearer parse, SHA-256, cache lookup, expiry check.
+fn auth_check(c: &mut Criterion) {
+    use secrecy::{SecretBox, SecretString};
+    use switchyard::auth::Auth;
+    use switchyard::auth::admin::{KeySpec, ProjectSpec};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+    let config = config::AuthConfig {
+        master_key: SecretBox::new(Box::new([7; 32])),
+        previous_master_keys: Vec::new(),
+        admin_token: SecretString::from("bench-admin-token-0123456789".to_owned()),
+    };
+    let auth = rt.block_on(async {
+        let store = switchyard::store::Store::open(&url).await.unwrap();
+        let clock = std::sync::Arc::new(switchyard::auth::clock::SystemClock);
+        Auth::new(store, &config, clock).await.unwrap()
+    });
+    let key = rt.block_on(async {
+        let spec = ProjectSpec {
+            name: "bench".into(),
+            models: vec!["mock/".into()],
+        };
+        let project = auth.create_project(spec).await.unwrap();
+        auth.create_key(
+            &project.id,
+            KeySpec {
+                expires_in: Some("1h".into()),
+                ..KeySpec::default()
+            },
+        )
+        .await
+        .unwrap()
+        .key
+    });
+    let mut headers = actix_web::http::header::HeaderMap::new();
+    headers.insert(
+        actix_web::http::header::AUTHORIZATION,
+        format!("Bearer {key}").parse().unwrap(),
+    );
+    rt.block_on(auth.authenticate(&headers)).unwrap();
+    c.bench_function("auth_check/cache_hit", |b| {
+        b.iter(|| {
+            let grant =
+                futures::executor::block_on(auth.authenticate(black_box(&headers))).unwrap();
+            black_box(grant.permits("mock/model"))
+        })
+    });
+}
+
+criterion_group!(
+    benches,
+    route_lookup,
+    parse_and_forward,
+    sse_relay,
+    auth_check
+);
 criterion_main!(benches);

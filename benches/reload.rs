@@ -26,8 +26,10 @@ fn reload_latency(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("routes.toml");
     std::fs::write(&path, table("a/")).expect("write");
-    let state = server::load_state(&path).expect("valid config");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let state = rt
+        .block_on(server::load_state(&path))
+        .expect("valid config");
     rt.block_on(async { reload::spawn_watcher(state.clone()) });
 
     let mut group = c.benchmark_group("hot_reload");

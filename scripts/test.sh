@@ -9,11 +9,13 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/switchyard-target}"
 
 # --- System packages (Debian), installed only when missing ------------------------------------
 # Headless Chromium for the docs page test (Debian's package; no browser download), and a real
-# redis-server (>= 7 for XAUTOCLAIM) that the Redis transport tests start on a free port.
+# redis-server (>= 7 for XAUTOCLAIM) that the Redis transport tests start on a free port, and
+# PostgreSQL, whose throwaway clusters (initdb in a temp dir) the store tests start the same way.
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium fonts-liberation)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 if [ "${#missing[@]}" -gt 0 ]; then
   $SUDO apt-get update -qq
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \

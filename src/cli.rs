@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod admin;
+
 use clap::{Parser, Subcommand};
 
 use crate::backends::redis::{Worker, WorkerConfig};
@@ -65,6 +67,16 @@ pub enum Command {
         /// Replace an existing file.
         #[arg(long)]
         force: bool,
+    },
+    /// Manage projects, upstream credentials and gateway keys in the store of `[auth]`, without
+    /// a running gateway.
+    Admin {
+        /// The routes file (its `[store]` and `[auth]` are used).
+        #[arg(long, env = "SWITCHYARD_CONFIG", default_value = "routes.toml")]
+        config: PathBuf,
+        /// What to do.
+        #[command(subcommand)]
+        command: admin::AdminCommand,
     },
     /// Relay jobs from a Redis queue (openai-rq 0.1.2 protocol) to a local OpenAI-compatible
     /// server. Flags mirror `openai-rq worker`.
@@ -251,6 +263,7 @@ pub fn run(cli: Cli) -> ExitCode {
             force,
         } => init(&backends, &output, force),
         Command::Worker(args) => worker(*args),
+        Command::Admin { config, command } => admin::run(&config, command),
     }
 }
 
@@ -425,6 +438,14 @@ fn write_table(out: &mut impl Write, path: &Path, config: &Config) -> std::io::R
                 humantime::format_duration(redis.pickup_timeout)
             )?,
         }
+    }
+    if let (Some(auth), Some(store)) = (&config.auth, &config.store) {
+        writeln!(
+            out,
+            "\nauth: on (store {}, master_key <set>, {} previous master keys, admin_token <set>)",
+            store.display,
+            auth.previous_master_keys.len()
+        )?;
     }
     writeln!(out, "\nroutes (longest prefix wins):")?;
     let mut routes: Vec<_> = config.routes.iter().collect();

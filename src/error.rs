@@ -78,6 +78,45 @@ pub enum GatewayError {
         endpoint: String,
     },
 
+    // --- the caller's credentials (`[auth]`) ---
+    /// No gateway key, or an unknown, expired or revoked one.
+    #[error("invalid API key: the key is missing, unknown, expired or revoked")]
+    InvalidApiKey,
+    /// `/admin/v1` without the right admin token.
+    #[error("invalid admin token")]
+    InvalidAdminToken,
+    /// The key may not use this model. The message names only the model asked for, never
+    /// which prefixes exist or who may use them.
+    #[error("this key may not use the model `{model}`")]
+    ModelNotPermitted {
+        /// The model the client asked for.
+        model: String,
+    },
+    /// The key's `max_requests` are used up.
+    #[error("this key has used all the requests it was allowed")]
+    RequestLimitReached,
+    /// An admin resource that does not exist.
+    #[error("no {what} with id `{id}`")]
+    NotFound {
+        /// `project`, `key` or `credential`.
+        what: &'static str,
+        /// The id asked for.
+        id: String,
+    },
+    /// An admin change that conflicts with what exists (a project name already taken).
+    #[error("{message}")]
+    Conflict {
+        /// What conflicts.
+        message: String,
+    },
+    /// The store could not be asked about a key it had not cached, or could not count a
+    /// request; clients should retry later.
+    #[error("the key store is unavailable: {message}")]
+    StoreUnavailable {
+        /// Why, for the log.
+        message: String,
+    },
+
     // --- the upstream's fault ---
     /// The upstream could not be reached.
     #[error("backend `{backend}` is unreachable: {message}")]
@@ -202,6 +241,46 @@ impl GatewayError {
                     Some("unsupported_endpoint"),
                 ),
             ),
+            InvalidApiKey | InvalidAdminToken => (
+                StatusCode::UNAUTHORIZED,
+                ErrorBody::new(self.to_string(), invalid, None, Some("invalid_api_key")),
+            ),
+            ModelNotPermitted { .. } => (
+                StatusCode::FORBIDDEN,
+                ErrorBody::new(
+                    self.to_string(),
+                    "permission_error",
+                    Some("model".into()),
+                    Some("model_not_permitted"),
+                ),
+            ),
+            RequestLimitReached => (
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorBody::new(
+                    self.to_string(),
+                    "rate_limit_error",
+                    None,
+                    Some("max_requests_reached"),
+                ),
+            ),
+            NotFound { .. } => (
+                StatusCode::NOT_FOUND,
+                ErrorBody::new(self.to_string(), invalid, None, Some("not_found")),
+            ),
+            Conflict { .. } => (
+                StatusCode::CONFLICT,
+                ErrorBody::new(self.to_string(), invalid, None, Some("conflict")),
+            ),
+            // The message may carry the database's words: logged, not sent.
+            StoreUnavailable { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorBody::new(
+                    "the key store is unavailable; retry later",
+                    "api_error",
+                    None,
+                    Some("store_unavailable"),
+                ),
+            ),
             UpstreamUnreachable { .. } => (
                 StatusCode::BAD_GATEWAY,
                 ErrorBody::new(
@@ -276,6 +355,12 @@ impl GatewayError {
                 | UnsafePath { .. }
                 | UnsupportedEndpoint { .. }
                 | UpstreamStatus { .. }
+                | InvalidApiKey
+                | InvalidAdminToken
+                | ModelNotPermitted { .. }
+                | RequestLimitReached
+                | NotFound { .. }
+                | Conflict { .. }
         )
     }
 
@@ -302,8 +387,16 @@ impl GatewayError {
             | UnsafePath { .. }
             | UnsupportedEndpoint { .. }
             | RequestTimeout { .. }
-            // The gateway's own admission: another backend would not change it.
+            // The gateway's own admission and the caller's key: another backend would not
+            // change them.
             | Overloaded { .. }
+            | InvalidApiKey
+            | InvalidAdminToken
+            | ModelNotPermitted { .. }
+            | RequestLimitReached
+            | NotFound { .. }
+            | Conflict { .. }
+            | StoreUnavailable { .. }
             | Internal { .. } => false,
         }
     }
@@ -391,6 +484,10 @@ impl ResponseError for GatewayError {
             // connection is closed after this answer.
             GatewayError::RequestTimeout { .. } => {
                 response.force_close();
+            }
+            // A used-up cap does not come back: tell the SDKs (which retry 429s) not to retry.
+            GatewayError::RequestLimitReached => {
+                response.insert_header(("x-should-retry", "false"));
             }
             _ => {}
         }
@@ -540,6 +637,55 @@ mod tests {
                 500,
                 "api_error",
                 None,
+            ),
+            (
+                GatewayError::InvalidApiKey,
+                401,
+                "invalid_request_error",
+                Some("invalid_api_key"),
+            ),
+            (
+                GatewayError::InvalidAdminToken,
+                401,
+                "invalid_request_error",
+                Some("invalid_api_key"),
+            ),
+            (
+                GatewayError::ModelNotPermitted { model: "m".into() },
+                403,
+                "permission_error",
+                Some("model_not_permitted"),
+            ),
+            (
+                GatewayError::RequestLimitReached,
+                429,
+                "rate_limit_error",
+                Some("max_requests_reached"),
+            ),
+            (
+                GatewayError::NotFound {
+                    what: "key",
+                    id: "k".into(),
+                },
+                404,
+                "invalid_request_error",
+                Some("not_found"),
+            ),
+            (
+                GatewayError::Conflict {
+                    message: "taken".into(),
+                },
+                409,
+                "invalid_request_error",
+                Some("conflict"),
+            ),
+            (
+                GatewayError::StoreUnavailable {
+                    message: "connection refused to db".into(),
+                },
+                503,
+                "api_error",
+                Some("store_unavailable"),
             ),
         ];
         for (err, status, kind, code) in cases {

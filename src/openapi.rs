@@ -46,6 +46,8 @@ of a JSON body, else `[server] default_backend`. Its request and response are th
 own, so they are not described here; without a backend to relay to, the answer is 404 \
 `unknown_url`.
 
+**Gateway keys.** With `[auth]` in routes.toml, every `/v1` request needs `Authorization: Bearer sk-sy-…`, a key made through `/admin/v1`: a missing, unknown, expired or revoked key is 401 `invalid_api_key`, a model outside the key's scope 403 `model_not_permitted`, a key whose `max_requests` are used up 429 `max_requests_reached`, and an unknown key while the key store is down 503 `store_unavailable`. `/v1/models` lists only what the key may use.
+
 **Request ids.** Every response carries `x-request-id`: the client's own when it sent one \
 (up to 128 characters), else a new UUID.";
 
@@ -67,6 +69,16 @@ own, so they are not described here; without a backend to relay to, the answer i
         routes::route_table::show_routes,
         routes::docs::openapi_json,
         routes::docs::docs_page,
+        routes::admin::create_project,
+        routes::admin::list_projects,
+        routes::admin::get_project,
+        routes::admin::update_project,
+        routes::admin::delete_project,
+        routes::admin::put_credential,
+        routes::admin::delete_credential,
+        routes::admin::create_key,
+        routes::admin::list_keys,
+        routes::admin::revoke_key,
     ),
     // Types reached only through a media type other than JSON are listed so they get a name.
     components(schemas(schema::ChatCompletionChunk, schema::ResponseStreamEvent)),
@@ -78,8 +90,9 @@ own, so they are not described here; without a backend to relay to, the answer i
         (name = "models", description = "The models the route table serves, prefixes included."),
         (name = "operations", description = "Liveness and the loaded route table."),
         (name = "docs", description = "This document and the page that renders it."),
+        (name = "admin", description = "Projects, upstream credentials and gateway keys (with `[auth]` on; `Authorization: Bearer <admin_token>`)."),
     ),
-    modifiers(&Prose, &RequestIdHeader),
+    modifiers(&Prose, &RequestIdHeader, &Security),
 )]
 pub struct ApiDoc;
 
@@ -88,6 +101,21 @@ struct Prose;
 impl Modify for Prose {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         openapi.info.description = Some(DESCRIPTION.to_owned());
+    }
+}
+
+/// Declares the two bearer schemes: gateway keys on `/v1` (when `[auth]` is on) and the admin
+/// token on `/admin/v1`.
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "admin_token",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
     }
 }
 

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::auth::Auth;
 use crate::limits::Limits;
 use crate::routing::RouteTable;
 use crate::routing::reload::ReloadStatus;
@@ -18,6 +19,8 @@ pub struct AppState {
     pub reload: Arc<ReloadStatus>,
     /// Gateway-wide budgets (requests in progress, request-body bytes), fixed at start.
     pub limits: Limits,
+    /// Gateway keys, when `[auth]` is on; `None` serves everyone, as without it.
+    pub auth: Option<Arc<Auth>>,
 }
 
 impl AppState {
@@ -27,6 +30,7 @@ impl AppState {
             limits: Limits::new(&table.server),
             routes: Arc::new(ArcSwap::from_pointee(table)),
             reload: Arc::new(reload),
+            auth: None,
         }
     }
 }

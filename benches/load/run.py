@@ -10,7 +10,10 @@ mock to CPU 0, and prints one Markdown table measured in one run:
     p50 / p99 / p99.9 latency (to the end of the stream), the added latency (proxy minus direct)
     and the proxy's CPU time per request;
   - time to first event of a stream (stream probe, 2 ms between upstream chunks);
-  - the gateway's RSS idle, under load, and with 2,000 streams held open.
+  - the gateway's RSS idle, under load, and with 2,000 streams held open;
+  - a second gateway, "switchyard+auth", with [auth] on (SQLite store, one gateway key minted
+    through the admin API and sent by wrk): its CPU per request minus the first gateway's is the
+    cost of the key check on a cache hit (chat and stream rows; not in the first-event probe).
 """
 
 import argparse
@@ -97,11 +100,12 @@ def served(mock_port):
     return int(urllib.request.urlopen(f"http://127.0.0.1:{mock_port}/stats").read())
 
 
-def wrk(url, body, conns, seconds):
+def wrk(url, body, conns, seconds, key=None):
+    env = {**os.environ, "WRK_BODY": body, **({"WRK_AUTH": key} if key else {})}
     out = subprocess.run(
         ["taskset", "-c", "0", "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", "-s",
          os.path.join(ROOT, "benches/load/wrk.lua"), url],
-        check=True, capture_output=True, text=True, env={**os.environ, "WRK_BODY": body}).stdout
+        check=True, capture_output=True, text=True, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -121,6 +125,31 @@ class RssSampler(threading.Thread):
         while self.running:
             self.peak = max(self.peak, rss_kib(self.pid))
             time.sleep(0.1)
+
+
+ADMIN_TOKEN = "load-bench-admin-token-0123456789"
+
+
+def start_auth_gateway(tmp, mock_port, port):
+    """A gateway with [auth] on a SQLite store, and a gateway key minted through the admin API."""
+    routes = os.path.join(tmp, "routes-auth.toml")
+    with open(routes, "w") as f:
+        f.write(f'[store]\nurl = "sqlite://keys.db"\n[auth]\nmaster_key = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc="\n'
+                f'admin_token = "{ADMIN_TOKEN}"\n'
+                f'[backends.mock]\nkind = "openai"\nbase_url = "http://127.0.0.1:{mock_port}/v1"\n'
+                f'[[routes]]\nprefix = "mock/"\nbackend = "mock"\n')
+    gw = subprocess.Popen(["taskset", "-c", "1", os.path.join(RELEASE, "switchyard"), "serve", "--config", routes,
+                           "--listen", f"127.0.0.1:{port}"], env={**os.environ, "RUST_LOG": "warn"})
+    wait_http(f"http://127.0.0.1:{port}/health")
+
+    def admin(path, body):
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/admin/v1{path}", data=json.dumps(body).encode(),
+                                     headers={"Authorization": f"Bearer {ADMIN_TOKEN}",
+                                              "Content-Type": "application/json"})
+        return json.loads(urllib.request.urlopen(req).read())
+
+    project = admin("/projects", {"name": "bench", "models": ["mock/"]})
+    return gw, admin(f"/projects/{project['id']}/keys", {"name": "wrk"})["key"]
 
 
 def main():
@@ -150,6 +179,9 @@ def main():
         wait_http(f"http://127.0.0.1:{gw_port}/health")
         time.sleep(0.5)
         idle_rss = rss_kib(gw.pid)
+        auth_port = free_port()
+        auth_gw, key = start_auth_gateway(tmp, mock_port, auth_port)
+        procs.append(auth_gw)
         targets = [("direct", f"http://127.0.0.1:{mock_port}/v1/chat/completions", "mock-model", None)]
         if use_nginx:
             conf = os.path.join(tmp, "nginx.conf")
@@ -165,6 +197,9 @@ http {{ access_log off; upstream mock {{ server 127.0.0.1:{mock_port}; keepalive
             wait_http(f"http://127.0.0.1:{nginx_port}/stats")
             targets.append(("nginx", f"http://127.0.0.1:{nginx_port}/v1/chat/completions", "mock-model", nginx.pid))
         targets.append(("switchyard", f"http://127.0.0.1:{gw_port}/v1/chat/completions", "mock/mock-model", gw.pid))
+        keyed = {"switchyard+auth": key}
+        wrk_targets = targets + [("switchyard+auth", f"http://127.0.0.1:{auth_port}/v1/chat/completions",
+                                  "mock/mock-model", auth_gw.pid)]
 
         sampler = RssSampler(gw.pid)
         sampler.start()
@@ -172,11 +207,11 @@ http {{ access_log off; upstream mock {{ server 127.0.0.1:{mock_port}; keepalive
         for scenario, template in (("chat", CHAT), ("stream", STREAM)):
             for c in CONCURRENCY:
                 results = {}
-                for name, url, model, pid in targets:
+                for name, url, model, pid in wrk_targets:
                     body = template % model
-                    wrk(url, body, c, 2)  # warm-up
+                    wrk(url, body, c, 2, keyed.get(name))  # warm-up
                     cpu0, seen0 = (cpu_seconds(pid) if pid else 0), served(mock_port)
-                    r = wrk(url, body, c, args.seconds)
+                    r = wrk(url, body, c, args.seconds, keyed.get(name))
                     r["cpu_us"] = (cpu_seconds(pid) - cpu0) * 1e6 / max(r["requests"], 1) if pid else None
                     r["upstream_saw"] = served(mock_port) - seen0
                     r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
@@ -208,7 +243,8 @@ http {{ access_log off; upstream mock {{ server 127.0.0.1:{mock_port}; keepalive
         held_rss = rss_kib(gw.pid)
         hold.stdin.close()
         hold.wait(timeout=30)
-        report(rows, first, idle_rss, load_rss, base_rss, held_rss, line.strip(), args, [t[0] for t in targets])
+        report(rows, first, idle_rss, load_rss, base_rss, held_rss, line.strip(), args, [t[0] for t in wrk_targets],
+               [t[0] for t in targets])
     finally:
         for p in reversed(procs):
             p.terminate()
@@ -223,7 +259,7 @@ def ms(us):
     return f"{us / 1000:.3f}"
 
 
-def report(rows, first, idle_rss, load_rss, base_rss, held_rss, held_line, args, names):
+def report(rows, first, idle_rss, load_rss, base_rss, held_rss, held_line, args, names, probe_names):
     proxies = [n for n in names if n != "direct"]
     print(f"\n## Load bench, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores; proxies pinned to CPU 1, "
           f"wrk (1 thread) and mock to CPU 0; {args.seconds} s per cell after a 2 s warm-up\n")
@@ -245,7 +281,7 @@ def report(rows, first, idle_rss, load_rss, base_rss, held_rss, held_line, args,
     print("|---|---|---|---|---|---|---|---|---|---|")
     for c, res in first:
         d = res["direct"]
-        for name in names:
+        for name in probe_names:
             r = res[name]
             added = " | " if name == "direct" else f"{ms(r['first_p50'] - d['first_p50'])} | {ms(r['first_p99'] - d['first_p99'])}"
             print(f"| {c} | {name} | {r['requests'] / r['seconds']:.0f} | {ms(r['first_p50'])} | {ms(r['first_p99'])} | {ms(r['first_p999'])} | "

@@ -2,6 +2,10 @@
 wrk.method = "POST"
 wrk.body = os.getenv("WRK_BODY")
 wrk.headers["Content-Type"] = "application/json"
+-- A gateway key, for the gateway with [auth] on.
+if os.getenv("WRK_AUTH") then
+  wrk.headers["Authorization"] = "Bearer " .. os.getenv("WRK_AUTH")
+end
 
 function done(summary, latency, requests)
   local e = summary.errors

@@ -13,7 +13,7 @@ use reqwest::header::{ACCEPT_ENCODING, AUTHORIZATION, HeaderMap, HeaderName, Hea
 use secrecy::ExposeSecret;
 
 use super::timing::{Pace, Timeouts};
-use super::{ByteStream, upstream_path};
+use super::{ByteStream, UpstreamAuth, upstream_path};
 use crate::config::HttpSettings;
 use crate::error::GatewayError;
 
@@ -172,13 +172,14 @@ impl HttpUpstream {
         body: Bytes,
         client_headers: &ActixHeaders,
         stream: bool,
+        auth: UpstreamAuth<'_>,
     ) -> Result<reqwest::Response, GatewayError> {
         // The URL is moved into the first request (no copy on the hot path) and built again
         // only for the rare resend.
         let request = |client: &reqwest::Client, url: url::Url| {
             client
                 .request(method.clone(), url)
-                .headers(self.upstream_headers(client_headers))
+                .headers(self.upstream_headers(client_headers, auth))
                 .body(body.clone())
                 .send()
         };
@@ -227,14 +228,20 @@ impl HttpUpstream {
         Ok(url)
     }
 
-    /// The client's headers minus hop-by-hop ones, with the backend's key and headers applied.
-    fn upstream_headers(&self, client: &ActixHeaders) -> HeaderMap {
+    /// The client's headers minus hop-by-hop ones, with the credential `auth` picks and the
+    /// backend's headers applied.
+    fn upstream_headers(&self, client: &ActixHeaders, auth: UpstreamAuth<'_>) -> HeaderMap {
+        let project_key = match auth {
+            UpstreamAuth::Client => None,
+            UpstreamAuth::Gateway(project) => project,
+        };
+        let keep_client_auth = matches!(auth, UpstreamAuth::Client) && self.api_key.is_none();
         let mut out = HeaderMap::with_capacity(client.len() + self.headers.len() + 1);
         let named = connection_options(client.get_all("connection").map(|v| v.as_bytes()));
         for (name, value) in client {
             let n = name.as_str();
             if is_not_forwarded_up(n)
-                || (self.api_key.is_some() && n == "authorization")
+                || (n == "authorization" && !keep_client_auth)
                 || named.iter().any(|x| x == n)
             {
                 continue;
@@ -249,7 +256,7 @@ impl HttpUpstream {
         // The gateway frames streams itself, so it asks for the bytes as they are (and decodes
         // gzip from an upstream that compresses anyway).
         out.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
-        if let Some(key) = &self.api_key {
+        if let Some(key) = project_key.or(self.api_key.as_ref()) {
             out.insert(AUTHORIZATION, key.clone());
         }
         for (name, value) in &self.headers {
@@ -441,6 +448,41 @@ mod tests {
             responses: Default::default(),
         };
         HttpUpstream::new("t", &settings).unwrap()
+    }
+
+    #[test]
+    fn with_auth_on_the_project_key_wins_and_the_client_key_never_goes_upstream() {
+        let mut keyed = upstream("http://h:1/v1");
+        keyed.api_key = Some(HeaderValue::from_static("Bearer backend-key"));
+        let plain = upstream("http://h:1/v1");
+        let mut client = ActixHeaders::new();
+        client.insert(
+            actix_web::http::header::AUTHORIZATION,
+            actix_web::http::header::HeaderValue::from_static("Bearer sk-sy-client"),
+        );
+        let project = HeaderValue::from_static("Bearer project-key");
+        let sent = |u: &HttpUpstream, auth| {
+            u.upstream_headers(&client, auth)
+                .get(AUTHORIZATION)
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        // Without [auth]: as before, the backend key replaces the client's, else it passes.
+        assert_eq!(
+            sent(&keyed, UpstreamAuth::Client).as_deref(),
+            Some("Bearer backend-key")
+        );
+        assert_eq!(
+            sent(&plain, UpstreamAuth::Client).as_deref(),
+            Some("Bearer sk-sy-client")
+        );
+        // With [auth]: the project's key, else the backend's, else nothing; never the client's.
+        let gateway = UpstreamAuth::Gateway(Some(&project));
+        assert_eq!(sent(&keyed, gateway).as_deref(), Some("Bearer project-key"));
+        assert_eq!(
+            sent(&keyed, UpstreamAuth::Gateway(None)).as_deref(),
+            Some("Bearer backend-key")
+        );
+        assert_eq!(sent(&plain, UpstreamAuth::Gateway(None)), None);
     }
 
     #[test]

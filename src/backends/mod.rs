@@ -90,6 +90,18 @@ pub struct UpstreamCall<'a> {
     pub parsed: ParsedRequest<'a>,
     /// The model name exactly as the client sent it (responses echo it back).
     pub client_model: &'a str,
+    /// Which `Authorization` goes upstream.
+    pub auth: UpstreamAuth<'a>,
+}
+
+/// Which `Authorization` an HTTP backend sends upstream.
+#[derive(Debug, Clone, Copy)]
+pub enum UpstreamAuth<'a> {
+    /// Without `[auth]`: the backend's `api_key` when it has one, else the client's own header.
+    Client,
+    /// With `[auth]`: the client's header holds its gateway key and never goes upstream. The
+    /// project's credential for this backend when it has one, else the backend's `api_key`.
+    Gateway(Option<&'a reqwest::header::HeaderValue>),
 }
 
 /// A byte stream relayed to the client.

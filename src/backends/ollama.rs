@@ -11,7 +11,8 @@ use bytes::Bytes;
 use super::http::{self, HttpUpstream};
 use super::timing::Pace;
 use super::{
-    Backend, DiscoveredModel, Endpoint, ParsedRequest, ReplyBody, UpstreamCall, UpstreamReply,
+    Backend, DiscoveredModel, Endpoint, ParsedRequest, ReplyBody, UpstreamAuth, UpstreamCall,
+    UpstreamReply,
 };
 use crate::adapters::ollama::{self, ChatStream, GenerateStream};
 use crate::adapters::stream::normalize;
@@ -42,7 +43,13 @@ impl OllamaBackend {
         let model = upstream_model(call, &request.model);
         let body = ollama::chat_request(request, &model, call.stream)?;
         let response = self
-            .post("/api/chat", body, call.client_headers, call.stream)
+            .post(
+                "/api/chat",
+                body,
+                call.client_headers,
+                call.stream,
+                call.auth,
+            )
             .await?;
         let status = http::status_of(&response);
         let headers = json_headers(response.headers());
@@ -77,7 +84,13 @@ impl OllamaBackend {
         let model = upstream_model(call, &request.model);
         let body = ollama::generate_request(request, &model, call.stream)?;
         let response = self
-            .post("/api/generate", body, call.client_headers, call.stream)
+            .post(
+                "/api/generate",
+                body,
+                call.client_headers,
+                call.stream,
+                call.auth,
+            )
             .await?;
         let status = http::status_of(&response);
         let headers = json_headers(response.headers());
@@ -112,7 +125,7 @@ impl OllamaBackend {
         let model = upstream_model(call, &request.model);
         let body = ollama::embed_request(request, &model)?;
         let response = self
-            .post("/api/embed", body, call.client_headers, false)
+            .post("/api/embed", body, call.client_headers, false, call.auth)
             .await?;
         let status = http::status_of(&response);
         let headers = json_headers(response.headers());
@@ -138,6 +151,7 @@ impl OllamaBackend {
         body: Bytes,
         client_headers: &HeaderMap,
         stream: bool,
+        auth: UpstreamAuth<'_>,
     ) -> Result<reqwest::Response, GatewayError> {
         // The body is the gateway's own JSON, whatever the client's request looked like.
         let mut headers = client_headers.clone();
@@ -147,7 +161,7 @@ impl OllamaBackend {
         );
         let response = self
             .http
-            .send(reqwest::Method::POST, path, body, &headers, stream)
+            .send(reqwest::Method::POST, path, body, &headers, stream, auth)
             .await?;
         if response.status().is_success() {
             Ok(response)
@@ -221,6 +235,7 @@ impl Backend for OllamaBackend {
                 Bytes::new(),
                 &HeaderMap::new(),
                 false,
+                UpstreamAuth::Client,
             )
             .await?;
         if !response.status().is_success() {

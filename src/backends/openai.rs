@@ -50,6 +50,7 @@ impl Backend for OpenAIBackend {
                 call.body,
                 call.client_headers,
                 call.stream,
+                call.auth,
             )
             .await?;
         if !response.status().is_success() {
@@ -104,6 +105,7 @@ pub(super) async fn list_openai_models(
             bytes::Bytes::new(),
             &no_headers,
             false,
+            super::UpstreamAuth::Client,
         )
         .await?;
     if !response.status().is_success() {

@@ -38,6 +38,7 @@ impl Backend for ProxyBackend {
                 call.body,
                 call.client_headers,
                 false,
+                call.auth,
             )
             .await?;
         let status = http::status_of(&response);

@@ -18,7 +18,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use actix_web::http::header::{HeaderName, HeaderValue};
-use secrecy::SecretString;
+use secrecy::{SecretBox, SecretString};
 use url::Url;
 
 pub use env::{has_reference, is_one_reference, redacted_defaults};
@@ -33,6 +33,39 @@ pub struct Config {
     pub backends: Vec<BackendConfig>,
     /// `[[routes]]`, in file order.
     pub routes: Vec<RouteConfig>,
+    /// `[store]`, defaulted when a feature needs a store and the file has none.
+    pub store: Option<StoreConfig>,
+    /// `[auth]`: gateway keys are on when present.
+    pub auth: Option<AuthConfig>,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// The database URL, a relative SQLite path made absolute; may hold a password.
+    pub url: SecretString,
+    /// The URL with any password replaced, for display.
+    pub display: String,
+}
+
+/// `[auth]`.
+#[derive(Debug)]
+pub struct AuthConfig {
+    /// Seals upstream credentials at rest.
+    pub master_key: SecretBox<[u8; 32]>,
+    /// Earlier master keys, able to open credentials sealed under them.
+    pub previous_master_keys: Vec<SecretBox<[u8; 32]>>,
+    /// Guards `/admin/v1`.
+    pub admin_token: SecretString,
+}
+
+/// `[server] tls`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: std::path::PathBuf,
+    /// PEM private key.
+    pub key: std::path::PathBuf,
 }
 
 /// `[server]`, with defaults applied.
@@ -58,6 +91,8 @@ pub struct ServerConfig {
     pub request_head_timeout: Duration,
     /// Time allowed for a request's whole body.
     pub request_body_timeout: Duration,
+    /// Serve HTTPS with these files (read at start, re-read when they change).
+    pub tls: Option<TlsConfig>,
 }
 
 /// One `[backends.<name>]`.
@@ -274,6 +309,33 @@ impl fmt::Display for ConfigErrors {
 }
 
 impl std::error::Error for ConfigErrors {}
+
+/// A digest of the settings read only at start (`[store]`, `[auth]`, `[server] tls` paths), for
+/// a reload to notice that they changed. Hex SHA-256; the secrets never leave it.
+pub fn fixed_at_start(config: &Config) -> String {
+    use secrecy::ExposeSecret;
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    if let Some(store) = &config.store {
+        hash.update(b"store\0");
+        hash.update(store.url.expose_secret().as_bytes());
+    }
+    if let Some(auth) = &config.auth {
+        hash.update(b"\0auth\0");
+        hash.update(auth.master_key.expose_secret());
+        for key in &auth.previous_master_keys {
+            hash.update(key.expose_secret());
+        }
+        hash.update(auth.admin_token.expose_secret().as_bytes());
+    }
+    if let Some(tls) = &config.server.tls {
+        hash.update(b"\0tls\0");
+        hash.update(tls.cert.as_os_str().as_encoded_bytes());
+        hash.update(b"\0");
+        hash.update(tls.key.as_os_str().as_encoded_bytes());
+    }
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
 
 /// Reads a config file's text.
 pub fn read(path: &Path) -> Result<String, ConfigErrors> {

@@ -64,6 +64,53 @@ pub struct RawConfig {
     #[serde(default)]
     #[schemars(with = "Vec<RawRoute>")]
     pub routes: Vec<Spanned<RawRoute>>,
+    /// `[store]`: the gateway's database (keys now; usage and batches next). Opened only when
+    /// a feature needs it (`[auth]`).
+    #[schemars(with = "Option<RawStore>")]
+    pub store: Option<Spanned<RawStore>>,
+    /// `[auth]`: projects and gateway keys; its presence turns keys on.
+    #[schemars(with = "Option<RawAuth>")]
+    pub auth: Option<Spanned<RawAuth>>,
+}
+
+/// `[store]`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    /// `sqlite://path` (relative to the file's directory; the default `sqlite://switchyard.db`)
+    /// or `postgres://user:pw@host/db` when several gateway instances share state. `${VAR}`
+    /// allowed; a password is never printed.
+    #[schemars(with = "String")]
+    pub url: Spanned<String>,
+}
+
+/// `[auth]`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    /// 32 bytes in base64 (use `"${SWITCHYARD_MASTER_KEY}"`): seals upstream credentials at
+    /// rest (AES-256-GCM).
+    #[schemars(with = "String")]
+    pub master_key: Spanned<String>,
+    /// Earlier master keys, still able to open credentials until `switchyard admin
+    /// rotate-master-key` re-seals them.
+    #[schemars(with = "Option<Vec<String>>")]
+    pub previous_master_keys: Option<Vec<Spanned<String>>>,
+    /// Bearer token guarding `/admin/v1` (use `"${SWITCHYARD_ADMIN_TOKEN}"`).
+    #[schemars(with = "String")]
+    pub admin_token: Spanned<String>,
+}
+
+/// `[server] tls`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM certificate chain file (re-read when it changes).
+    #[schemars(with = "String")]
+    pub cert: Spanned<String>,
+    /// PEM private key file (re-read when it changes).
+    #[schemars(with = "String")]
+    pub key: Spanned<String>,
 }
 
 /// `[server]`.
@@ -108,6 +155,10 @@ pub struct RawServer {
     /// `request_timeout` and the connection is closed.
     #[schemars(with = "Option<String>", pattern(DURATION_PATTERN))]
     pub request_body_timeout: Option<Spanned<String>>,
+    /// Serve HTTPS with these files (`{ cert = "…", key = "…" }`, PEM; HTTP/1.1 and HTTP/2
+    /// by ALPN); renewed files are picked up by new connections without a restart.
+    #[schemars(with = "Option<RawTls>")]
+    pub tls: Option<Spanned<RawTls>>,
 }
 
 /// `[backends.<name>]`: the union of every kind's keys; `validate` checks which apply.

@@ -13,6 +13,8 @@ use secrecy::SecretString;
 use toml::Spanned;
 use url::Url;
 
+mod auth;
+
 use super::raw::{RawBackend, RawConfig, RawRoute, RawServer, RawWeightedBackend};
 use super::{
     BackendConfig, BackendSettings, Config, ConfigError, ConfigErrors, HealthSettings,
@@ -84,11 +86,15 @@ pub fn validate(
             "the file defines no [[routes]]; every request would be refused",
         );
     }
+    let auth = raw.auth.as_ref().map(|a| v.auth(a));
+    let store = v.store(raw.store.as_ref(), auth.is_some());
     if v.errors.is_empty() {
         Ok(Config {
             server,
             backends,
             routes,
+            store,
+            auth: auth.flatten(),
         })
     } else {
         Err(ConfigErrors(v.errors))
@@ -158,6 +164,7 @@ impl Validator<'_> {
         let shutdown_timeout = self
             .duration(raw.shutdown_timeout.as_ref(), "shutdown_timeout")
             .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT);
+        let tls = raw.tls.as_ref().map(|t| self.tls(t));
         ServerConfig {
             listen,
             max_body_bytes,
@@ -185,6 +192,7 @@ impl Validator<'_> {
             request_body_timeout: self
                 .duration(raw.request_body_timeout.as_ref(), "request_body_timeout")
                 .unwrap_or(DEFAULT_REQUEST_BODY_TIMEOUT),
+            tls,
         }
     }
 

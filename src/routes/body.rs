@@ -23,7 +23,17 @@ pub async fn read_body(
     server: &ServerConfig,
     limits: &Limits,
 ) -> Result<(Bytes, Held), GatewayError> {
-    let limit = server.max_body_bytes;
+    read_body_within(req, payload, server.max_body_bytes, server, limits).await
+}
+
+/// `read_body` with a limit of its own, lower than `max_body_bytes` (the admin API's bodies).
+pub async fn read_body_within(
+    req: &HttpRequest,
+    payload: Payload,
+    limit: usize,
+    server: &ServerConfig,
+    limits: &Limits,
+) -> Result<(Bytes, Held), GatewayError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)

@@ -5,6 +5,7 @@ use actix_web::web::{Data, Payload};
 use actix_web::{HttpRequest, HttpResponse};
 
 use super::body::read_body;
+use super::caller;
 use super::forward::{model_of, resolve, send};
 use super::passthrough::relay_resolved;
 use crate::backends::OptionalApi;
@@ -51,10 +52,13 @@ pub async fn create_completion(
     payload: Payload,
     state: Data<AppState>,
 ) -> Result<HttpResponse, GatewayError> {
+    let caller = caller::authenticate(&req, &state).await?;
     let table = state.routes.load_full();
     // `_held` keeps the body's share of the body budget until the upstream has answered.
     let (body, _held) = read_body(&req, payload, &table.server, &state.limits).await?;
     let model = model_of::<CompletionRequest>(&body)?;
+    // Before the route is looked up: a refusal says nothing about which routes exist.
+    caller::check_scope(&caller, &model)?;
     let resolved = resolve(&table, &model)?;
     if resolved
         .route
@@ -62,8 +66,8 @@ pub async fn create_completion(
         .backend
         .relays(OptionalApi::Completions)
     {
-        return relay_resolved(&req, resolved, body, &model).await;
+        return relay_resolved(&req, &state, &caller, resolved, body, &model).await;
     }
     let request: CompletionRequest = parse_request(&body)?;
-    send(&req, &table, body, &request).await
+    send(&req, &state, &caller, &table, body, &request).await
 }

@@ -6,6 +6,7 @@ use actix_web::{HttpRequest, HttpResponse};
 use bytes::Bytes;
 
 use super::body::read_body;
+use super::caller::{self, Caller};
 use super::reply::respond;
 use crate::backends::{Endpoint, ParsedRequest, UpstreamCall};
 use crate::error::GatewayError;
@@ -71,26 +72,32 @@ pub async fn forward<T: RoutedRequest>(
     payload: Payload,
     state: Data<AppState>,
 ) -> Result<HttpResponse, GatewayError> {
+    let caller = caller::authenticate(&req, &state).await?;
     // One snapshot for the whole request: a reload meanwhile does not change its route.
     let table = state.routes.load_full();
     // `_held` keeps the body's share of the body budget until the upstream has answered.
     let (body, _held) = read_body(&req, payload, &table.server, &state.limits).await?;
     let request: T = parse_request(&body)?;
-    send(&req, &table, body, &request).await
+    send(&req, &state, &caller, &table, body, &request).await
 }
 
-/// Resolves `request`'s model and sends it (its bytes, `body`) through its route's backend.
+/// Resolves `request`'s model and sends it (its bytes, `body`) through its route's backends,
+/// once the caller's key may use that model and has a request left.
 pub async fn send<T: RoutedRequest>(
     req: &HttpRequest,
+    state: &AppState,
+    caller: &Caller,
     table: &RouteTable,
     body: Bytes,
     request: &T,
 ) -> Result<HttpResponse, GatewayError> {
     let model = request.model();
+    caller::check_scope(caller, model)?;
     let resolved = resolve(table, model)?;
+    caller::admit(state, caller, model).await?;
     tracing::debug!(model, route = %resolved.route.prefix, "routed");
     let stream = request.stream();
-    let reply = failover::send(resolved, |upstream_model| {
+    let reply = failover::send(resolved, |backend, upstream_model| {
         Ok(UpstreamCall {
             endpoint: T::ENDPOINT,
             body: with_model(&body, model, upstream_model)?,
@@ -98,6 +105,7 @@ pub async fn send<T: RoutedRequest>(
             client_headers: req.headers(),
             parsed: request.parsed(),
             client_model: model,
+            auth: caller::upstream_auth(caller, backend),
         })
     })
     .await?;

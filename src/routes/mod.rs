@@ -1,7 +1,9 @@
 //! HTTP handlers only; each file is one endpoint family. `configure` is THE route list, used by
 //! the server and the tests alike.
 
+pub mod admin;
 mod body;
+mod caller;
 pub mod chat;
 pub mod completions;
 pub mod docs;
@@ -53,7 +55,34 @@ pub fn configure(cfg: &mut ServiceConfig) {
     .service(web::resource("/docs/").route(web::get().to(docs::docs_slash)))
     .service(web::resource("/docs/{file:.+}").route(web::get().to(docs::docs_asset)))
     .service(web::resource("/v1/{tail:.*}").to(passthrough::relay))
+    .configure(configure_admin)
     .default_service(web::to(unknown_url));
+}
+
+/// `/admin/v1` (answers only with `[auth]` on).
+fn configure_admin(cfg: &mut ServiceConfig) {
+    cfg.service(
+        web::resource("/admin/v1/projects")
+            .route(web::post().to(admin::create_project))
+            .route(web::get().to(admin::list_projects)),
+    )
+    .service(
+        web::resource("/admin/v1/projects/{id}")
+            .route(web::get().to(admin::get_project))
+            .route(web::patch().to(admin::update_project))
+            .route(web::delete().to(admin::delete_project)),
+    )
+    .service(
+        web::resource("/admin/v1/projects/{id}/credentials/{backend}")
+            .route(web::put().to(admin::put_credential))
+            .route(web::delete().to(admin::delete_credential)),
+    )
+    .service(
+        web::resource("/admin/v1/projects/{id}/keys")
+            .route(web::post().to(admin::create_key))
+            .route(web::get().to(admin::list_keys)),
+    )
+    .service(web::resource("/admin/v1/keys/{id}").route(web::delete().to(admin::revoke_key)));
 }
 
 async fn unknown_url(req: HttpRequest) -> Result<HttpResponse, GatewayError> {

@@ -3,6 +3,7 @@
 use actix_web::HttpRequest;
 use actix_web::web::{Data, Json};
 
+use super::caller::{self, Caller};
 use crate::error::GatewayError;
 use crate::schema::{Model, ModelList};
 use crate::state::AppState;
@@ -14,12 +15,24 @@ use crate::state::AppState;
     tag = "models",
     responses((status = 200, description = "The models, in OpenAI's list shape", body = ModelList))
 )]
-pub async fn list_models(state: Data<AppState>) -> Json<ModelList> {
+pub async fn list_models(
+    req: HttpRequest,
+    state: Data<AppState>,
+) -> Result<Json<ModelList>, GatewayError> {
+    let caller = caller::authenticate(&req, &state).await?;
     let table = state.routes.load_full();
-    Json(ModelList {
+    Ok(Json(ModelList {
         object: "list".to_owned(),
-        data: table.models().await,
-    })
+        data: visible_models(&caller, table.models().await),
+    }))
+}
+
+/// The models the caller's key may use (all of them without `[auth]`).
+fn visible_models(caller: &Caller, mut models: Vec<Model>) -> Vec<Model> {
+    if let Some(grant) = caller {
+        models.retain(|m| grant.permits(&m.id));
+    }
+    models
 }
 
 /// Describes one listed model; model names may contain `/`, raw or as `%2F`.
@@ -39,10 +52,9 @@ pub async fn retrieve_model(
 ) -> Result<Json<Model>, GatewayError> {
     let raw = req.match_info().get("model").unwrap_or_default();
     let id = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
+    let caller = caller::authenticate(&req, &state).await?;
     let table = state.routes.load_full();
-    table
-        .models()
-        .await
+    visible_models(&caller, table.models().await)
         .into_iter()
         .find(|m| m.id == id)
         .map(Json)

@@ -8,12 +8,13 @@ use actix_web::{HttpRequest, HttpResponse};
 use bytes::Bytes;
 
 use super::body::read_body;
+use super::caller::{self, Caller};
 use super::forward::with_model;
 use super::reply::respond;
-use crate::backends::{AnyBackend, Backend, Endpoint, ParsedRequest, UpstreamCall, upstream_path};
+use crate::backends::{Backend, Endpoint, ParsedRequest, UpstreamCall, upstream_path};
 use crate::error::GatewayError;
 use crate::routing::rewrite::peek_model;
-use crate::routing::{Resolved, failover};
+use crate::routing::{Resolved, RouteTable, failover};
 use crate::state::AppState;
 
 /// Relays the request to the backend its model (or the default backend) names.
@@ -30,6 +31,7 @@ pub async fn relay(
             reason,
         }
     })?;
+    let caller = caller::authenticate(&req, &state).await?;
     let table = state.routes.load_full();
     // `_held` keeps the body's share of the body budget until the upstream has answered.
     let (body, _held) = read_body(&req, payload, &table.server, &state.limits).await?;
@@ -38,6 +40,8 @@ pub async fn relay(
     } else {
         None
     };
+    // A request naming no model is admitted only for a key whose scope holds the catch-all `""`.
+    caller::check_scope(&caller, model.as_deref().unwrap_or_default())?;
     match &model {
         Some(model) => {
             let resolved = table
@@ -45,49 +49,57 @@ pub async fn relay(
                 .ok_or_else(|| GatewayError::ModelNotFound {
                     model: model.clone(),
                 })?;
-            relay_resolved(&req, resolved, body, model).await
+            relay_resolved(&req, &state, &caller, resolved, body, model).await
         }
-        None => {
-            let backend = table
-                .server
-                .default_backend
-                .as_deref()
-                .and_then(|name| table.backend(name))
-                .ok_or_else(|| GatewayError::UnknownUrl {
-                    method: req.method().to_string(),
-                    path: req.path().to_owned(),
-                })?;
-            relay_to(&req, backend, body).await
-        }
+        None => relay_to_default(&req, &state, &caller, &table, body).await,
     }
 }
 
-/// Relays the request, its body already read, to the route `resolved` for `model`, failing
-/// over between the route's backends before the first byte.
+/// Relays the request, its body already read and its model in the caller's scope, to the
+/// route `resolved` for `model`, failing over between the route's backends before the first
+/// byte.
 pub(super) async fn relay_resolved(
     req: &HttpRequest,
+    state: &AppState,
+    caller: &Caller,
     resolved: Resolved<'_>,
     body: Bytes,
     model: &str,
 ) -> Result<HttpResponse, GatewayError> {
+    caller::admit(state, caller, model).await?;
     let path_and_query = path_and_query(req);
-    let reply = failover::send(resolved, |upstream_model| {
+    let reply = failover::send(resolved, |backend, upstream_model| {
         let body = with_model(&body, model, upstream_model)?;
-        Ok(raw_call(req, &path_and_query, body, model))
+        let auth = caller::upstream_auth(caller, backend);
+        Ok(raw_call(req, &path_and_query, body, model, auth))
     })
     .await?;
     Ok(respond(reply))
 }
 
 /// Relays the request to `default_backend` (no route, so nothing to fail over to).
-async fn relay_to(
+async fn relay_to_default(
     req: &HttpRequest,
-    backend: &AnyBackend,
+    state: &AppState,
+    caller: &Caller,
+    table: &RouteTable,
     body: Bytes,
 ) -> Result<HttpResponse, GatewayError> {
+    let unknown = || GatewayError::UnknownUrl {
+        method: req.method().to_string(),
+        path: req.path().to_owned(),
+    };
+    let name = table
+        .server
+        .default_backend
+        .as_deref()
+        .ok_or_else(unknown)?;
+    let backend = table.backend(name).ok_or_else(unknown)?;
+    caller::admit(state, caller, "").await?;
     let path_and_query = path_and_query(req);
+    let auth = caller::upstream_auth(caller, name);
     let reply = backend
-        .send(raw_call(req, &path_and_query, body, ""))
+        .send(raw_call(req, &path_and_query, body, "", auth))
         .await?;
     Ok(respond(reply))
 }
@@ -107,6 +119,7 @@ fn raw_call<'a>(
     path_and_query: &'a str,
     body: Bytes,
     client_model: &'a str,
+    auth: crate::backends::UpstreamAuth<'a>,
 ) -> UpstreamCall<'a> {
     UpstreamCall {
         endpoint: Endpoint::Raw {
@@ -118,6 +131,7 @@ fn raw_call<'a>(
         client_headers: req.headers(),
         parsed: ParsedRequest::Opaque,
         client_model,
+        auth,
     }
 }
 

@@ -6,6 +6,7 @@ use actix_web::web::{Data, Payload};
 use actix_web::{HttpRequest, HttpResponse};
 
 use super::body::read_body;
+use super::caller;
 use super::forward::{model_of, resolve};
 use super::passthrough::relay_resolved;
 use super::via_chat::respond_via_chat;
@@ -61,10 +62,13 @@ pub async fn create_response(
     payload: Payload,
     state: Data<AppState>,
 ) -> Result<HttpResponse, GatewayError> {
+    let caller = caller::authenticate(&req, &state).await?;
     let table = state.routes.load_full();
     // `_held` keeps the body's share of the body budget until the upstream has answered.
     let (body, _held) = read_body(&req, payload, &table.server, &state.limits).await?;
     let model = model_of::<ResponsesRequest>(&body)?;
+    // Before the route is looked up: a refusal says nothing about which routes exist.
+    caller::check_scope(&caller, &model)?;
     let resolved = resolve(&table, &model)?;
     if resolved
         .route
@@ -72,8 +76,9 @@ pub async fn create_response(
         .backend
         .relays(OptionalApi::Responses)
     {
-        return relay_resolved(&req, resolved, body, &model).await;
+        return relay_resolved(&req, &state, &caller, resolved, body, &model).await;
     }
     let request: ResponsesRequest = parse_request(&body)?;
-    respond_via_chat(&req, resolved, &request).await
+    caller::admit(&state, &caller, &model).await?;
+    respond_via_chat(&req, &caller, resolved, &request).await
 }

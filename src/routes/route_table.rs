@@ -4,6 +4,7 @@
 //! URL is redacted), never by key or header value. `?model=X` answers through
 //! `routing::explain`, on the very lookup that serves requests, so it cannot disagree with them.
 
+use actix_web::HttpRequest;
 use actix_web::web::{Data, Json, Query};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -76,20 +77,28 @@ pub enum RoutesResponse {
 
 /// Shows the route table in force, or with `?model=` which route, backend and upstream model
 /// name that model gets (404 `model_not_found` when no route serves it, as a request would).
+/// With `[auth]` it takes the admin token, like the rest of `/admin/v1`.
 #[utoipa::path(
     get,
     path = "/admin/v1/routes",
     tag = "operations",
+    security((), ("admin_token" = [])),
     params(RouteQuery),
     responses(
         (status = 200, body = RoutesResponse),
+        (status = 401, description = "With `[auth]`: a missing or wrong admin token", body = crate::schema::ErrorBody),
         (status = 404, description = "No route serves the model", body = crate::schema::ErrorBody),
     )
 )]
 pub async fn show_routes(
+    req: HttpRequest,
     state: Data<AppState>,
     query: Query<RouteQuery>,
 ) -> Result<Json<RoutesResponse>, GatewayError> {
+    // With `[auth]` the table is for operators: the admin token, as for the rest of /admin/v1.
+    if let Some(auth) = &state.auth {
+        auth.check_admin(req.headers())?;
+    }
     let table = state.routes.load();
     match &query.model {
         Some(model) => Ok(Json(RoutesResponse::Answer(answer(&table, model)?))),

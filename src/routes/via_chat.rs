@@ -8,6 +8,7 @@ use actix_web::{HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 
+use super::caller::{self, Caller};
 use super::forward::with_model;
 use super::reply::respond;
 use crate::adapters::responses::{self, ResponseShell, ResponsesStream};
@@ -20,9 +21,10 @@ use crate::schema::ResponsesRequest;
 /// The largest chat completion held to convert (a whole answer is a few KiB to a few MiB).
 const MAX_CHAT_BODY: usize = 64 * 1024 * 1024;
 
-/// Serves `request` on the route `resolved` through a chat completion.
+/// Serves `request` on the route `resolved` through a chat completion; the caller was admitted.
 pub async fn respond_via_chat(
     req: &HttpRequest,
+    caller: &Caller,
     resolved: Resolved<'_>,
     request: &ResponsesRequest,
 ) -> Result<HttpResponse, GatewayError> {
@@ -35,7 +37,7 @@ pub async fn respond_via_chat(
     let body = Bytes::from(body);
     // Through the route's backends as a chat completion would go, failover included; a
     // backend with its own name for the model gets it spliced into the chat body.
-    let reply = failover::send(resolved, |upstream_model| {
+    let reply = failover::send(resolved, |backend, upstream_model| {
         Ok(UpstreamCall {
             endpoint: Endpoint::ChatCompletions,
             body: with_model(&body, resolved.upstream_model, upstream_model)?,
@@ -43,6 +45,7 @@ pub async fn respond_via_chat(
             client_headers: req.headers(),
             parsed: ParsedRequest::Chat(&chat),
             client_model: &request.model,
+            auth: caller::upstream_auth(caller, backend),
         })
     })
     .await?;

@@ -29,10 +29,10 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 const MAX_HELD_BEFORE_FIRST_EVENT: usize = 64 * 1024;
 
 /// Sends a resolved request to its route's backends, failing over before the first byte.
-/// `call` builds the call for one backend from the model name that backend expects.
+/// `call` builds the call for one backend from its name and the model name it expects.
 pub async fn send<'c>(
     resolved: Resolved<'_>,
-    mut call: impl FnMut(&str) -> Result<UpstreamCall<'c>, GatewayError>,
+    mut call: impl FnMut(&str, &str) -> Result<UpstreamCall<'c>, GatewayError>,
 ) -> Result<UpstreamReply, GatewayError> {
     let route = resolved.route;
     route.budget.record_request(Instant::now());
@@ -57,7 +57,7 @@ pub async fn send<'c>(
         let member = &route.members[index];
         // With no attempt left to fail over to, a stream goes out as soon as its headers come.
         let may_fail_over = attempt + 1 < route.max_attempts.min(route.members.len());
-        let call = call(member.model(resolved.upstream_model));
+        let call = call(&member.name, member.model(resolved.upstream_model));
         let outcome = attempt_one(member, call, may_fail_over).await;
         match outcome {
             Ok(reply) => {

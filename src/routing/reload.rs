@@ -43,6 +43,9 @@ pub struct ReloadStatus {
     pub failed: AtomicU64,
     /// Events after which the file turned out unchanged.
     pub unchanged: AtomicU64,
+    /// `config::fixed_at_start` of the file the gateway started with: a reload cannot change
+    /// those settings, and says so when they differ.
+    pub fixed_at_start: String,
 }
 
 /// The file version in force.
@@ -89,6 +92,7 @@ impl ReloadStatus {
             succeeded: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             unchanged: AtomicU64::new(0),
+            fixed_at_start: String::new(),
         }
     }
 
@@ -130,7 +134,12 @@ pub fn reload(state: &AppState, force: bool) -> ReloadOutcome {
         }
     }
     let previous = state.routes.load();
-    let built = super::load_table(&source, status.path(), Some(&previous)).map(|(_, t)| t);
+    let built = super::load_table(&source, status.path(), Some(&previous)).map(|(config, table)| {
+        if config::fixed_at_start(&config) != status.fixed_at_start {
+            tracing::warn!(file = %status.path().display(), "[store], [auth] or [server] tls changed: they are read at start, so restart to apply them; routes and backends are reloaded");
+        }
+        table
+    });
     match built {
         Ok(table) => {
             let routes = table.routes().len();

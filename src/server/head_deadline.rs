@@ -25,6 +25,8 @@ enum Phase {
     Head,
     /// The head has arrived: the body and the answer are not timed here.
     AfterHead,
+    /// Not HTTP/1 (an HTTP/2 connection, whose binary frames have no heads to watch).
+    Off,
 }
 
 /// `io` with a deadline on each request head.
@@ -49,9 +51,17 @@ impl<T> HeadDeadline<T> {
         }
     }
 
+    /// Wraps a connection that is not HTTP/1: nothing is watched or timed.
+    pub fn off(io: T) -> Self {
+        // The timer is never polled in this phase.
+        let mut conn = Self::new(io, Duration::from_secs(86_400));
+        conn.phase = Phase::Off;
+        conn
+    }
+
     /// Follows heads through the bytes just read.
     fn saw(&mut self, bytes: &[u8]) {
-        if bytes.is_empty() {
+        if bytes.is_empty() || self.phase == Phase::Off {
             return;
         }
         if self.phase == Phase::Between {
@@ -111,7 +121,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for HeadDeadline<T> {
     ) -> Poll<io::Result<usize>> {
         // An answer has started, so the next bytes read begin the next head. An interim
         // `100 Continue` is not an answer: the body it invites follows.
-        if !buf.starts_with(b"HTTP/1.1 1") {
+        if self.phase != Phase::Off && !buf.starts_with(b"HTTP/1.1 1") {
             self.phase = Phase::Between;
         }
         Pin::new(&mut self.io).poll_write(cx, buf)

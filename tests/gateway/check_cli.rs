@@ -240,3 +240,44 @@ fn a_route_with_weighted_backends_and_fallbacks_is_shown_as_such() {
         "{stdout}"
     );
 }
+
+#[test]
+fn auth_and_store_are_validated_and_shown_without_their_secrets() {
+    let master = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+    let good = format!(
+        "[store]\nurl = \"postgres://gw:pg-secret-pw@127.0.0.1:5432/gw\"\n[auth]\n\
+         master_key = \"{master}\"\nadmin_token = \"admin-token-0123456789\"\n\
+         [backends.e]\nkind = \"echo\"\n[[routes]]\nprefix = \"e/\"\nbackend = \"e\"\n"
+    );
+    let (ok, stdout, stderr) = check(&good);
+    assert!(ok, "{stderr}");
+    // The password is replaced (percent-encoded by the URL writer, as for `base_url`).
+    assert!(
+        stdout.contains("auth: on (store postgres://gw:%3Credacted%3E@127.0.0.1:5432/gw"),
+        "{stdout}"
+    );
+    for secret in [master, "pg-secret-pw", "admin-token-0123456789"] {
+        assert!(
+            !stdout.contains(secret) && !stderr.contains(secret),
+            "{stdout}{stderr}"
+        );
+    }
+    // A short master key, a short admin token and an unknown scheme, each named at its place.
+    let bad = "[store]\nurl = \"mysql://x\"\n[auth]\nmaster_key = \"c2hvcnQ=\"\nadmin_token = \"short\"\n\
+               [backends.e]\nkind = \"echo\"\n[[routes]]\nprefix = \"e/\"\nbackend = \"e\"\n";
+    let (ok, _, stderr) = check(bad);
+    assert!(!ok);
+    assert!(
+        stderr.contains("routes.toml:2:7: `url` must be a sqlite:// or postgres:// URL"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("routes.toml:4:14: `master_key` must be 32 bytes in base64"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("routes.toml:5:15: `admin_token` must be at least 16 characters"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("c2hvcnQ="), "{stderr}");
+}

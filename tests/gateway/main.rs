@@ -6,7 +6,9 @@
 
 mod support;
 
+mod admin_cli;
 mod async_openai_client;
+mod auth;
 mod chat;
 mod check_cli;
 mod client_limits;
@@ -25,6 +27,8 @@ mod redis_pickup;
 mod redis_transport;
 mod responses;
 mod routes_schema;
+mod secrets_scan;
 mod serve_cli;
 mod streaming;
+mod tls;
 mod upstream_limits;

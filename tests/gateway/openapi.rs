@@ -13,6 +13,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
+use crate::support::auth::{ADMIN_TOKEN, auth_routes};
 use crate::support::python::{python, run_pytest};
 use crate::support::spawn_gateway;
 
@@ -258,10 +259,9 @@ async fn openapi_spec_validator_accepts_the_committed_and_the_served_document() 
 const SCHEMATHESIS_MAX_EXAMPLES: &str = "100";
 const SCHEMATHESIS_SEED: &str = "20260101";
 
-#[tokio::test]
-async fn schemathesis_finds_no_server_error_and_no_response_that_breaks_the_document() {
-    // Arrange: only the echo backend, so every documented operation can answer for real.
-    let gw = spawn_gateway(ROUTES).await;
+/// Runs Schemathesis against the live gateway at `base` with `extra` arguments; asserts it found
+/// nothing and tested at least `min_operations` operations.
+async fn run_schemathesis(base: &str, extra: &[&str], min_operations: u32) {
     let seed = std::env::var("SCHEMATHESIS_SEED").unwrap_or_else(|_| SCHEMATHESIS_SEED.into());
     let mut cmd = Command::new(python());
     cmd.current_dir(root()).args([
@@ -271,7 +271,7 @@ async fn schemathesis_finds_no_server_error_and_no_response_that_breaks_the_docu
         "--config-file",
         "tests/python/schemathesis.toml",
         "run",
-        &format!("{}/openapi.json", gw.base),
+        &format!("{base}/openapi.json"),
         "--max-examples",
         SCHEMATHESIS_MAX_EXAMPLES,
         "--seed",
@@ -280,6 +280,7 @@ async fn schemathesis_finds_no_server_error_and_no_response_that_breaks_the_docu
         "1",
         "--continue-on-failure",
     ]);
+    cmd.args(extra);
 
     // Act: every phase, every check (see tests/python/schemathesis.toml for the one exception).
     let out = tokio::task::spawn_blocking(move || cmd.output())
@@ -302,9 +303,32 @@ async fn schemathesis_finds_no_server_error_and_no_response_that_breaks_the_docu
         .map(str::trim)
         .unwrap_or_default();
     assert!(
-        tested.parse::<u32>().unwrap_or(0) >= 6,
+        tested.parse::<u32>().unwrap_or(0) >= min_operations,
         "operations tested: {tested:?}\n{stdout}"
     );
+}
+
+#[tokio::test]
+async fn schemathesis_finds_no_server_error_and_no_response_that_breaks_the_document() {
+    // Arrange: only the echo backend, so every documented operation can answer for real. The
+    // admin API needs `[auth]`; it has its own run below.
+    let gw = spawn_gateway(ROUTES).await;
+    run_schemathesis(&gw.base, &["--exclude-path-regex", "^/admin/"], 6).await;
+}
+
+#[tokio::test]
+async fn schemathesis_finds_nothing_wrong_with_the_admin_api() {
+    // Arrange: keys on, a SQLite store, the admin token on every request.
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}", dir.path().join("admin.db").display());
+    let gw = spawn_gateway(&auth_routes(&store, "http://127.0.0.1:9/v1")).await;
+    let token = format!("Authorization: Bearer {ADMIN_TOKEN}");
+    run_schemathesis(
+        &gw.base,
+        &["--include-path-regex", "^/admin/", "--header", &token],
+        10,
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -1,15 +1,20 @@
 //! Shared test support: a real gateway on 127.0.0.1:0 with a temporary routes.toml, and fake
 //! upstreams (wiremock, and a paced SSE server for what wiremock cannot do).
 
+pub mod auth;
 pub mod faulty;
 pub mod ollama_upstream;
 pub mod paced_sse;
+pub mod postgres;
 pub mod python;
 pub mod raw_upstream;
 pub mod redis;
 
 use std::net::{SocketAddr, TcpListener};
 
+use std::sync::Arc;
+
+use switchyard::auth::clock::{Clock, SystemClock};
 use switchyard::server;
 
 /// A running gateway.
@@ -58,10 +63,24 @@ impl Drop for TestGateway {
 /// Starts a gateway serving `routes_toml`. `{gateway}` in the text is replaced with the
 /// gateway's own base URL (so a route can point an HTTP backend back at the gateway).
 pub async fn spawn_gateway(routes_toml: &str) -> TestGateway {
+    spawn_gateway_with_clock(routes_toml, Arc::new(SystemClock)).await
+}
+
+/// `spawn_gateway` with the clock that judges key expiry.
+pub async fn spawn_gateway_with_clock(routes_toml: &str, clock: Arc<dyn Clock>) -> TestGateway {
+    let dir = tempfile::tempdir().expect("temp dir");
+    spawn_gateway_in(routes_toml, clock, dir).await
+}
+
+/// `spawn_gateway` with its routes.toml in `dir` (where a relative SQLite store lands).
+pub async fn spawn_gateway_in(
+    routes_toml: &str,
+    clock: Arc<dyn Clock>,
+    dir: tempfile::TempDir,
+) -> TestGateway {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
     let addr = listener.local_addr().expect("local addr");
     let base = format!("http://{addr}");
-    let dir = tempfile::tempdir().expect("temp dir");
     let routes_path = dir.path().join("routes.toml");
     let text = routes_toml.replace("{gateway}", &base);
     let text = if text.contains("[server]") {
@@ -70,7 +89,8 @@ pub async fn spawn_gateway(routes_toml: &str) -> TestGateway {
         format!("[server]\nworkers = 1\n{text}")
     };
     std::fs::write(&routes_path, text).expect("write routes.toml");
-    let state = server::load_state(&routes_path)
+    let state = server::load_state_with_clock(&routes_path, clock)
+        .await
         .unwrap_or_else(|e| panic!("test routes.toml invalid: {e}"));
     let srv = server::start(listener, state).expect("start gateway");
     let handle = srv.handle();
