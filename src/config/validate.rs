@@ -359,6 +359,29 @@ impl Validator<'_> {
             }
             Some((SecretString::from(value), key.get_ref().clone()))
         });
+        let headers = self.upstream_headers(raw);
+        let connect_timeout = self.duration(raw.connect_timeout.as_ref(), "connect_timeout");
+        let request_timeout = self.duration(raw.request_timeout.as_ref(), "request_timeout");
+        let first_byte_timeout =
+            self.duration(raw.first_byte_timeout.as_ref(), "first_byte_timeout");
+        let idle_timeout = self.duration(raw.idle_timeout.as_ref(), "idle_timeout");
+        let pool_idle_timeout = self.duration(raw.pool_idle_timeout.as_ref(), "pool_idle_timeout");
+        Some(HttpSettings {
+            base_url: base_url?,
+            api_key: api_key.as_ref().map(|(secret, _)| secret.clone()),
+            api_key_source: api_key.map(|(_, source)| source),
+            headers,
+            connect_timeout: connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+            request_timeout: request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT),
+            first_byte_timeout: first_byte_timeout.unwrap_or(DEFAULT_FIRST_BYTE_TIMEOUT),
+            idle_timeout: idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT),
+            pool_idle_timeout: pool_idle_timeout.unwrap_or(DEFAULT_POOL_IDLE_TIMEOUT),
+            responses: ResponsesMode::Native,
+        })
+    }
+
+    /// `headers = {…}`: every name and value checked, values marked sensitive.
+    fn upstream_headers(&mut self, raw: &RawBackend) -> Vec<(HeaderName, HeaderValue)> {
         let mut headers = Vec::new();
         for (header, value) in raw.headers.iter().flatten() {
             let Ok(header_name) = HeaderName::from_bytes(header.as_bytes()) else {
@@ -383,24 +406,7 @@ impl Validator<'_> {
                 ),
             }
         }
-        let connect_timeout = self.duration(raw.connect_timeout.as_ref(), "connect_timeout");
-        let request_timeout = self.duration(raw.request_timeout.as_ref(), "request_timeout");
-        let first_byte_timeout =
-            self.duration(raw.first_byte_timeout.as_ref(), "first_byte_timeout");
-        let idle_timeout = self.duration(raw.idle_timeout.as_ref(), "idle_timeout");
-        let pool_idle_timeout = self.duration(raw.pool_idle_timeout.as_ref(), "pool_idle_timeout");
-        Some(HttpSettings {
-            base_url: base_url?,
-            api_key: api_key.as_ref().map(|(secret, _)| secret.clone()),
-            api_key_source: api_key.map(|(_, source)| source),
-            headers,
-            connect_timeout: connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
-            request_timeout: request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT),
-            first_byte_timeout: first_byte_timeout.unwrap_or(DEFAULT_FIRST_BYTE_TIMEOUT),
-            idle_timeout: idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT),
-            pool_idle_timeout: pool_idle_timeout.unwrap_or(DEFAULT_POOL_IDLE_TIMEOUT),
-            responses: ResponsesMode::Native,
-        })
+        headers
     }
 
     fn redis_settings(&mut self, name: &str, raw: &Spanned<RawBackend>) -> Option<RedisSettings> {
