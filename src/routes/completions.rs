@@ -4,13 +4,11 @@
 use actix_web::web::{Data, Payload};
 use actix_web::{HttpRequest, HttpResponse};
 
-use super::body::read_body;
-use super::caller;
-use super::forward::{model_of, resolve, send};
-use super::passthrough::relay_resolved;
+use super::forward::send;
+use super::optional_api::{OptionalEndpoint, Routed, relay_or_serve};
 use crate::backends::OptionalApi;
 use crate::error::GatewayError;
-use crate::schema::{CompletionRequest, ErrorBody, parse_request};
+use crate::schema::{CompletionRequest, ErrorBody};
 use crate::state::AppState;
 
 /// Creates a legacy text completion, streamed as server-sent events when `stream` is true.
@@ -52,22 +50,22 @@ pub async fn create_completion(
     payload: Payload,
     state: Data<AppState>,
 ) -> Result<HttpResponse, GatewayError> {
-    let caller = caller::authenticate(&req, &state).await?;
-    let table = state.routes.load_full();
-    // `_held` keeps the body's share of the body budget until the upstream has answered.
-    let (body, _held) = read_body(&req, payload, &table.server, &state.limits).await?;
-    let model = model_of::<CompletionRequest>(&body)?;
-    // Before the route is looked up: a refusal says nothing about which routes exist.
-    caller::check_scope(&caller, &model)?;
-    let resolved = resolve(&table, &model)?;
-    if resolved
-        .route
-        .primary()
-        .backend
-        .relays(OptionalApi::Completions)
-    {
-        return relay_resolved(&req, &state, &caller, resolved, body, &model).await;
+    relay_or_serve::<CompletionRequest>(req, payload, state).await
+}
+
+impl OptionalEndpoint for CompletionRequest {
+    const API: OptionalApi = OptionalApi::Completions;
+
+    /// Ollama and echo answer legacy completions themselves, through the typed flow.
+    async fn serve(routed: Routed<'_>, request: Self) -> Result<HttpResponse, GatewayError> {
+        let Routed {
+            req,
+            state,
+            caller,
+            table,
+            body,
+            ..
+        } = routed;
+        send(req, state, caller, table, body, &request).await
     }
-    let request: CompletionRequest = parse_request(&body)?;
-    send(&req, &state, &caller, &table, body, &request).await
 }

@@ -11,6 +11,7 @@ pub mod embeddings;
 mod forward;
 pub mod health;
 pub mod models;
+mod optional_api;
 pub mod passthrough;
 mod reply;
 pub mod responses;

@@ -5,14 +5,12 @@
 use actix_web::web::{Data, Payload};
 use actix_web::{HttpRequest, HttpResponse};
 
-use super::body::read_body;
 use super::caller;
-use super::forward::{model_of, resolve};
-use super::passthrough::relay_resolved;
+use super::optional_api::{OptionalEndpoint, Routed, relay_or_serve};
 use super::via_chat::respond_via_chat;
 use crate::backends::OptionalApi;
 use crate::error::GatewayError;
-use crate::schema::{ErrorBody, ResponsesRequest, parse_request};
+use crate::schema::{ErrorBody, ResponsesRequest};
 use crate::state::AppState;
 
 /// Creates a model response, streamed as Responses server-sent events when `stream` is true.
@@ -62,23 +60,16 @@ pub async fn create_response(
     payload: Payload,
     state: Data<AppState>,
 ) -> Result<HttpResponse, GatewayError> {
-    let caller = caller::authenticate(&req, &state).await?;
-    let table = state.routes.load_full();
-    // `_held` keeps the body's share of the body budget until the upstream has answered.
-    let (body, _held) = read_body(&req, payload, &table.server, &state.limits).await?;
-    let model = model_of::<ResponsesRequest>(&body)?;
-    // Before the route is looked up: a refusal says nothing about which routes exist.
-    caller::check_scope(&caller, &model)?;
-    let resolved = resolve(&table, &model)?;
-    if resolved
-        .route
-        .primary()
-        .backend
-        .relays(OptionalApi::Responses)
-    {
-        return relay_resolved(&req, &state, &caller, resolved, body, &model).await;
+    relay_or_serve::<ResponsesRequest>(req, payload, state).await
+}
+
+impl OptionalEndpoint for ResponsesRequest {
+    const API: OptionalApi = OptionalApi::Responses;
+
+    /// Through a chat completion, on the route's backends.
+    async fn serve(routed: Routed<'_>, request: Self) -> Result<HttpResponse, GatewayError> {
+        let model = request.model.as_str();
+        caller::admit(routed.state, routed.caller, model).await?;
+        respond_via_chat(routed.req, routed.caller, routed.resolved, &request).await
     }
-    let request: ResponsesRequest = parse_request(&body)?;
-    caller::admit(&state, &caller, &model).await?;
-    respond_via_chat(&req, &caller, resolved, &request).await
 }

@@ -180,4 +180,18 @@ mod tests {
         let waited = tokio::time::timeout(Duration::from_secs(60), read_some(&mut conn)).await;
         assert!(waited.is_err(), "the read was still pending: {waited:?}");
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_that_is_not_http1_is_never_timed() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut conn = HeadDeadline::off(server);
+        // An HTTP/2 client's frames hold no blank line; nothing may time out on them.
+        client.write_all(b"\x00\x00\x08\x06\x00").await.unwrap();
+        read_some(&mut conn).await.unwrap();
+        conn.write_all(b"\x00\x00\x00\x04\x01").await.unwrap();
+        client.write_all(b"\x00\x00").await.unwrap();
+        read_some(&mut conn).await.unwrap();
+        let waited = tokio::time::timeout(Duration::from_secs(3600), read_some(&mut conn)).await;
+        assert!(waited.is_err(), "no error, just no data: {waited:?}");
+    }
 }
