@@ -15,7 +15,7 @@ use super::{
     UpstreamReply,
 };
 use crate::adapters::ollama::{self, ChatStream, GenerateStream};
-use crate::adapters::stream::normalize;
+use crate::adapters::stream::{StreamAdapter, normalize};
 use crate::config::HttpSettings;
 use crate::error::GatewayError;
 use crate::routing::rewrite::peek_model;
@@ -42,38 +42,10 @@ impl OllamaBackend {
     ) -> Result<UpstreamReply, GatewayError> {
         let model = upstream_model(call, &request.model);
         let body = ollama::chat_request(request, &model, call.stream)?;
-        let response = self
-            .post(
-                "/api/chat",
-                body,
-                call.client_headers,
-                call.stream,
-                call.auth,
-            )
-            .await?;
-        let status = http::status_of(&response);
-        let headers = json_headers(response.headers());
-        let body = if call.stream {
-            let adapter =
-                ChatStream::new(call.client_model, request.include_usage(), self.http.name());
-            ReplyBody::EventStream(normalize(
-                self.http.body_stream(response, Pace::Stream),
-                adapter,
-                self.http.name(),
-            ))
-        } else {
-            let body = self.http.read_body(response, http::MAX_HELD_BODY).await?;
-            ReplyBody::Full(ollama::chat_response(
-                &body,
-                call.client_model,
-                self.http.name(),
-            )?)
-        };
-        Ok(UpstreamReply {
-            status,
-            headers,
-            body,
-        })
+        let adapter =
+            || ChatStream::new(call.client_model, request.include_usage(), self.http.name());
+        self.exchange(call, "/api/chat", body, adapter, ollama::chat_response)
+            .await
     }
 
     async fn generate(
@@ -83,32 +55,42 @@ impl OllamaBackend {
     ) -> Result<UpstreamReply, GatewayError> {
         let model = upstream_model(call, &request.model);
         let body = ollama::generate_request(request, &model, call.stream)?;
+        let adapter =
+            || GenerateStream::new(call.client_model, request.include_usage(), self.http.name());
+        self.exchange(
+            call,
+            "/api/generate",
+            body,
+            adapter,
+            ollama::generate_response,
+        )
+        .await
+    }
+
+    /// Posts a native request and shapes the answer: a stream through the NDJSON `adapter`
+    /// (made only when streaming), a whole body through `convert`.
+    async fn exchange<A>(
+        &self,
+        call: &UpstreamCall<'_>,
+        path: &str,
+        body: Bytes,
+        adapter: impl FnOnce() -> A,
+        convert: fn(&[u8], &str, &str) -> Result<Bytes, GatewayError>,
+    ) -> Result<UpstreamReply, GatewayError>
+    where
+        A: StreamAdapter + Send + Unpin + 'static,
+    {
         let response = self
-            .post(
-                "/api/generate",
-                body,
-                call.client_headers,
-                call.stream,
-                call.auth,
-            )
+            .post(path, body, call.client_headers, call.stream, call.auth)
             .await?;
         let status = http::status_of(&response);
         let headers = json_headers(response.headers());
         let body = if call.stream {
-            let adapter =
-                GenerateStream::new(call.client_model, request.include_usage(), self.http.name());
-            ReplyBody::EventStream(normalize(
-                self.http.body_stream(response, Pace::Stream),
-                adapter,
-                self.http.name(),
-            ))
+            let stream = self.http.body_stream(response, Pace::Stream);
+            ReplyBody::EventStream(normalize(stream, adapter(), self.http.name()))
         } else {
             let body = self.http.read_body(response, http::MAX_HELD_BODY).await?;
-            ReplyBody::Full(ollama::generate_response(
-                &body,
-                call.client_model,
-                self.http.name(),
-            )?)
+            ReplyBody::Full(convert(&body, call.client_model, self.http.name())?)
         };
         Ok(UpstreamReply {
             status,

@@ -35,7 +35,11 @@ pub async fn send<'c>(
     mut call: impl FnMut(&str, &str) -> Result<UpstreamCall<'c>, GatewayError>,
 ) -> Result<UpstreamReply, GatewayError> {
     let route = resolved.route;
-    route.budget.record_request(Instant::now());
+    // Only a route that can fail over spends its budget: a one-backend route (the common case)
+    // takes no lock here.
+    if route.max_attempts > 1 {
+        route.budget.record_request(Instant::now());
+    }
     let mut tried = Tried::default();
     let mut last_error = None;
     for attempt in 0..route.max_attempts {
@@ -129,6 +133,10 @@ async fn first_event(mut stream: ByteStream, backend: &str) -> Result<ByteStream
             });
         }
         let has_data = memchr::memmem::find(&read, b"data:").is_some();
+        if has_data && held.is_empty() {
+            // The usual case: the first read holds the first event; put it back as it is.
+            return Ok(prepend(read, stream));
+        }
         held.extend_from_slice(&read);
         if has_data || held.len() > MAX_HELD_BEFORE_FIRST_EVENT {
             return Ok(prepend(held.freeze(), stream));

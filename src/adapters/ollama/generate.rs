@@ -169,11 +169,7 @@ impl StreamAdapter for GenerateStream {
     }
 
     fn finish(&mut self, _out: &mut Emitter) -> Result<(), GatewayError> {
-        // Ollama always ends a complete answer with a `done: true` line.
-        Err(GatewayError::UpstreamProtocol {
-            backend: self.backend.clone(),
-            message: "the stream ended before its final `done` line".to_owned(),
-        })
+        Err(super::ended_before_done(&self.backend))
     }
 }
 

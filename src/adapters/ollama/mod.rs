@@ -62,6 +62,15 @@ fn tool_call_arguments(call: &ToolCallIn<'_>) -> String {
     }
 }
 
+/// The failure of a stream that ended without its final `done: true` line, which Ollama always
+/// sends after a complete answer.
+fn ended_before_done(backend: &str) -> crate::error::GatewayError {
+    crate::error::GatewayError::UpstreamProtocol {
+        backend: backend.to_owned(),
+        message: "the stream ended before its final `done` line".to_owned(),
+    }
+}
+
 /// The message of an Ollama `error` value: a string as documented, or an object's `message`.
 fn error_message(error: &RawValue) -> String {
     #[derive(Deserialize)]
