@@ -109,6 +109,9 @@ pub enum GatewayError {
         /// What conflicts.
         message: String,
     },
+    /// The request's `Idempotency-Key` cannot be honoured (`crate::idempotency`).
+    #[error("{0}")]
+    Idempotency(IdempotencyRefusal),
     /// The store could not be asked about a key it had not cached, or could not count a
     /// request; clients should retry later.
     #[error("the key store is unavailable: {message}")]
@@ -186,6 +189,67 @@ pub enum GatewayError {
         /// What happened, for the log.
         message: String,
     },
+}
+
+/// Why a request's `Idempotency-Key` is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum IdempotencyRefusal {
+    /// Empty, too long or not visible ASCII.
+    #[error(
+        "the Idempotency-Key header must be 1 to {max} visible ASCII characters",
+        max = crate::error::MAX_IDEMPOTENCY_KEY_BYTES
+    )]
+    InvalidKey,
+    /// Sent with `stream: true`: a stream is not kept, so it could not be replayed.
+    #[error(
+        "an Idempotency-Key cannot be used with `stream: true` (a stream is not kept to be \
+         replayed); send it without the header, or without streaming"
+    )]
+    WithStream,
+    /// The key was first used for another request.
+    #[error(
+        "this Idempotency-Key was already used for a different request (method, path or body); \
+         use a new key"
+    )]
+    DifferentRequest,
+    /// The first request's answer was too large to keep.
+    #[error(
+        "the first request with this Idempotency-Key completed, but its answer was larger than \
+         [idempotency] max_answer_bytes and was not kept; use a new key to run it again"
+    )]
+    AnswerNotKept,
+}
+
+/// The longest `Idempotency-Key` accepted, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
+
+impl IdempotencyRefusal {
+    fn status(self) -> StatusCode {
+        match self {
+            IdempotencyRefusal::InvalidKey | IdempotencyRefusal::WithStream => {
+                StatusCode::BAD_REQUEST
+            }
+            IdempotencyRefusal::DifferentRequest | IdempotencyRefusal::AnswerNotKept => {
+                StatusCode::CONFLICT
+            }
+        }
+    }
+
+    fn code(self) -> &'static str {
+        match self {
+            IdempotencyRefusal::InvalidKey => "invalid_idempotency_key",
+            IdempotencyRefusal::WithStream => "idempotency_key_with_stream",
+            IdempotencyRefusal::DifferentRequest => "idempotency_key_reused",
+            IdempotencyRefusal::AnswerNotKept => "idempotent_answer_not_kept",
+        }
+    }
+
+    fn param(self) -> Option<&'static str> {
+        match self {
+            IdempotencyRefusal::WithStream => Some("stream"),
+            _ => None,
+        }
+    }
 }
 
 impl GatewayError {
@@ -270,6 +334,15 @@ impl GatewayError {
             Conflict { .. } => (
                 StatusCode::CONFLICT,
                 ErrorBody::new(self.to_string(), invalid, None, Some("conflict")),
+            ),
+            Idempotency(refusal) => (
+                refusal.status(),
+                ErrorBody::new(
+                    self.to_string(),
+                    invalid,
+                    refusal.param().map(str::to_owned),
+                    Some(refusal.code()),
+                ),
             ),
             // The message may carry the database's words: logged, not sent.
             StoreUnavailable { .. } => (
@@ -361,6 +434,7 @@ impl GatewayError {
                 | RequestLimitReached
                 | NotFound { .. }
                 | Conflict { .. }
+                | Idempotency(_)
         )
     }
 
@@ -396,6 +470,7 @@ impl GatewayError {
             | RequestLimitReached
             | NotFound { .. }
             | Conflict { .. }
+            | Idempotency(_)
             | StoreUnavailable { .. }
             | Internal { .. } => false,
         }
@@ -678,6 +753,30 @@ mod tests {
                 409,
                 "invalid_request_error",
                 Some("conflict"),
+            ),
+            (
+                GatewayError::Idempotency(IdempotencyRefusal::InvalidKey),
+                400,
+                "invalid_request_error",
+                Some("invalid_idempotency_key"),
+            ),
+            (
+                GatewayError::Idempotency(IdempotencyRefusal::WithStream),
+                400,
+                "invalid_request_error",
+                Some("idempotency_key_with_stream"),
+            ),
+            (
+                GatewayError::Idempotency(IdempotencyRefusal::DifferentRequest),
+                409,
+                "invalid_request_error",
+                Some("idempotency_key_reused"),
+            ),
+            (
+                GatewayError::Idempotency(IdempotencyRefusal::AnswerNotKept),
+                409,
+                "invalid_request_error",
+                Some("idempotent_answer_not_kept"),
             ),
             (
                 GatewayError::StoreUnavailable {

@@ -43,6 +43,7 @@ pub mod backends;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod idempotency;
 pub mod limits;
 pub mod openapi;
 pub mod routes;

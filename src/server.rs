@@ -25,6 +25,7 @@ use secrecy::ExposeSecret;
 use crate::auth::Auth;
 use crate::auth::clock::{Clock, SystemClock};
 use crate::config::{self, ConfigErrors};
+use crate::idempotency::Idempotency;
 use crate::routing;
 use crate::routing::reload::{self, ReloadStatus};
 use crate::state::AppState;
@@ -71,11 +72,20 @@ pub async fn load_state_with_clock(
     let mut status = ReloadStatus::new(config_path, &source);
     status.fixed_at_start = config::fixed_at_start(&config);
     let mut state = AppState::new(table, status);
-    // Without [auth] nothing needs a store, and none is opened.
-    if let (Some(auth), Some(store)) = (&config.auth, &config.store) {
-        let opened = Store::open(store.url.expose_secret())
-            .await
-            .map_err(|e| StartError::Store(format!("{}: {e}", store.display)))?;
+    // A store is opened only when the file has one, or has what defaults one ([auth],
+    // [idempotency]); without it, no database at all.
+    let Some(store) = &config.store else {
+        return Ok(state);
+    };
+    let opened = Store::open(store.url.expose_secret())
+        .await
+        .map_err(|e| StartError::Store(format!("{}: {e}", store.display)))?;
+    state.idempotency = Some(Arc::new(Idempotency::new(
+        opened.clone(),
+        clock.clone(),
+        config.idempotency,
+    )));
+    if let Some(auth) = &config.auth {
         let auth = Auth::new(opened, auth, clock)
             .await
             .map_err(|e| StartError::Store(format!("{}: {e}", store.display)))?;
@@ -108,6 +118,9 @@ pub fn start(listener: TcpListener, state: AppState) -> Result<Server, StartErro
     reload::spawn_watcher(state.clone());
     if let Some(auth) = &state.auth {
         Auth::spawn_revision_watch(auth);
+    }
+    if let Some(idempotency) = &state.idempotency {
+        Idempotency::spawn_purge(idempotency);
     }
     let builder = Server::build();
     let shutdown_signal = builder.graceful_shutdown_signal();

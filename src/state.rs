@@ -5,6 +5,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::auth::Auth;
+use crate::idempotency::Idempotency;
 use crate::limits::Limits;
 use crate::routing::RouteTable;
 use crate::routing::reload::ReloadStatus;
@@ -21,6 +22,8 @@ pub struct AppState {
     pub limits: Limits,
     /// Gateway keys, when `[auth]` is on; `None` serves everyone, as without it.
     pub auth: Option<Arc<Auth>>,
+    /// `Idempotency-Key` handling, whenever the gateway has a store; `None` ignores the header.
+    pub idempotency: Option<Arc<Idempotency>>,
 }
 
 impl AppState {
@@ -31,6 +34,7 @@ impl AppState {
             routes: Arc::new(ArcSwap::from_pointee(table)),
             reload: Arc::new(reload),
             auth: None,
+            idempotency: None,
         }
     }
 }

@@ -37,6 +37,26 @@ pub struct Config {
     pub store: Option<StoreConfig>,
     /// `[auth]`: gateway keys are on when present.
     pub auth: Option<AuthConfig>,
+    /// `[idempotency]`, defaults applied (in force whenever a store is open).
+    pub idempotency: IdempotencyConfig,
+}
+
+/// `[idempotency]`, with defaults applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdempotencyConfig {
+    /// How long an answer is kept.
+    pub ttl: Duration,
+    /// Largest answer body kept.
+    pub max_answer_bytes: usize,
+}
+
+impl Default for IdempotencyConfig {
+    fn default() -> Self {
+        IdempotencyConfig {
+            ttl: Duration::from_secs(24 * 60 * 60),
+            max_answer_bytes: 4 * 1024 * 1024,
+        }
+    }
 }
 
 /// `[store]`.
@@ -310,7 +330,8 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-/// A digest of the settings read only at start (`[store]`, `[auth]`, `[server] tls` paths), for
+/// A digest of the settings read only at start (`[store]`, `[auth]`, `[idempotency]`,
+/// `[server] tls` paths), for
 /// a reload to notice that they changed. Hex SHA-256; the secrets never leave it.
 pub fn fixed_at_start(config: &Config) -> String {
     use secrecy::ExposeSecret;
@@ -328,6 +349,7 @@ pub fn fixed_at_start(config: &Config) -> String {
         }
         hash.update(auth.admin_token.expose_secret().as_bytes());
     }
+    hash.update(format!("\0idempotency\0{:?}", config.idempotency).as_bytes());
     if let Some(tls) = &config.server.tls {
         hash.update(b"\0tls\0");
         hash.update(tls.cert.as_os_str().as_encoded_bytes());

@@ -71,6 +71,23 @@ pub struct RawConfig {
     /// `[auth]`: projects and gateway keys; its presence turns keys on.
     #[schemars(with = "Option<RawAuth>")]
     pub auth: Option<Spanned<RawAuth>>,
+    /// `[idempotency]`: how long and how large `Idempotency-Key` answers are kept. Honoured
+    /// whenever the gateway has a store; this section opens the default one when there is none.
+    #[schemars(with = "Option<RawIdempotency>")]
+    pub idempotency: Option<Spanned<RawIdempotency>>,
+}
+
+/// `[idempotency]`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdempotency {
+    /// How long an answer is kept for repeats of its `Idempotency-Key` (default `"24h"`).
+    #[schemars(with = "Option<String>", pattern(DURATION_PATTERN))]
+    pub ttl: Option<Spanned<String>>,
+    /// Largest answer body kept, in bytes (default 4194304, 4 MiB); a larger answer reaches its
+    /// client but is not kept, and a repeat gets a 409 `idempotent_answer_not_kept`.
+    #[schemars(with = "Option<u64>", range(min = 1))]
+    pub max_answer_bytes: Option<Spanned<i64>>,
 }
 
 /// `[store]`.

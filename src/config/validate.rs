@@ -14,6 +14,7 @@ use toml::Spanned;
 use url::Url;
 
 mod auth;
+mod idempotency;
 
 use super::raw::{RawBackend, RawConfig, RawRoute, RawServer, RawWeightedBackend};
 use super::{
@@ -87,7 +88,11 @@ pub fn validate(
         );
     }
     let auth = raw.auth.as_ref().map(|a| v.auth(a));
-    let store = v.store(raw.store.as_ref(), auth.is_some());
+    let idempotency = v.idempotency(raw.idempotency.as_ref());
+    let store = v.store(
+        raw.store.as_ref(),
+        auth.is_some() || raw.idempotency.is_some(),
+    );
     if v.errors.is_empty() {
         Ok(Config {
             server,
@@ -95,6 +100,7 @@ pub fn validate(
             routes,
             store,
             auth: auth.flatten(),
+            idempotency,
         })
     } else {
         Err(ConfigErrors(v.errors))

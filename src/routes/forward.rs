@@ -7,6 +7,7 @@ use bytes::Bytes;
 
 use super::body::read_body;
 use super::caller::{self, Caller};
+use super::idempotent;
 use super::reply::respond;
 use crate::backends::{Endpoint, ParsedRequest, UpstreamCall};
 use crate::error::GatewayError;
@@ -78,7 +79,8 @@ pub async fn forward<T: RoutedRequest>(
     // `_held` keeps the body's share of the body budget until the upstream has answered.
     let (body, _held) = read_body(&req, payload, &table.server, &state.limits).await?;
     let request: T = parse_request(&body)?;
-    send(&req, &state, &caller, &table, body, &request).await
+    let serve = send(&req, &state, &caller, &table, body.clone(), &request);
+    idempotent::once(&req, &state, &caller, &body, || request.stream(), serve).await
 }
 
 /// Resolves `request`'s model and sends it (its bytes, `body`) through its route's backends,

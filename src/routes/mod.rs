@@ -10,6 +10,7 @@ pub mod docs;
 pub mod embeddings;
 mod forward;
 pub mod health;
+mod idempotent;
 pub mod models;
 mod optional_api;
 pub mod passthrough;

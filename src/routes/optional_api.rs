@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use super::body::read_body;
 use super::caller::{self, Caller};
 use super::forward::{model_of, resolve};
+use super::idempotent;
 use super::passthrough::relay_resolved;
 use crate::backends::OptionalApi;
 use crate::error::GatewayError;
@@ -54,19 +55,32 @@ pub(super) async fn relay_or_serve<T: OptionalEndpoint>(
     let table = state.routes.load_full();
     // `_held` keeps the body's share of the body budget until the upstream has answered.
     let (body, _held) = read_body(&req, payload, &table.server, &state.limits).await?;
+    let stream = || idempotent::asks_for_stream(&body);
+    let serve = route_and_serve::<T>(&req, &state, &caller, &table, body.clone());
+    idempotent::once(&req, &state, &caller, &body, stream, serve).await
+}
+
+/// Routes the read request and serves it: relayed, or by `T`'s own way.
+async fn route_and_serve<T: OptionalEndpoint>(
+    req: &HttpRequest,
+    state: &AppState,
+    caller: &Caller,
+    table: &RouteTable,
+    body: Bytes,
+) -> Result<HttpResponse, GatewayError> {
     let model = model_of::<T>(&body)?;
     // Before the route is looked up: a refusal says nothing about which routes exist.
-    caller::check_scope(&caller, &model)?;
-    let resolved = resolve(&table, &model)?;
+    caller::check_scope(caller, &model)?;
+    let resolved = resolve(table, &model)?;
     if resolved.route.primary().backend.relays(T::API) {
-        return relay_resolved(&req, &state, &caller, resolved, body, &model).await;
+        return relay_resolved(req, state, caller, resolved, body, &model).await;
     }
     let request: T = parse_request(&body)?;
     let routed = Routed {
-        req: &req,
-        state: &state,
-        caller: &caller,
-        table: &table,
+        req,
+        state,
+        caller,
+        table,
         resolved,
         body,
     };

@@ -6,6 +6,7 @@
 //! Only data access lives here: rows in, rows out. What a key may do, and what is secret about
 //! it, is `crate::auth`'s business; HTTP handlers never use the store directly.
 
+mod idempotency;
 mod keys;
 mod projects;
 
@@ -15,15 +16,23 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, Executor, SqlSafeStr};
 
+pub use idempotency::{AnswerRow, ClaimRow, Claimed};
 pub use keys::{KeyGrantRow, KeyRow, NewKey};
 pub use projects::{CredentialRow, ProjectRow};
 
 /// The migrations, in order. Never edit one that has shipped: add the next.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "projects and keys",
-    include_str!("migrations/0001_projects_and_keys.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "projects and keys",
+        include_str!("migrations/0001_projects_and_keys.sql"),
+    ),
+    (
+        2,
+        "idempotent answers",
+        include_str!("migrations/0002_idempotency.sql"),
+    ),
+];
 
 /// How long a request waits for a database connection before the store counts as down: a
 /// stopped PostgreSQL must turn into a prompt 503, not a hung request.
