@@ -39,11 +39,7 @@ impl Answer {
     /// schema has TEXT columns only, on SQLite and PostgreSQL alike).
     pub(super) fn to_row(&self) -> (i64, String, String) {
         let headers = serde_json::to_string(&self.headers).unwrap_or_else(|_| "[]".to_owned());
-        (
-            i64::from(self.status),
-            headers,
-            STANDARD.encode(&self.body),
-        )
+        (i64::from(self.status), headers, STANDARD.encode(&self.body))
     }
 
     /// The answer in a `done` row.

@@ -99,7 +99,11 @@ impl Keyed<'_> {
 
     /// What makes two requests "the same": method, path and body.
     fn fingerprint(&self) -> String {
-        hex(&digest(&[self.method.as_bytes(), self.path.as_bytes(), self.body]))
+        hex(&digest(&[
+            self.method.as_bytes(),
+            self.path.as_bytes(),
+            self.body,
+        ]))
     }
 }
 
@@ -275,7 +279,12 @@ impl Run {
         self.settled = true;
         self.idempotency
             .store
-            .finish_idempotent(&self.id, &self.owner, "done", Some((status, &headers, &body)))
+            .finish_idempotent(
+                &self.id,
+                &self.owner,
+                "done",
+                Some((status, &headers, &body)),
+            )
             .await
             .map_err(store_unavailable)
     }
@@ -312,7 +321,10 @@ impl Drop for Run {
             return;
         }
         let store = self.idempotency.store.clone();
-        let (id, owner) = (std::mem::take(&mut self.id), std::mem::take(&mut self.owner));
+        let (id, owner) = (
+            std::mem::take(&mut self.id),
+            std::mem::take(&mut self.owner),
+        );
         // Dropped mid-run: the client went away. Free the key for its retry.
         tokio::spawn(async move {
             if let Err(err) = store.release_idempotent(&id, &owner).await {

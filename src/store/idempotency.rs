@@ -59,7 +59,11 @@ fn answer(row: &AnyRow) -> Result<AnswerRow, StoreError> {
 impl Store {
     /// Claims `claim.id` for `claim.owner` when nobody holds it, or takes it over when its
     /// holder stopped renewing before `now`; otherwise reads what is there.
-    pub async fn claim_idempotent(&self, claim: &ClaimRow, now: i64) -> Result<Claimed, StoreError> {
+    pub async fn claim_idempotent(
+        &self,
+        claim: &ClaimRow,
+        now: i64,
+    ) -> Result<Claimed, StoreError> {
         sqlx::query("DELETE FROM idempotent_answers WHERE id = $1 AND expires_at <= $2")
             .bind(&claim.id)
             .bind(now)

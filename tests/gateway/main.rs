@@ -17,6 +17,7 @@ mod errors;
 mod failover;
 mod hostile_clients;
 mod hot_reload;
+mod idempotency;
 mod keep_alive;
 mod models;
 mod ollama;

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod faulty;
+pub mod gated_upstream;
 pub mod ollama_upstream;
 pub mod paced_sse;
 pub mod postgres;
