@@ -112,9 +112,9 @@ pub enum GatewayError {
     /// The request's `Idempotency-Key` cannot be honoured (`crate::idempotency`).
     #[error("{0}")]
     Idempotency(IdempotencyRefusal),
-    /// The store could not be asked about a key it had not cached, or could not count a
-    /// request; clients should retry later.
-    #[error("the key store is unavailable: {message}")]
+    /// The store could not be asked about a key it had not cached, could not count a request,
+    /// or could not claim an `Idempotency-Key`; clients should retry later.
+    #[error("the store is unavailable: {message}")]
     StoreUnavailable {
         /// Why, for the log.
         message: String,
@@ -348,7 +348,7 @@ impl GatewayError {
             StoreUnavailable { .. } => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 ErrorBody::new(
-                    "the key store is unavailable; retry later",
+                    "the store is unavailable; retry later",
                     "api_error",
                     None,
                     Some("store_unavailable"),

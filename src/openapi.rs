@@ -46,7 +46,13 @@ of a JSON body, else `[server] default_backend`. Its request and response are th
 own, so they are not described here; without a backend to relay to, the answer is 404 \
 `unknown_url`.
 
-**Gateway keys.** With `[auth]` in routes.toml, every `/v1` request needs `Authorization: Bearer sk-sy-…`, a key made through `/admin/v1`: a missing, unknown, expired or revoked key is 401 `invalid_api_key`, a model outside the key's scope 403 `model_not_permitted`, a key whose `max_requests` are used up 429 `max_requests_reached`, and an unknown key while the key store is down 503 `store_unavailable`. `/v1/models` lists only what the key may use.
+**Gateway keys.** With `[auth]` in routes.toml, every `/v1` request needs `Authorization: Bearer sk-sy-…`, a key made through `/admin/v1`: a missing, unknown, expired or revoked key is 401 `invalid_api_key`, a model outside the key's scope 403 `model_not_permitted`, a key whose `max_requests` are used up 429 `max_requests_reached`, and an unknown key while the store is down 503 `store_unavailable`. `/v1/models` lists only what the key may use.
+
+**Idempotency-Key.** With a store (`[store]`, `[auth]` or `[idempotency]`), a non-streamed \
+chat, embeddings, responses or completions request carrying `Idempotency-Key` runs once per \
+key and caller: a repeat while it runs waits for it, a repeat after it gets the kept answer \
+(status, `content-type`, `openai-*` headers, body) with `idempotent-replayed: true`, without \
+reaching the upstream. Answers are kept for `[idempotency] ttl` (24 h).
 
 **Request ids.** Every response carries `x-request-id`: the client's own when it sent one \
 (up to 128 characters), else a new UUID.";

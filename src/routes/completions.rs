@@ -32,6 +32,7 @@ use crate::state::AppState;
             }))),
         ))),
     ),
+    params(("Idempotency-Key" = Option<String>, Header, max_length = 255, description = "With a store (`[store]`, `[auth]` or `[idempotency]`), the request runs once per key and caller: a repeat while it runs waits for it, a repeat after it gets the kept answer marked `idempotent-replayed: true`, the same key with another request is a 409. 1 to 255 visible ASCII characters; not with `stream: true` (400).")),
     responses(
         (status = 200, description = "A `text_completion` (`application/json`), or with `stream: true` a `text/event-stream` whose events are each `data: ` and one `TextCompletion` (one piece of the text), then a usage event when `stream_options.include_usage` is set, then `data: [DONE]`. A failure after the stream started is one `data: {\"error\":{...}}` event (`ErrorBody`), then the stream closes.", content(
             (crate::schema::TextCompletion = "application/json"),
@@ -39,6 +40,7 @@ use crate::state::AppState;
         )),
         (status = 400, description = "Malformed JSON, a field that does not fit the schema (`param` names it), or what the backend cannot do (`n`, `best_of` over 1, `echo`, `logprobs`)", body = ErrorBody),
         (status = 404, description = "No route serves the model (`model_not_found`)", body = ErrorBody),
+        (status = 409, description = "The `Idempotency-Key` was used for another request (`idempotency_key_reused`), or its first answer was too large to keep (`idempotent_answer_not_kept`)", body = ErrorBody),
         (status = 413, description = "Body over `[server] max_body_bytes` (`request_too_large`)", body = ErrorBody),
         (status = 502, description = "Upstream unreachable (`upstream_unreachable`) or its answer was not valid (`upstream_protocol_error`)", body = ErrorBody),
         (status = 504, description = "Upstream timed out (`upstream_timeout`)", body = ErrorBody),
