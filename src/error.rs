@@ -196,7 +196,7 @@ pub enum GatewayError {
 pub enum IdempotencyRefusal {
     /// Empty, too long or not visible ASCII.
     #[error(
-        "the Idempotency-Key header must be 1 to {max} visible ASCII characters",
+        "the Idempotency-Key header must be 1 to {max} visible ASCII characters, no spaces",
         max = crate::error::MAX_IDEMPOTENCY_KEY_BYTES
     )]
     InvalidKey,

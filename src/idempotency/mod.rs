@@ -48,13 +48,13 @@ const MAX_POLL: Duration = Duration::from_secs(1);
 const PURGE_EVERY: Duration = Duration::from_secs(60);
 
 /// The client's `Idempotency-Key`, if it sent one: 400 when it is empty, longer than
-/// `MAX_IDEMPOTENCY_KEY_BYTES`, or not visible ASCII.
+/// `MAX_IDEMPOTENCY_KEY_BYTES`, or not visible ASCII (spaces included: a key is a token).
 pub fn key_of(headers: &HeaderMap) -> Result<Option<&str>, GatewayError> {
     let Some(value) = headers.get(KEY_HEADER) else {
         return Ok(None);
     };
     let bytes = value.as_bytes();
-    let visible = bytes.iter().all(|b| b.is_ascii_graphic() || *b == b' ');
+    let visible = bytes.iter().all(u8::is_ascii_graphic);
     if bytes.is_empty() || bytes.len() > MAX_IDEMPOTENCY_KEY_BYTES || !visible {
         return Err(GatewayError::Idempotency(IdempotencyRefusal::InvalidKey));
     }

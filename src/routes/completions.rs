@@ -32,7 +32,7 @@ use crate::state::AppState;
             }))),
         ))),
     ),
-    params(("Idempotency-Key" = Option<String>, Header, max_length = 255, description = "With a store (`[store]`, `[auth]` or `[idempotency]`), the request runs once per key and caller: a repeat while it runs waits for it, a repeat after it gets the kept answer marked `idempotent-replayed: true`, the same key with another request is a 409. 1 to 255 visible ASCII characters; not with `stream: true` (400).")),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "With a store (`[store]`, `[auth]` or `[idempotency]`), the request runs once per key and caller: a repeat while it runs waits for it, a repeat after it gets the kept answer marked `idempotent-replayed: true`, the same key with another request is a 409. 1 to 255 visible ASCII characters, no spaces (else 400, with or without a store); not with `stream: true` (400).")),
     responses(
         (status = 200, description = "A `text_completion` (`application/json`), or with `stream: true` a `text/event-stream` whose events are each `data: ` and one `TextCompletion` (one piece of the text), then a usage event when `stream_options.include_usage` is set, then `data: [DONE]`. A failure after the stream started is one `data: {\"error\":{...}}` event (`ErrorBody`), then the stream closes.", content(
             (crate::schema::TextCompletion = "application/json"),

@@ -20,7 +20,7 @@ use crate::state::AppState;
             "input": ["hello world", "goodbye"]
         }))),
     ),
-    params(("Idempotency-Key" = Option<String>, Header, max_length = 255, description = "With a store (`[store]`, `[auth]` or `[idempotency]`), the request runs once per key and caller: a repeat while it runs waits for it, a repeat after it gets the kept answer marked `idempotent-replayed: true`, the same key with another request is a 409. 1 to 255 visible ASCII characters; not with `stream: true` (400).")),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "With a store (`[store]`, `[auth]` or `[idempotency]`), the request runs once per key and caller: a repeat while it runs waits for it, a repeat after it gets the kept answer marked `idempotent-replayed: true`, the same key with another request is a 409. 1 to 255 visible ASCII characters, no spaces (else 400, with or without a store); not with `stream: true` (400).")),
     responses(
         (status = 200, description = "One embedding per input, in input order", body = crate::schema::EmbeddingResponse),
         (status = 400, description = "Malformed JSON, or a field that does not fit the schema (`param` names it)", body = ErrorBody),

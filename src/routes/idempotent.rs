@@ -30,10 +30,9 @@ pub(super) async fn once(
     stream: impl FnOnce() -> bool,
     serve: impl Future<Output = Result<HttpResponse, GatewayError>>,
 ) -> Result<HttpResponse, GatewayError> {
-    let Some(keys) = &state.idempotency else {
-        return serve.await;
-    };
-    let Some(key) = idempotency::key_of(req.headers())? else {
+    // Bounded even when it is ignored: a hostile header is refused the same way everywhere.
+    let key = idempotency::key_of(req.headers())?;
+    let (Some(keys), Some(key)) = (&state.idempotency, key) else {
         return serve.await;
     };
     if stream() {

@@ -384,3 +384,34 @@ async fn the_openai_python_sdk_retries_safely_with_an_idempotency_key() {
     // from what was kept.
     assert_eq!(upstream.seen(), 2);
 }
+
+#[tokio::test]
+async fn without_a_store_a_key_is_ignored_but_still_bounded() {
+    // Arrange: no [store], [auth] or [idempotency]: no database at all.
+    let upstream = GatedUpstream::start(true).await;
+    let toml = format!(
+        "[backends.up]\nkind = \"openai\"\nbase_url = \"{}\"\n[[routes]]\nprefix = \"up/\"\nbackend = \"up\"\n",
+        upstream.base_url
+    );
+    let gw = spawn_gateway(&toml).await;
+
+    // Act + Assert: both requests run; a hostile key is refused all the same.
+    let first = chat_with(&gw, "k", "hi").await;
+    let again = chat_with(&gw, "k", "hi").await;
+    assert_eq!(
+        (first.status, again.status, again.replayed),
+        (200, 200, false)
+    );
+    assert_eq!(upstream.seen(), 2);
+    assert_error(
+        &chat_with(&gw, &"k".repeat(256), "hi").await,
+        400,
+        "invalid_idempotency_key",
+    );
+    assert_error(
+        &chat_with(&gw, "two words", "hi").await,
+        400,
+        "invalid_idempotency_key",
+    );
+    assert_eq!(upstream.seen(), 2);
+}
