@@ -177,6 +177,7 @@ impl Idempotency {
                         return outcome.map(Begun::Replay);
                     }
                 }
+                Claimed::Gone => continue,
             }
             self.wait_for(&id, pause).await;
             pause = (pause * 2).min(MAX_POLL);
@@ -273,28 +274,27 @@ impl Run {
         }
     }
 
-    /// Keeps `answer` for repeats.
-    pub async fn keep(mut self, answer: &Answer) -> Result<(), GatewayError> {
+    /// Keeps `answer` for repeats, for the TTL from now.
+    pub async fn keep(self, answer: &Answer) -> Result<(), GatewayError> {
         let (status, headers, body) = answer.to_row();
-        self.settled = true;
-        self.idempotency
-            .store
-            .finish_idempotent(
-                &self.id,
-                &self.owner,
-                "done",
-                Some((status, &headers, &body)),
-            )
-            .await
-            .map_err(store_unavailable)
+        self.finish("done", Some((status, &headers, &body))).await
     }
 
     /// Records that the run answered, but too much to keep: repeats get a 409.
-    pub async fn not_kept(mut self) -> Result<(), GatewayError> {
+    pub async fn not_kept(self) -> Result<(), GatewayError> {
+        self.finish("not_kept", None).await
+    }
+
+    async fn finish(
+        mut self,
+        state: &str,
+        answer: Option<(i64, &str, &str)>,
+    ) -> Result<(), GatewayError> {
         self.settled = true;
-        self.idempotency
-            .store
-            .finish_idempotent(&self.id, &self.owner, "not_kept", None)
+        let this = &self.idempotency;
+        let expires_at = this.clock.now() + ttl_seconds(this.config.ttl);
+        this.store
+            .finish_idempotent(&self.id, &self.owner, state, answer, expires_at)
             .await
             .map_err(store_unavailable)
     }
@@ -316,17 +316,28 @@ impl Run {
 
 impl Drop for Run {
     fn drop(&mut self) {
-        self.idempotency.lock_running().remove(&self.id);
+        {
+            let mut running = self.idempotency.lock_running();
+            // Only this run's entry: a later run of the key may have replaced it.
+            let ours = self._ended.subscribe();
+            if running.get(&self.id).is_some_and(|r| r.same_channel(&ours)) {
+                running.remove(&self.id);
+            }
+        }
         if self.settled {
             return;
         }
+        // Without a runtime (the process is ending) the lease frees the key instead.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         let store = self.idempotency.store.clone();
         let (id, owner) = (
             std::mem::take(&mut self.id),
             std::mem::take(&mut self.owner),
         );
         // Dropped mid-run: the client went away. Free the key for its retry.
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             if let Err(err) = store.release_idempotent(&id, &owner).await {
                 tracing::warn!(error = %err, "cannot release an abandoned idempotency claim");
             }

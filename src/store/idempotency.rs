@@ -44,6 +44,8 @@ pub enum Claimed {
     Owner,
     /// Another run has or had it.
     Existing(AnswerRow),
+    /// The row went away between two statements (its answer expired): claim again.
+    Gone,
 }
 
 fn answer(row: &AnyRow) -> Result<AnswerRow, StoreError> {
@@ -64,11 +66,16 @@ impl Store {
         claim: &ClaimRow,
         now: i64,
     ) -> Result<Claimed, StoreError> {
-        sqlx::query("DELETE FROM idempotent_answers WHERE id = $1 AND expires_at <= $2")
-            .bind(&claim.id)
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
+        // Expired, unless a run still holds its lease (an answer's expiry counts from when it
+        // is kept, so only a run outliving the TTL meets this).
+        sqlx::query(
+            "DELETE FROM idempotent_answers WHERE id = $1 AND expires_at <= $2 \
+             AND (state <> 'running' OR lease_until < $2)",
+        )
+        .bind(&claim.id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
         let inserted = sqlx::query(
             "INSERT INTO idempotent_answers (id, fingerprint, state, owner, lease_until, \
              expires_at) VALUES ($1, $2, 'running', $3, $4, $5) ON CONFLICT (id) DO NOTHING",
@@ -97,11 +104,10 @@ impl Store {
         if taken.rows_affected() == 1 {
             return Ok(Claimed::Owner);
         }
-        match self.idempotent_answer(&claim.id).await? {
-            Some(row) => Ok(Claimed::Existing(row)),
-            // Deleted between the statements (expired and purged): claim again.
-            None => Box::pin(self.claim_idempotent(claim, now)).await,
-        }
+        Ok(self
+            .idempotent_answer(&claim.id)
+            .await?
+            .map_or(Claimed::Gone, Claimed::Existing))
     }
 
     /// The row `id`, if any.
@@ -136,21 +142,22 @@ impl Store {
     }
 
     /// Records the end of `owner`'s run on `id`: `state` `done` with the answer, or
-    /// `not_kept` without one.
+    /// `not_kept` without one, kept until `expires_at`.
     pub async fn finish_idempotent(
         &self,
         id: &str,
         owner: &str,
         state: &str,
         answer: Option<(i64, &str, &str)>,
+        expires_at: i64,
     ) -> Result<(), StoreError> {
         let (status, headers, body) = match answer {
             Some((status, headers, body)) => (Some(status), Some(headers), Some(body)),
             None => (None, None, None),
         };
         sqlx::query(
-            "UPDATE idempotent_answers SET state = $3, status = $4, headers = $5, body = $6 \
-             WHERE id = $1 AND owner = $2 AND state = 'running'",
+            "UPDATE idempotent_answers SET state = $3, status = $4, headers = $5, body = $6, \
+             expires_at = $7 WHERE id = $1 AND owner = $2 AND state = 'running'",
         )
         .bind(id)
         .bind(owner)
@@ -158,6 +165,7 @@ impl Store {
         .bind(status)
         .bind(headers)
         .bind(body)
+        .bind(expires_at)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -177,10 +185,13 @@ impl Store {
 
     /// Forgets every row expired by `now`; returns how many.
     pub async fn purge_idempotent(&self, now: i64) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM idempotent_answers WHERE expires_at <= $1")
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
+        let done = sqlx::query(
+            "DELETE FROM idempotent_answers WHERE expires_at <= $1 \
+             AND (state <> 'running' OR lease_until < $1)",
+        )
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected())
     }
 }

@@ -415,3 +415,79 @@ async fn without_a_store_a_key_is_ignored_but_still_bounded() {
     );
     assert_eq!(upstream.seen(), 2);
 }
+
+#[tokio::test]
+async fn a_key_held_by_a_killed_gateway_is_taken_over_once_its_lease_runs_out() {
+    // Arrange: the real binary runs the first request (held at the upstream), then is killed
+    // with SIGKILL, so nothing releases its claim.
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = GatedUpstream::start(false).await;
+    let toml = routes(&sqlite_url(&dir), &upstream.base_url, "");
+    let mut dead = crate::serve_cli::serve(&toml).await;
+    let first = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", dead.base))
+        .header("idempotency-key", "k")
+        .bearer_auth("sk-client")
+        .json(&chat("hi"))
+        .send();
+    let first = tokio::spawn(first);
+    upstream.wait_seen(1).await;
+    dead.child.kill().unwrap();
+    dead.child.wait().unwrap();
+    assert!(
+        first.await.unwrap().is_err(),
+        "the client lost its connection"
+    );
+
+    // Act: a retry on another gateway over the same store, while the dead run's lease holds.
+    let clock = Arc::new(ManualClock::new(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64,
+    ));
+    let extra = "max_concurrent_requests = 1";
+    let toml = routes(&sqlite_url(&dir), &upstream.base_url, extra);
+    let gw = Arc::new(spawn_gateway_with_clock(&toml, clock.clone()).await);
+    let retry = {
+        let gw = gw.clone();
+        tokio::spawn(async move { chat_with(&gw, "k", "hi").await })
+    };
+    wait_until_full(&gw).await;
+    assert_eq!(upstream.seen(), 1, "the retry waits while the lease holds");
+    clock.advance(31);
+    upstream.open();
+
+    // Assert: the retry took the key over and ran; its answer is the one kept.
+    let retry = retry.await.unwrap();
+    assert_eq!((retry.status, retry.replayed), (200, false), "{retry:?}");
+    assert_eq!(retry.body["id"], "chatcmpl-2");
+    let again = chat_with(&gw, "k", "hi").await;
+    assert_eq!((again.replayed, &again.body), (true, &retry.body));
+    assert_eq!(upstream.seen(), 2);
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_frees_its_key_for_the_retry() {
+    // Arrange: a clock that never moves, so only a release (never the lease) can free a key.
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = GatedUpstream::start(false).await;
+    let toml = routes(&sqlite_url(&dir), &upstream.base_url, "");
+    let gw = Arc::new(spawn_gateway_with_clock(&toml, Arc::new(ManualClock::new(1_000_000))).await);
+    let first = {
+        let gw = gw.clone();
+        tokio::spawn(async move { chat_with(&gw, "k", "hi").await })
+    };
+    upstream.wait_seen(1).await;
+
+    // Act: the client gives up (its connection closes, and the gateway cancels the upstream
+    // request); it retries.
+    first.abort();
+    upstream.wait_hang_ups(1).await;
+    upstream.open();
+    let retry = chat_with(&gw, "k", "hi").await;
+
+    // Assert: the retry ran rather than waiting on a run nobody will finish.
+    assert_eq!((retry.status, retry.replayed), (200, false), "{retry:?}");
+    assert_eq!(upstream.seen(), 2);
+}

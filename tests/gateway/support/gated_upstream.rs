@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -18,6 +18,7 @@ pub struct GatedUpstream {
     /// `http://127.0.0.1:port/v1`.
     pub base_url: String,
     seen: Arc<AtomicUsize>,
+    hang_ups: Arc<AtomicUsize>,
     gate: watch::Sender<bool>,
 }
 
@@ -28,17 +29,27 @@ impl GatedUpstream {
         let base_url = format!("http://{}/v1", listener.local_addr().expect("addr"));
         let seen = Arc::new(AtomicUsize::new(0));
         let (gate, _) = watch::channel(open);
-        let (counter, opened) = (seen.clone(), gate.subscribe());
+        let hang_ups = Arc::new(AtomicUsize::new(0));
+        let (counter, opened, hung_up) = (seen.clone(), gate.subscribe(), hang_ups.clone());
         tokio::spawn(async move {
             while let Ok((mut socket, _)) = listener.accept().await {
                 let (counter, mut opened) = (counter.clone(), opened.clone());
+                let closed = hung_up.clone();
                 tokio::spawn(async move {
                     let request = read_request(&mut socket).await;
                     if request.is_empty() {
                         return;
                     }
                     let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
-                    let _ = opened.wait_for(|open| *open).await;
+                    let mut byte = [0u8; 1];
+                    tokio::select! {
+                        _ = opened.wait_for(|open| *open) => {}
+                        // The gateway sends nothing more: a read ends only when it hangs up.
+                        _ = socket.read(&mut byte) => {
+                            closed.fetch_add(1, Ordering::SeqCst);
+                            return;
+                        }
+                    }
                     let _ = socket.write_all(&answer(&request, n)).await;
                     let _ = socket.shutdown().await;
                 });
@@ -47,6 +58,7 @@ impl GatedUpstream {
         GatedUpstream {
             base_url,
             seen,
+            hang_ups,
             gate,
         }
     }
@@ -63,15 +75,24 @@ impl GatedUpstream {
 
     /// Waits (bounded: 10 s) until it has received `n` requests.
     pub async fn wait_seen(&self, n: usize) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while self.seen() < n {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the upstream saw {} requests, not {n}, within 10 s",
-                self.seen()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_count(&self.seen, n, "requests").await;
+    }
+
+    /// Waits (bounded: 10 s) until the gateway has hung up on `n` held requests.
+    pub async fn wait_hang_ups(&self, n: usize) {
+        wait_count(&self.hang_ups, n, "hang-ups").await;
+    }
+}
+
+async fn wait_count(counter: &AtomicUsize, n: usize, what: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while counter.load(Ordering::SeqCst) < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the upstream saw {} {what}, not {n}, within 10 s",
+            counter.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
