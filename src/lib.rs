@@ -9,6 +9,10 @@
 //!    body is read, 503 when an uncached key meets a store that is down.
 //! 2. **Read the body** (`routes::body`) under `[server] max_body_bytes` (413),
 //!    `request_body_timeout` (408) and the gateway-wide `max_buffered_body_bytes` (503).
+//!    **Idempotency-Key** (with a store, `routes::idempotent` over `idempotency`): once the
+//!    body is read (and, for the typed endpoints, parsed), a non-streamed request carrying one
+//!    claims it in the store before it is routed; a repeat waits for that run or is answered
+//!    from its kept answer without being routed at all.
 //! 3. **Snapshot the table**: `state.routes.load_full()`; the whole request, its stream
 //!    included, keeps that table even if a reload swaps in another.
 //! 4. **Parse** into `schema::ChatCompletionRequest` with the path of a bad field (400 names it
