@@ -195,3 +195,91 @@ impl Store {
         Ok(done.rows_affected())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(owner: &str, fingerprint: &str, now: i64) -> ClaimRow {
+        ClaimRow {
+            id: "row".into(),
+            fingerprint: fingerprint.into(),
+            owner: owner.into(),
+            lease_until: now + 30,
+            expires_at: now + 60,
+        }
+    }
+
+    #[tokio::test]
+    async fn one_owner_at_a_time_until_its_lease_or_the_answers_expiry_runs_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let store = Store::open(&url).await.unwrap();
+
+        // The first claim owns the row; a second sees it running.
+        assert_eq!(
+            store
+                .claim_idempotent(&claim("a", "f", 0), 0)
+                .await
+                .unwrap(),
+            Claimed::Owner
+        );
+        let Claimed::Existing(row) = store
+            .claim_idempotent(&claim("b", "f", 1), 1)
+            .await
+            .unwrap()
+        else {
+            panic!("the row is a's");
+        };
+        assert_eq!(row.state, "running");
+        // Past the TTL but within a renewed lease, a running row is never treated as expired.
+        assert!(store.renew_idempotent("row", "a", 100).await.unwrap());
+        assert!(matches!(
+            store
+                .claim_idempotent(&claim("b", "f", 70), 70)
+                .await
+                .unwrap(),
+            Claimed::Existing(_)
+        ));
+        // Once the lease runs out the row is taken over, and the old owner can no longer settle it.
+        assert_eq!(
+            store
+                .claim_idempotent(&claim("b", "f", 101), 101)
+                .await
+                .unwrap(),
+            Claimed::Owner
+        );
+        store
+            .finish_idempotent("row", "a", "done", Some((200, "[]", "YQ==")), 200)
+            .await
+            .unwrap();
+        store
+            .finish_idempotent("row", "b", "done", Some((201, "[]", "Yg==")), 200)
+            .await
+            .unwrap();
+        let kept = store.idempotent_answer("row").await.unwrap().unwrap();
+        assert_eq!(
+            (kept.state.as_str(), kept.status, kept.body.as_deref()),
+            ("done", Some(201), Some("Yg=="))
+        );
+        // A done row is never taken over; after its expiry it is purged.
+        assert!(!store.renew_idempotent("row", "b", 500).await.unwrap());
+        assert!(matches!(
+            store
+                .claim_idempotent(&claim("c", "f", 199), 199)
+                .await
+                .unwrap(),
+            Claimed::Existing(_)
+        ));
+        assert_eq!(store.purge_idempotent(200).await.unwrap(), 1);
+        assert_eq!(
+            store
+                .claim_idempotent(&claim("c", "f", 200), 200)
+                .await
+                .unwrap(),
+            Claimed::Owner
+        );
+        store.release_idempotent("row", "c").await.unwrap();
+        assert!(store.idempotent_answer("row").await.unwrap().is_none());
+    }
+}
