@@ -241,6 +241,18 @@ async fn hostile_keys_are_refused(gw: &TestGateway, upstream: &GatedUpstream) {
 async fn repeats_conflicts_and_limits_over_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     suite(&sqlite_url(&dir)).await;
+    // Neither the clients' credentials nor their keys are in the database files (rows are named
+    // by a hash of both).
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        for secret in [&b"sk-client"[..], b"sk-other", b"k-1", b"k-reject"] {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret),
+                "{} found in the store",
+                String::from_utf8_lossy(secret)
+            );
+        }
+    }
 }
 
 #[tokio::test]
