@@ -255,7 +255,7 @@ pub fn run(cli: Cli) -> ExitCode {
             }
         }
         Command::Check { path, resolve } => check(&path, &resolve),
-        Command::Openapi => print(&crate::openapi::to_json()),
+        Command::Openapi => print(&crate::routes::openapi::to_json()),
         Command::Schema => print(&config::schema::to_json()),
         Command::Init {
             backends,

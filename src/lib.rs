@@ -44,7 +44,6 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod limits;
-pub mod openapi;
 pub mod routes;
 pub mod routing;
 pub mod schema;

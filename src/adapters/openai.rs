@@ -14,8 +14,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::sse;
+use super::stream::ByteStream;
 use super::stream::{Emitter, Flow, Framing, StreamAdapter, normalize};
-use crate::backends::ByteStream;
 use crate::error::GatewayError;
 
 pub use super::stream::DONE_EVENT;

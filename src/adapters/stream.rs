@@ -24,8 +24,10 @@ use futures::{Stream, StreamExt};
 
 use super::ndjson::{self, LineFramer};
 use super::sse::{self, SseFramer};
-use crate::backends::ByteStream;
 use crate::error::GatewayError;
+
+/// A byte stream relayed to the client.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, GatewayError>> + Send>>;
 
 /// The canonical end of an OpenAI stream.
 pub const DONE_EVENT: &[u8] = b"data: [DONE]\n\n";

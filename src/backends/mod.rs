@@ -15,18 +15,19 @@ mod timing;
 pub mod upstream_path;
 
 use std::future::Future;
-use std::pin::Pin;
 
 use actix_web::http::header::HeaderMap;
 use actix_web::http::{Method, StatusCode};
 use bytes::Bytes;
-use futures::Stream;
 
 pub use echo::EchoBackend;
 pub use ollama::OllamaBackend;
 pub use openai::OpenAIBackend;
 pub use proxy::ProxyBackend;
 pub use redis::RedisBackend;
+
+pub use crate::adapters::stream::ByteStream;
+pub use crate::schema::DiscoveredModel;
 
 use crate::config::{BackendConfig, BackendSettings, ResponsesMode};
 use crate::error::GatewayError;
@@ -104,9 +105,6 @@ pub enum UpstreamAuth<'a> {
     Gateway(Option<&'a reqwest::header::HeaderValue>),
 }
 
-/// A byte stream relayed to the client.
-pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, GatewayError>> + Send>>;
-
 /// The body of a reply.
 pub enum ReplyBody {
     /// A complete body.
@@ -125,17 +123,6 @@ pub struct UpstreamReply {
     pub headers: HeaderMap,
     /// The body.
     pub body: ReplyBody,
-}
-
-/// A model a backend reported in its own listing.
-#[derive(Debug, Clone)]
-pub struct DiscoveredModel {
-    /// The backend's own name for it.
-    pub id: String,
-    /// Unix seconds, when the backend says.
-    pub created: Option<u64>,
-    /// Owner, when the backend says.
-    pub owned_by: Option<String>,
 }
 
 /// An OpenAI endpoint that not every kind of upstream has.

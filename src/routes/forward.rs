@@ -5,14 +5,14 @@ use actix_web::web::{Data, Payload};
 use actix_web::{HttpRequest, HttpResponse};
 use bytes::Bytes;
 
-use super::body::read_body;
+use super::body::{parse_request, read_body};
 use super::caller::{self, Caller};
 use super::reply::respond;
 use crate::backends::{Endpoint, ParsedRequest, UpstreamCall};
 use crate::error::GatewayError;
 use crate::routing::rewrite::{peek_model, replace_model};
 use crate::routing::{Resolved, RouteTable, failover};
-use crate::schema::{ChatCompletionRequest, CompletionRequest, EmbeddingRequest, parse_request};
+use crate::schema::{ChatCompletionRequest, CompletionRequest, EmbeddingRequest};
 use crate::state::AppState;
 
 /// A typed request that names its model.

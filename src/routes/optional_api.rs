@@ -8,6 +8,7 @@ use actix_web::{HttpRequest, HttpResponse};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
+use super::body::parse_request;
 use super::body::read_body;
 use super::caller::{self, Caller};
 use super::forward::{model_of, resolve};
@@ -15,7 +16,6 @@ use super::passthrough::relay_resolved;
 use crate::backends::OptionalApi;
 use crate::error::GatewayError;
 use crate::routing::{Resolved, RouteTable};
-use crate::schema::parse_request;
 use crate::state::AppState;
 
 /// An endpoint that the route's backend may or may not have.
