@@ -7,7 +7,7 @@ use arc_swap::ArcSwap;
 use crate::auth::Auth;
 use crate::limits::Limits;
 use crate::routing::RouteTable;
-use crate::routing::reload::ReloadStatus;
+use crate::routing::reload::{ReloadStatus, Reloadable};
 
 /// Shared state of the running gateway.
 #[derive(Clone)]
@@ -31,6 +31,14 @@ impl AppState {
             routes: Arc::new(ArcSwap::from_pointee(table)),
             reload: Arc::new(reload),
             auth: None,
+        }
+    }
+
+    /// What a reload of the routes file swaps: this state's table and reload status.
+    pub fn reloadable(&self) -> Reloadable {
+        Reloadable {
+            routes: self.routes.clone(),
+            status: self.reload.clone(),
         }
     }
 }
