@@ -431,17 +431,6 @@ impl GatewayError {
             .or_else(|| number("retry-after"))
             .map(|secs| std::time::Duration::from_secs_f64(secs.min(86_400.0)))
     }
-
-    /// One SSE event carrying this error, for failures after a stream has started.
-    pub fn to_sse_event(&self) -> Bytes {
-        let (_, body) = self.to_openai();
-        let json = body.to_bytes();
-        let mut event = Vec::with_capacity(json.len() + 8);
-        event.extend_from_slice(b"data: ");
-        event.extend_from_slice(&json);
-        event.extend_from_slice(b"\n\n");
-        Bytes::from(event)
-    }
 }
 
 impl ResponseError for GatewayError {

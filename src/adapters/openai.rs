@@ -207,14 +207,14 @@ fn write_data_event(out: &mut Emitter, data: &[u8]) {
     let buf = out.buf();
     let json = matches!(data.trim_ascii_start().first(), Some(b'{' | b'['));
     buf.reserve(data.len() + 8);
-    buf.extend_from_slice(b"data: ");
-    for (i, line) in data.split(|&b| b == b'\n').enumerate() {
-        if i > 0 {
-            buf.extend_from_slice(if json { b" " } else { b"\ndata: " });
+    sse::write_event(buf, None, |buf| {
+        for (i, line) in data.split(|&b| b == b'\n').enumerate() {
+            if i > 0 {
+                buf.extend_from_slice(if json { b" " } else { b"\ndata: " });
+            }
+            buf.extend_from_slice(line);
         }
-        buf.extend_from_slice(line);
-    }
-    buf.extend_from_slice(b"\n\n");
+    });
 }
 
 #[cfg(test)]

@@ -100,7 +100,10 @@ pub trait StreamAdapter {
     /// (`data: {"error":{...}}`); a format with failure events of its own (the Responses API's)
     /// writes those instead.
     fn write_failure(&mut self, err: &GatewayError, out: &mut Emitter) {
-        out.extend(&err.to_sse_event());
+        let (_, body) = err.to_openai();
+        sse::write_event(out.buf(), None, |buf| {
+            buf.extend_from_slice(&body.to_bytes())
+        });
     }
 }
 
