@@ -91,6 +91,9 @@ pub struct UpstreamCall<'a> {
     pub parsed: ParsedRequest<'a>,
     /// The model name exactly as the client sent it (responses echo it back).
     pub client_model: &'a str,
+    /// The name this backend knows the model by: the route's rewrite and the backend's own
+    /// `model` applied (the name already spliced into `body`). Empty when no route was used.
+    pub upstream_model: &'a str,
     /// Which `Authorization` goes upstream.
     pub auth: UpstreamAuth<'a>,
 }

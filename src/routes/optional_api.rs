@@ -11,11 +11,11 @@ use serde::de::DeserializeOwned;
 use super::body::parse_request;
 use super::body::read_body;
 use super::caller::{self, Caller};
-use super::forward::{model_of, resolve};
+use super::forward::{model_of, route};
 use super::passthrough::relay_resolved;
 use crate::backends::OptionalApi;
 use crate::error::GatewayError;
-use crate::routing::{Resolved, RouteTable};
+use crate::routing::Resolved;
 use crate::state::AppState;
 
 /// An endpoint that the route's backend may or may not have.
@@ -36,8 +36,6 @@ pub(super) struct Routed<'a> {
     pub state: &'a AppState,
     /// Whose key it carries.
     pub caller: &'a Caller,
-    /// The route table snapshot the request keeps.
-    pub table: &'a RouteTable,
     /// Its route.
     pub resolved: Resolved<'a>,
     /// Its body, as the client sent it.
@@ -55,9 +53,7 @@ pub(super) async fn relay_or_serve<T: OptionalEndpoint>(
     // `_held` keeps the body's share of the body budget until the upstream has answered.
     let (body, _held) = read_body(&req, payload, &table.server, &state.limits).await?;
     let model = model_of::<T>(&body)?;
-    // Before the route is looked up: a refusal says nothing about which routes exist.
-    caller::check_scope(&caller, &model)?;
-    let resolved = resolve(&table, &model)?;
+    let resolved = route(&caller, &table, &model)?;
     if resolved.route.primary().backend.relays(T::API) {
         return relay_resolved(&req, &state, &caller, resolved, body, &model).await;
     }
@@ -66,7 +62,6 @@ pub(super) async fn relay_or_serve<T: OptionalEndpoint>(
         req: &req,
         state: &state,
         caller: &caller,
-        table: &table,
         resolved,
         body,
     };
