@@ -9,12 +9,12 @@ mod admin;
 
 use clap::{Parser, Subcommand};
 
-use crate::backends::redis::{Worker, WorkerConfig};
 use crate::config::{self, BackendSettings, Config};
 use crate::routing::RouteTable;
 use crate::routing::explain::explain;
 use crate::server;
 use crate::telemetry::{self, LogFormat};
+use crate::worker::{Worker, WorkerConfig};
 
 /// An OpenAI-compatible gateway that routes each request by model-name prefix.
 #[derive(Debug, Parser)]

@@ -6,7 +6,7 @@
 //! extend. No routing and no HTTP-server concerns here.
 
 mod echo;
-mod http;
+pub mod http;
 mod ollama;
 mod openai;
 mod proxy;

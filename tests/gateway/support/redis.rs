@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use secrecy::SecretString;
-use switchyard::backends::redis::{Worker, WorkerConfig};
+use switchyard::worker::{Worker, WorkerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -291,7 +291,7 @@ pub fn worker_config(redis_url: &str, base_url: &str) -> WorkerConfig {
 pub struct RunningWorker {
     /// Cancel to stop it.
     pub stop: CancellationToken,
-    handle: tokio::task::JoinHandle<switchyard::backends::redis::worker::StatsSnapshot>,
+    handle: tokio::task::JoinHandle<switchyard::worker::StatsSnapshot>,
 }
 
 impl RunningWorker {
@@ -304,7 +304,7 @@ impl RunningWorker {
     }
 
     /// Stops it and waits for its drain; its final counters.
-    pub async fn shutdown(mut self) -> switchyard::backends::redis::worker::StatsSnapshot {
+    pub async fn shutdown(mut self) -> switchyard::worker::StatsSnapshot {
         self.stop.cancel();
         tokio::time::timeout(Duration::from_secs(40), &mut self.handle)
             .await

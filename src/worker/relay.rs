@@ -14,8 +14,8 @@ use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use tokio::time::Instant;
 use url::Url;
 
-use super::job::{self, Entry, Job, WireHeaders};
 use crate::adapters::sse::SseFramer;
+use crate::backends::redis::job::{self, Entry, Job, WireHeaders};
 use crate::backends::{http, upstream_path};
 
 /// Largest batch of SSE bytes held before a flush, whatever the window.

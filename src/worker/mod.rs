@@ -28,8 +28,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use url::Url;
 
-use super::job;
-use super::relay::{self, Outcome, Sink, Upstream};
+mod relay;
+
+use self::relay::{Outcome, Sink, Upstream};
+use crate::backends::redis::job;
 
 /// Dead-letter entries are kept this long after the last one was added.
 const DEAD_LETTER_TTL_S: u64 = 7 * 24 * 3600;
