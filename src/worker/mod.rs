@@ -14,120 +14,35 @@
 //! Tests drive `Worker::step`; the CLI runs `run_until_stopped`.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::streams::{StreamAutoClaimReply, StreamReadReply};
+use redis::streams::StreamReadReply;
 use reqwest::header::{HeaderName, HeaderValue};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use url::Url;
 
+mod claims;
+mod config;
+mod dead_letter;
 mod relay;
+mod stats;
 
-use self::relay::{Outcome, Sink, Upstream};
+pub use self::config::{WorkerConfig, default_consumer};
+pub use self::stats::{Stats, StatsSnapshot};
+
+use self::claims::{reclaim_every, refresh_claims, refresh_every};
+use self::relay::{Sink, Upstream};
+use self::stats::{log_stats, report_stats};
 use crate::backends::redis::job;
 
-/// Dead-letter entries are kept this long after the last one was added.
-const DEAD_LETTER_TTL_S: u64 = 7 * 24 * 3600;
 /// Longest pause between two attempts while Redis is unreachable.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-
-/// Refreshes this consumer's claim on running jobs; reports those it no longer owns (another
-/// worker reclaimed them) and those deleted from the stream (their client gave up, so they are
-/// acknowledged here).
-const REFRESH_CLAIMS: &str = r"
-local stolen, deleted = {}, {}
-for i = 3, #ARGV do
-  local id = ARGV[i]
-  if #redis.call('XRANGE', KEYS[1], id, id) == 0 then
-    redis.call('XACK', KEYS[1], ARGV[1], id)
-    table.insert(deleted, id)
-  else
-    local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1)
-    if #p == 1 and p[1][2] == ARGV[2] then
-      redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id, 'JUSTID')
-    else
-      table.insert(stolen, id)
-    end
-  end
-end
-return {stolen, deleted}
-";
-
-/// Everything `switchyard worker` is configured with.
-#[derive(Debug, Clone)]
-pub struct WorkerConfig {
-    /// The Redis holding the queue (may hold a password).
-    pub redis_url: SecretString,
-    /// The inference server, OpenAI-SDK style (`http://localhost:8000/v1`).
-    pub openai_base_url: Url,
-    /// Sent as `Authorization: Bearer`, replacing any the job carries.
-    pub openai_api_key: Option<SecretString>,
-    /// Extra upstream headers, replacing the job's of the same name.
-    pub openai_headers: Vec<(String, SecretString)>,
-    /// Jobs run at once.
-    pub concurrency: usize,
-    /// Consumer group.
-    pub group: String,
-    /// This worker's consumer name.
-    pub consumer: String,
-    /// Coalescing window of stream entries.
-    pub stream_flush: Duration,
-    /// TTL of result keys, in seconds.
-    pub result_ttl_s: u64,
-    /// Deliveries beyond this dead-letter a job.
-    pub max_retries: u64,
-    /// A job pending this long without a claim refresh is an orphan, reclaimed.
-    pub reclaim_idle: Duration,
-    /// How long running jobs may finish after SIGTERM.
-    pub shutdown_timeout: Duration,
-    /// Time allowed for upstream response headers, a whole body, and between stream reads.
-    pub upstream_timeout: Duration,
-    /// Cap of the dead-letter stream.
-    pub dead_letter_maxlen: u64,
-    /// Longest `XREADGROUP BLOCK`.
-    pub block: Duration,
-}
-
-impl WorkerConfig {
-    /// The defaults of `switchyard worker` (those of openai-rq where it has the flag).
-    pub fn new(redis_url: SecretString, openai_base_url: Url) -> Self {
-        WorkerConfig {
-            redis_url,
-            openai_base_url,
-            openai_api_key: None,
-            openai_headers: Vec::new(),
-            concurrency: 16,
-            group: job::DEFAULT_GROUP.to_owned(),
-            consumer: default_consumer(),
-            stream_flush: Duration::from_millis(50),
-            result_ttl_s: 600,
-            max_retries: 3,
-            reclaim_idle: Duration::from_secs(60),
-            shutdown_timeout: Duration::from_secs(30),
-            upstream_timeout: Duration::from_secs(600),
-            dead_letter_maxlen: 10_000,
-            block: Duration::from_secs(1),
-        }
-    }
-}
-
-/// `<hostname>/<pid>`, as the Python worker names itself.
-pub fn default_consumer() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|h| h.trim().to_owned())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".to_owned());
-    format!("{host}/{}", std::process::id())
-}
 
 /// What one `step` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,77 +56,6 @@ pub enum StepOutcome {
     DeadLettered(String),
     /// Nothing to do (no job within the block time, stopping, or Redis unreachable).
     Idle,
-}
-
-/// Counters of a worker's outcomes.
-#[derive(Debug, Default)]
-pub struct Stats {
-    answered_2xx: AtomicU64,
-    answered_other: AtomicU64,
-    failed: AtomicU64,
-    interrupted: AtomicU64,
-    already_answered: AtomicU64,
-    redis_lost: AtomicU64,
-    abandoned: AtomicU64,
-    dead_lettered: AtomicU64,
-    reclaimed: AtomicU64,
-    in_flight: AtomicU64,
-}
-
-/// A copy of the counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StatsSnapshot {
-    /// Answered by the upstream with a 2xx.
-    pub answered_2xx: u64,
-    /// Answered by the upstream with another status (passed through).
-    pub answered_other: u64,
-    /// Upstream unreachable or broke off: a 502 written.
-    pub failed: u64,
-    /// Re-runs of streams that had output: ended with an error instead.
-    pub interrupted: u64,
-    /// Re-runs of jobs already answered: acknowledged only.
-    pub already_answered: u64,
-    /// Answers Redis did not take.
-    pub redis_lost: u64,
-    /// Stopped: the claim was lost, the client gave up, or the shutdown deadline passed.
-    pub abandoned: u64,
-    /// Dead-lettered.
-    pub dead_lettered: u64,
-    /// Orphans claimed from other consumers.
-    pub reclaimed: u64,
-    /// Running now.
-    pub in_flight: u64,
-}
-
-impl Stats {
-    /// The counters now.
-    pub fn snapshot(&self) -> StatsSnapshot {
-        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        StatsSnapshot {
-            answered_2xx: g(&self.answered_2xx),
-            answered_other: g(&self.answered_other),
-            failed: g(&self.failed),
-            interrupted: g(&self.interrupted),
-            already_answered: g(&self.already_answered),
-            redis_lost: g(&self.redis_lost),
-            abandoned: g(&self.abandoned),
-            dead_lettered: g(&self.dead_lettered),
-            reclaimed: g(&self.reclaimed),
-            in_flight: g(&self.in_flight),
-        }
-    }
-
-    fn count(&self, outcome: Outcome) {
-        let counter = match outcome {
-            Outcome::Answered(status) if (200..300).contains(&status) => &self.answered_2xx,
-            Outcome::Answered(_) => &self.answered_other,
-            Outcome::Failed => &self.failed,
-            Outcome::Interrupted => &self.interrupted,
-            Outcome::AlreadyAnswered => &self.already_answered,
-            Outcome::RedisLost => &self.redis_lost,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
 }
 
 /// What job tasks and the claim refresher share.
@@ -491,77 +335,6 @@ impl Worker {
         Ok(())
     }
 
-    /// Claims orphans (pending longer than `reclaim_idle`), no more than free slots.
-    async fn reclaim(&mut self) -> redis::RedisResult<usize> {
-        let interval = reclaim_every(self.cfg.reclaim_idle);
-        let mut slots = Vec::new();
-        while let Ok(slot) = self.slots.clone().try_acquire_owned() {
-            slots.push(slot);
-        }
-        if slots.is_empty() {
-            // Busy: orphans wait for a worker with room.
-            self.next_reclaim = Instant::now() + interval;
-            return Ok(0);
-        }
-        let idle_ms = u64::try_from(self.cfg.reclaim_idle.as_millis()).unwrap_or(u64::MAX);
-        let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
-            .arg(job::REQUESTS_STREAM)
-            .arg(&self.cfg.group)
-            .arg(&self.cfg.consumer)
-            .arg(idle_ms)
-            .arg(&self.reclaim_cursor)
-            .arg("COUNT")
-            .arg(slots.len())
-            .query_async(&mut self.reader)
-            .await?;
-        self.redis_up();
-        if !reply.deleted_ids.is_empty() {
-            tracing::warn!(
-                count = reply.deleted_ids.len(),
-                "pending jobs were trimmed from the request stream before any worker finished them"
-            );
-        }
-        if reply.next_stream_id == "0-0" {
-            self.reclaim_cursor = "0-0".to_owned();
-            self.next_reclaim = Instant::now() + interval;
-        } else {
-            // More to scan: continue at the next step.
-            self.reclaim_cursor = reply.next_stream_id;
-            self.next_reclaim = Instant::now();
-        }
-        if reply.claimed.is_empty() {
-            return Ok(0);
-        }
-        let mut pipe = redis::pipe();
-        for id in &reply.claimed {
-            pipe.cmd("XPENDING")
-                .arg(job::REQUESTS_STREAM)
-                .arg(&self.cfg.group)
-                .arg(&id.id)
-                .arg(&id.id)
-                .arg(1);
-        }
-        let pending: Vec<Vec<(String, String, u64, u64)>> =
-            pipe.query_async(&mut self.reader).await?;
-        let n = reply.claimed.len();
-        for (id, info) in reply.claimed.into_iter().zip(pending) {
-            let Some(slot) = slots.pop() else { break };
-            let deliveries = info.first().map_or(1, |p| p.3);
-            self.taken.push_back(Taken {
-                data: id.get("data"),
-                entry_id: id.id,
-                deliveries,
-                slot,
-            });
-        }
-        self.shared
-            .stats
-            .reclaimed
-            .fetch_add(n as u64, Ordering::Relaxed);
-        tracing::info!(count = n, "reclaimed orphaned jobs");
-        Ok(n)
-    }
-
     /// Starts one taken job in its slot, or dead-letters it.
     async fn dispatch(&mut self, taken: Taken) -> StepOutcome {
         let Some(data) = taken.data else {
@@ -613,110 +386,6 @@ impl Worker {
             run_job(shared, entry_id, job, redelivered, cancel).await;
         });
         StepOutcome::Replayed(job_id)
-    }
-
-    /// Moves a job to the (capped, expiring) dead-letter stream with its reason, releases its
-    /// client with a 502 when the job says who that is, and acknowledges it, in one `MULTI`.
-    async fn dead_letter(
-        &mut self,
-        entry_id: &str,
-        data: &[u8],
-        reason: &str,
-        id: Option<&str>,
-        stream: Option<bool>,
-    ) -> StepOutcome {
-        let stored = job::redact_job(data).map_or_else(|| data.to_vec(), String::into_bytes);
-        let ttl = self.shared.result_ttl_s;
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("XADD")
-            .arg(job::DEAD_LETTER_STREAM)
-            .arg("MAXLEN")
-            .arg(self.cfg.dead_letter_maxlen.max(1))
-            .arg("*")
-            .arg("data")
-            .arg(stored)
-            .arg("reason")
-            .arg(reason)
-            .arg("entry")
-            .arg(entry_id)
-            .arg("consumer")
-            .arg(&self.cfg.consumer)
-            .ignore()
-            .cmd("EXPIRE")
-            .arg(job::DEAD_LETTER_STREAM)
-            .arg(DEAD_LETTER_TTL_S)
-            .ignore();
-        if let Some(id) = id {
-            let max_retries = reason.starts_with("delivered");
-            // Unknown `stream`: answer on both; the unread one expires.
-            if stream != Some(false) {
-                let body = if max_retries {
-                    job::DEAD_LETTERED_STREAM_BODY.to_owned()
-                } else {
-                    format!("openai-rq: job dead-lettered: {reason}")
-                };
-                let key = job::stream_key(id);
-                pipe.cmd("XADD")
-                    .arg(&key)
-                    .arg("MAXLEN")
-                    .arg("~")
-                    .arg(job::STREAM_MAXLEN)
-                    .arg("*")
-                    .arg("data")
-                    .arg(job::encode_error(502, &job::text_plain(), body.as_bytes()))
-                    .ignore()
-                    .cmd("EXPIRE")
-                    .arg(&key)
-                    .arg(ttl)
-                    .ignore();
-            }
-            if stream != Some(true) {
-                let body = if max_retries {
-                    job::DEAD_LETTERED_RESULT_BODY.to_owned()
-                } else {
-                    format!("openai-rq: job dead-lettered: {reason}")
-                };
-                let key = job::result_key(id);
-                pipe.cmd("RPUSH")
-                    .arg(&key)
-                    .arg(job::encode_result(502, &job::text_plain(), body.as_bytes()))
-                    .ignore()
-                    .cmd("EXPIRE")
-                    .arg(&key)
-                    .arg(ttl)
-                    .ignore();
-            }
-        }
-        pipe.cmd("XACK")
-            .arg(job::REQUESTS_STREAM)
-            .arg(&self.cfg.group)
-            .arg(entry_id)
-            .ignore()
-            .cmd("XDEL")
-            .arg(job::REQUESTS_STREAM)
-            .arg(entry_id)
-            .ignore();
-        let mut conn = self.shared.conn.clone();
-        match pipe.exec_async(&mut conn).await {
-            Ok(()) => {
-                self.shared
-                    .stats
-                    .dead_lettered
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    entry = entry_id,
-                    job = id.unwrap_or("?"),
-                    reason,
-                    "job dead-lettered"
-                );
-            }
-            Err(err) => {
-                // Left pending: reclaimed and dead-lettered again later.
-                tracing::error!(entry = entry_id, error = %err, "cannot dead-letter a job");
-            }
-        }
-        StepOutcome::DeadLettered(entry_id.to_owned())
     }
 
     /// Makes jobs this worker gives up immediately reclaimable by others (idle time set far
@@ -811,63 +480,6 @@ async fn run_job(
     }
 }
 
-/// Keeps running jobs' claims fresh; stops jobs whose claim was lost or whose client left.
-async fn refresh_claims(shared: Arc<Shared>, every: Duration, end: CancellationToken) {
-    let script = redis::Script::new(REFRESH_CLAIMS);
-    let mut conn = shared.conn.clone();
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = end.cancelled() => return,
-        }
-        let ids: Vec<String> = match shared.running.lock() {
-            Ok(running) if !running.is_empty() => running.keys().cloned().collect(),
-            _ => continue,
-        };
-        let result: redis::RedisResult<(Vec<String>, Vec<String>)> = script
-            .key(job::REQUESTS_STREAM)
-            .arg(&shared.group)
-            .arg(&shared.consumer)
-            .arg(&ids)
-            .invoke_async(&mut conn)
-            .await;
-        let (stolen, deleted) = match result {
-            Ok(lists) => lists,
-            Err(err) => {
-                tracing::debug!(error = %err, "cannot refresh claims");
-                continue;
-            }
-        };
-        let Ok(running) = shared.running.lock() else {
-            continue;
-        };
-        for id in &stolen {
-            tracing::warn!(entry = %id, "another worker took over this job; stopping it here");
-            if let Some(token) = running.get(id) {
-                token.cancel();
-            }
-        }
-        for id in &deleted {
-            tracing::info!(entry = %id, "the client no longer waits for this job; stopping it");
-            if let Some(token) = running.get(id) {
-                token.cancel();
-            }
-        }
-    }
-}
-
-/// Claims are refreshed four times per idle period, so a live worker's job never looks idle.
-fn refresh_every(idle: Duration) -> Duration {
-    (idle / 4).max(Duration::from_millis(25))
-}
-
-/// Orphans are looked for twice per idle period.
-fn reclaim_every(idle: Duration) -> Duration {
-    (idle / 2).max(Duration::from_millis(50))
-}
-
 fn build_upstream(cfg: &WorkerConfig) -> Result<Upstream, String> {
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
@@ -902,38 +514,4 @@ fn build_upstream(cfg: &WorkerConfig) -> Result<Upstream, String> {
         headers,
         timeout: cfg.upstream_timeout,
     })
-}
-
-/// One line with the counters every minute, when they changed.
-async fn report_stats(shared: Arc<Shared>, end: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
-    tick.tick().await;
-    let mut last = shared.stats.snapshot();
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = end.cancelled() => return,
-        }
-        let now = shared.stats.snapshot();
-        if now != last {
-            log_stats("worker counters", &now);
-            last = now;
-        }
-    }
-}
-
-fn log_stats(message: &str, s: &StatsSnapshot) {
-    tracing::info!(
-        answered_2xx = s.answered_2xx,
-        answered_other = s.answered_other,
-        failed = s.failed,
-        interrupted = s.interrupted,
-        already_answered = s.already_answered,
-        redis_lost = s.redis_lost,
-        abandoned = s.abandoned,
-        dead_lettered = s.dead_lettered,
-        reclaimed = s.reclaimed,
-        in_flight = s.in_flight,
-        "{message}"
-    );
 }
