@@ -36,7 +36,7 @@ mod stats;
 pub use self::config::{WorkerConfig, default_consumer};
 pub use self::stats::{Stats, StatsSnapshot};
 
-use self::claims::{reclaim_every, refresh_claims, refresh_every};
+use self::claims::{ReclaimSchedule, refresh_claims, refresh_every};
 use self::relay::{Sink, Upstream};
 use self::stats::{log_stats, report_stats};
 use crate::backends::redis::job;
@@ -87,8 +87,7 @@ pub struct Worker {
     slots: Arc<Semaphore>,
     tasks: TaskTracker,
     taken: VecDeque<Taken>,
-    next_reclaim: Instant,
-    reclaim_cursor: String,
+    reclaims: ReclaimSchedule,
     group_ready: bool,
     backoff: Duration,
     redis_down_since: Option<Instant>,
@@ -147,8 +146,7 @@ impl Worker {
             reader,
             tasks: TaskTracker::new(),
             taken: VecDeque::new(),
-            next_reclaim: Instant::now(),
-            reclaim_cursor: "0-0".to_owned(),
+            reclaims: ReclaimSchedule::new(Instant::now(), cfg.reclaim_idle),
             group_ready: false,
             backoff: Duration::from_millis(100),
             redis_down_since: None,
@@ -197,14 +195,12 @@ impl Worker {
             }
             self.group_ready = true;
         }
-        if Instant::now() >= self.next_reclaim {
+        if self.reclaims.due(Instant::now()) {
             match self.reclaim().await {
                 Ok(0) => {}
                 Ok(n) => return StepOutcome::Reclaimed(n),
                 Err(err) => {
-                    // A failed reclaim must not keep the loop from reading new jobs (and from
-                    // recreating a lost group): try again only after a full interval.
-                    self.next_reclaim = Instant::now() + reclaim_every(self.cfg.reclaim_idle);
+                    self.reclaims.failed(Instant::now());
                     self.redis_down(&err).await;
                     return StepOutcome::Idle;
                 }
@@ -302,7 +298,7 @@ impl Worker {
 
     /// `XREADGROUP` of up to one new entry per slot held; unused slots are given back.
     async fn read_new(&mut self, mut slots: Vec<OwnedSemaphorePermit>) -> redis::RedisResult<()> {
-        let until_reclaim = self.next_reclaim.saturating_duration_since(Instant::now());
+        let until_reclaim = self.reclaims.wait_until_due(Instant::now());
         let block = self
             .cfg
             .block
@@ -337,41 +333,17 @@ impl Worker {
 
     /// Starts one taken job in its slot, or dead-letters it.
     async fn dispatch(&mut self, taken: Taken) -> StepOutcome {
-        let Some(data) = taken.data else {
-            let reason = "the entry has no `data` field";
-            return self
-                .dead_letter(&taken.entry_id, b"", reason, None, None)
-                .await;
-        };
-        let job = match job::decode_job(&data) {
+        let job = match dead_letter::admit(
+            taken.data.as_deref(),
+            taken.deliveries,
+            self.cfg.max_retries,
+        ) {
             Ok(job) => job,
-            Err(bad) => {
-                return self
-                    .dead_letter(
-                        &taken.entry_id,
-                        &data,
-                        &bad.reason,
-                        bad.id.as_deref(),
-                        bad.stream,
-                    )
-                    .await;
+            Err(letter) => {
+                let data = taken.data.as_deref().unwrap_or_default();
+                return self.dead_letter(&taken.entry_id, data, &letter).await;
             }
         };
-        if taken.deliveries > self.cfg.max_retries {
-            let reason = format!(
-                "delivered {} times, more than --max-retries {}",
-                taken.deliveries, self.cfg.max_retries
-            );
-            return self
-                .dead_letter(
-                    &taken.entry_id,
-                    &data,
-                    &reason,
-                    Some(&job.id),
-                    Some(job.stream),
-                )
-                .await;
-        }
         let cancel = self.abort_jobs.child_token();
         if let Ok(mut running) = self.shared.running.lock() {
             running.insert(taken.entry_id.clone(), cancel.clone());
