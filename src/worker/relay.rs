@@ -220,22 +220,8 @@ async fn replay_stream(
     redelivered: bool,
 ) -> Outcome {
     let key = job::stream_key(&job.id);
-    if redelivered {
-        match sink.earlier_attempt(&key).await {
-            Ok(Earlier::Nothing) => {}
-            Ok(Earlier::Answered) => {
-                return sink
-                    .finish(redis::pipe(), entry_id, Outcome::AlreadyAnswered)
-                    .await;
-            }
-            Ok(Earlier::PartOfAnswer) => {
-                let text = "openai-rq: the worker relaying this stream stopped after part of \
-                            the answer was sent; it is not re-run, to avoid duplicated text";
-                let pipe = sink.entry(&key, &job::encode_stream_failure(text));
-                return sink.finish(pipe, entry_id, Outcome::Interrupted).await;
-            }
-            Err(_) => return Outcome::RedisLost,
-        }
+    if redelivered && let Some(outcome) = after_earlier_attempt(sink, entry_id, &key).await {
+        return outcome;
     }
     let response = match up.call(job, url).await {
         Ok(response) => response,
@@ -265,6 +251,37 @@ async fn replay_stream(
         let pipe = sink.entry(&key, &job::encode_error(status, &headers, &body));
         return sink.finish(pipe, entry_id, Outcome::Answered(status)).await;
     }
+    relay_body(sink, entry_id, &key, response, status).await
+}
+
+/// What a re-delivered stream job's earlier attempt left decides what happens now: `None` to
+/// run it (nothing was written), else the outcome of answering it without a re-run.
+async fn after_earlier_attempt(sink: &mut Sink, entry_id: &str, key: &str) -> Option<Outcome> {
+    match sink.earlier_attempt(key).await {
+        Ok(Earlier::Nothing) => None,
+        Ok(Earlier::Answered) => Some(
+            sink.finish(redis::pipe(), entry_id, Outcome::AlreadyAnswered)
+                .await,
+        ),
+        Ok(Earlier::PartOfAnswer) => {
+            let text = "openai-rq: the worker relaying this stream stopped after part of \
+                        the answer was sent; it is not re-run, to avoid duplicated text";
+            let pipe = sink.entry(key, &job::encode_stream_failure(text));
+            Some(sink.finish(pipe, entry_id, Outcome::Interrupted).await)
+        }
+        Err(_) => Some(Outcome::RedisLost),
+    }
+}
+
+/// Relays a 2xx stream's body to the job's result stream in batches (see `Batcher`), then its
+/// end: `done`, or an error entry when the upstream broke off.
+async fn relay_body(
+    sink: &mut Sink,
+    entry_id: &str,
+    key: &str,
+    response: reqwest::Response,
+    status: u16,
+) -> Outcome {
     let mut body = response.bytes_stream();
     let mut batcher = Batcher::new(sink.flush);
     loop {
@@ -272,7 +289,7 @@ async fn replay_stream(
         let next = tokio::select! {
             chunk = body.next() => chunk,
             _ = sleep_until(deadline), if deadline.is_some() => {
-                if let Some(bytes) = batcher.take() && sink.write(sink.entry(&key, &job::encode_data(&bytes))).await.is_err() {
+                if let Some(bytes) = batcher.take() && sink.write(sink.entry(key, &job::encode_data(&bytes))).await.is_err() {
                     return Outcome::RedisLost;
                 }
                 continue;
@@ -282,7 +299,7 @@ async fn replay_stream(
             Some(Ok(chunk)) => {
                 if let Some(bytes) = batcher.push(chunk, Instant::now())
                     && sink
-                        .write(sink.entry(&key, &job::encode_data(&bytes)))
+                        .write(sink.entry(key, &job::encode_data(&bytes)))
                         .await
                         .is_err()
                 {
@@ -292,18 +309,18 @@ async fn replay_stream(
             Some(Err(err)) => {
                 let mut pipe = redis::pipe();
                 if let Some(bytes) = batcher.finish() {
-                    pipe = sink.entry_into(pipe, &key, &job::encode_data(&bytes));
+                    pipe = sink.entry_into(pipe, key, &job::encode_data(&bytes));
                 }
                 let text = format!("openai-rq stream error: {}", error_chain(&err));
-                let pipe = sink.entry_into(pipe, &key, &job::encode_stream_failure(&text));
+                let pipe = sink.entry_into(pipe, key, &job::encode_stream_failure(&text));
                 return sink.finish(pipe, entry_id, Outcome::Failed).await;
             }
             None => {
                 let mut pipe = redis::pipe();
                 if let Some(bytes) = batcher.finish() {
-                    pipe = sink.entry_into(pipe, &key, &job::encode_data(&bytes));
+                    pipe = sink.entry_into(pipe, key, &job::encode_data(&bytes));
                 }
-                let pipe = sink.entry_into(pipe, &key, job::encode_done());
+                let pipe = sink.entry_into(pipe, key, job::encode_done());
                 return sink.finish(pipe, entry_id, Outcome::Answered(status)).await;
             }
         }
