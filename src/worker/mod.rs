@@ -39,6 +39,7 @@ pub use self::stats::{Stats, StatsSnapshot};
 use self::claims::{ReclaimSchedule, refresh_claims, refresh_every};
 use self::relay::{Sink, Upstream};
 use self::stats::{log_stats, report_stats};
+use crate::backends::http;
 use crate::backends::redis::job;
 
 /// Longest pause between two attempts while Redis is unreachable.
@@ -453,12 +454,9 @@ async fn run_job(
 }
 
 fn build_upstream(cfg: &WorkerConfig) -> Result<Upstream, String> {
-    let client = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
+    let client = http::client_builder(Duration::from_secs(5))
         .read_timeout(cfg.upstream_timeout)
         .pool_idle_timeout(Duration::from_secs(90))
-        .tcp_nodelay(true)
-        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
     let auth = match &cfg.openai_api_key {

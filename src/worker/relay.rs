@@ -68,18 +68,14 @@ impl Upstream {
     /// worker's key and `--openai-header`s applied.
     fn request_headers(&self, job: &WireHeaders) -> HeaderMap {
         let mut headers = HeaderMap::with_capacity(job.len() + self.headers.len() + 1);
-        let named = http::connection_options(job.get("connection").map(|v| v.as_bytes()));
-        for (name, value) in job {
-            if http::is_not_forwarded_up(name.as_str()) || named.contains(name) {
-                continue;
-            }
-            if let (Ok(name), Ok(value)) = (
-                HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::from_str(value),
-            ) {
-                headers.append(name, value);
-            }
-        }
+        // The job's own `Authorization` goes when the worker has no key of its own (the
+        // gateway never writes one; a Python client may).
+        http::forward_headers(
+            &mut headers,
+            job.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
+            job.get("connection").map(|v| v.as_bytes()),
+            true,
+        );
         if let Some(auth) = &self.auth {
             headers.insert(AUTHORIZATION, auth.clone());
         }
@@ -114,27 +110,20 @@ impl Upstream {
 /// worker's credential would follow: a path with a `.`/`..` segment or a backslash (in any
 /// encoding), and one outside `/v1` when the base URL has a path, are refused.
 pub fn join_url(base: &Url, path_and_query: &str) -> Result<Url, &'static str> {
+    // The job's whole path is checked (so one that does not start with `/` is refused even
+    // when nothing is left of it below `/v1`).
     upstream_path::check(path_and_query)?;
-    let (path, query) = match path_and_query.split_once('?') {
-        Some((path, query)) => (path, Some(query)),
-        None => (path_and_query, None),
-    };
     let base_path = base.path().trim_end_matches('/');
-    let below_v1 = path
-        .strip_prefix("/v1")
-        .filter(|rest| rest.is_empty() || rest.starts_with('/'));
-    let full = match below_v1 {
-        _ if base_path.is_empty() => path.to_owned(),
-        Some(rest) => format!("{base_path}{rest}"),
-        None => return Err("the path is outside `/v1`, so outside the worker's base URL"),
-    };
-    let mut url = base.clone();
-    url.set_path(&full);
-    url.set_query(query);
-    if !upstream_path::is_under(&url, base_path) {
-        return Err("the path leaves the worker's base URL");
+    if base_path.is_empty() {
+        return http::join_below(base, "", path_and_query);
     }
-    Ok(url)
+    let below_v1 = path_and_query
+        .strip_prefix("/v1")
+        .filter(|rest| rest.is_empty() || rest.starts_with(['/', '?']));
+    match below_v1 {
+        Some(rest) => http::join_below(base, base_path, rest),
+        None => Err("the path is outside `/v1`, so outside the worker's base URL"),
+    }
 }
 
 /// The 400 a job gets when its path is refused, OpenAI-shaped like the gateway's own.
