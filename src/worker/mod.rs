@@ -173,6 +173,11 @@ impl Worker {
         self.shared.running.lock().map_or(0, |r| r.len())
     }
 
+    /// Whether the next `step` looks for orphans first (its reclaim timer is due).
+    pub fn reclaim_due(&self) -> bool {
+        self.reclaims.due(Instant::now())
+    }
+
     /// Waits until every started job has ended (for tests and shutdown).
     pub async fn wait_idle(&self) {
         self.tasks.close();

@@ -848,7 +848,8 @@ async fn sigterm_finishes_running_jobs_takes_no_new_ones_and_releases_past_the_d
     let running = send("running");
     let held = upstream.next(LONG).await;
     w.sigterm();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Queued only once the worker has stopped taking jobs.
+    w.wait_for_log("stopping: no new jobs").await;
     let queued = send("queued");
     upstream.assert_none_for(Duration::from_millis(1500)).await;
     held.send(Step::Json("finished".into())).await;
@@ -983,7 +984,10 @@ async fn a_worker_whose_first_command_after_redis_lost_its_group_is_a_reclaim_re
     // timer is due, so the next step's first command is XAUTOCLAIM, which meets NOGROUP.
     let mut c = redis.conn().await;
     let () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    eventually(LONG, "the reclaim timer is due", || async {
+        worker.reclaim_due()
+    })
+    .await;
     let after = send("after");
 
     // Assert: the worker remakes its group and serves the new job.

@@ -185,6 +185,8 @@ impl Drop for TestRedis {
 pub struct Proc {
     /// The child.
     pub child: Child,
+    /// Its log lines, when they are read (`spawn_switchyard_worker`).
+    log: Option<mpsc::UnboundedReceiver<String>>,
 }
 
 impl Proc {
@@ -208,6 +210,26 @@ impl Proc {
         assert!(status.success(), "kill -TERM {} failed", self.pid());
     }
 
+    /// Waits (at most 10 s) until the process logs a line containing `message`.
+    pub async fn wait_for_log(&mut self, message: &str) {
+        let log = self.log.as_mut().expect("a process whose log is read");
+        let seen = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(line) = log.recv().await {
+                if line.contains(message) {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(
+            seen,
+            Ok(true),
+            "process {} did not log {message:?}",
+            self.pid()
+        );
+    }
+
     /// Waits (bounded) for the process to exit; its exit status.
     pub async fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
         let steps = within.as_millis() / 50;
@@ -229,7 +251,7 @@ impl Drop for Proc {
 
 /// Starts `switchyard worker` (this build's binary) as a process.
 pub fn spawn_switchyard_worker(redis_url: &str, base_url: &str, extra: &[&str]) -> Proc {
-    let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args([
             "worker",
             "--redis-url",
@@ -240,10 +262,31 @@ pub fn spawn_switchyard_worker(redis_url: &str, base_url: &str, extra: &[&str]) 
         .args(extra)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("start switchyard worker");
-    Proc { child }
+    Proc {
+        log: Some(read_log(&mut child)),
+        child,
+    }
+}
+
+/// The child's stderr, line by line, both passed on to the test's own stderr (as an inherited
+/// one would be) and sent to the returned receiver.
+fn read_log(child: &mut Child) -> mpsc::UnboundedReceiver<String> {
+    use std::io::BufRead;
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            eprintln!("{line}");
+            let _ = tx.send(line);
+        }
+    });
+    rx
 }
 
 /// Starts the Python package's `openai-rq worker` console script from the venv.
@@ -269,7 +312,7 @@ pub fn spawn_python_worker(redis_url: &str, base_url: &str, extra: &[&str]) -> P
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start openai-rq worker");
-    Proc { child }
+    Proc { child, log: None }
 }
 
 /// A worker config for in-process workers, with test-friendly timings.
