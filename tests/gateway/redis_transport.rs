@@ -13,16 +13,17 @@ use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use crate::support::python::run_pytest;
 use crate::support::redis::{
-    HeldUpstream, RunningWorker, Step, TestRedis, eventually, redis_routes, spawn_python_worker,
+    HeldUpstream, RunningWorker, Step, TestRedis, redis_routes, spawn_python_worker,
     spawn_switchyard_worker, worker_config,
 };
-use crate::support::{TestGateway, spawn_gateway, sse_payloads, stream_text};
+use crate::support::wait::{self, eventually};
+use crate::support::{TestGateway, chat_body, spawn_gateway, sse_payloads, stream_text};
 
 const WORKER_KEY: &str = "sk-worker-secret-1234";
 const LONG: Duration = Duration::from_secs(20);
 
 fn chat(model: &str, prompt: &str, stream: bool) -> Value {
-    json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": prompt}]})
+    chat_body(model, prompt, stream)
 }
 
 fn sse_body(pieces: &[&str]) -> String {
@@ -346,9 +347,7 @@ fn chat_in_background(
 /// Awaits a loop of worker steps, failing the test rather than hanging it when the loop does
 /// not finish within `LONG`.
 async fn within<T>(what: &str, steps: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(LONG, steps)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: not done within {LONG:?}"))
+    wait::within(LONG, what, steps).await
 }
 
 async fn read_until(response: &mut reqwest::Response, needle: &str) -> String {
