@@ -12,9 +12,10 @@ use std::hint::black_box;
 use switchyard::adapters::openai::relay_events;
 use switchyard::backends::ByteStream;
 use switchyard::config;
+use switchyard::routes::parse_request;
 use switchyard::routing::RouteTable;
 use switchyard::routing::rewrite::replace_model;
-use switchyard::schema::{ChatCompletionRequest, parse_request};
+use switchyard::schema::ChatCompletionRequest;
 
 fn table_with(n: usize) -> RouteTable {
     let mut src = String::from("[backends.e]\nkind = \"echo\"\n");

@@ -30,7 +30,7 @@ fn reload_latency(c: &mut Criterion) {
     let state = rt
         .block_on(server::load_state(&path))
         .expect("valid config");
-    rt.block_on(async { reload::spawn_watcher(state.clone()) });
+    rt.block_on(async { reload::spawn_watcher(state.reloadable()) });
 
     let mut group = c.benchmark_group("hot_reload");
     group

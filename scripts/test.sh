@@ -45,6 +45,10 @@ export SWITCHYARD_TAPLO="$PWD/.tools/node_modules/.bin/taplo"
 # The shared build directory may hold a `switchyard` binary linked from another checkout (cargo
 # re-links the uplifted binary only when it is missing): remove it so the CLI tests run this one.
 rm -f "$CARGO_TARGET_DIR/debug/switchyard"
+# The structure rules of the developer guide: no import cycle among the top-level modules of
+# src/, and no function over 80 lines outside an exhaustive match.
+python3 scripts/module_cycles.py
+python3 scripts/long_functions.py
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked

@@ -9,12 +9,12 @@ mod admin;
 
 use clap::{Parser, Subcommand};
 
-use crate::backends::redis::{Worker, WorkerConfig};
 use crate::config::{self, BackendSettings, Config};
 use crate::routing::RouteTable;
 use crate::routing::explain::explain;
 use crate::server;
 use crate::telemetry::{self, LogFormat};
+use crate::worker::{Worker, WorkerConfig};
 
 /// An OpenAI-compatible gateway that routes each request by model-name prefix.
 #[derive(Debug, Parser)]
@@ -255,7 +255,7 @@ pub fn run(cli: Cli) -> ExitCode {
             }
         }
         Command::Check { path, resolve } => check(&path, &resolve),
-        Command::Openapi => print(&crate::openapi::to_json()),
+        Command::Openapi => print(&crate::routes::openapi::to_json()),
         Command::Schema => print(&config::schema::to_json()),
         Command::Init {
             backends,

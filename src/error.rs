@@ -506,17 +506,6 @@ impl GatewayError {
             .or_else(|| number("retry-after"))
             .map(|secs| std::time::Duration::from_secs_f64(secs.min(86_400.0)))
     }
-
-    /// One SSE event carrying this error, for failures after a stream has started.
-    pub fn to_sse_event(&self) -> Bytes {
-        let (_, body) = self.to_openai();
-        let json = body.to_bytes();
-        let mut event = Vec::with_capacity(json.len() + 8);
-        event.extend_from_slice(b"data: ");
-        event.extend_from_slice(&json);
-        event.extend_from_slice(b"\n\n");
-        Bytes::from(event)
-    }
 }
 
 impl ResponseError for GatewayError {
@@ -578,7 +567,28 @@ mod tests {
 
     #[test]
     fn each_variant_maps_to_the_status_and_code_the_sdks_expect() {
-        let cases: Vec<(GatewayError, u16, &str, Option<&str>)> = vec![
+        let cases = [
+            caller_errors(),
+            more_caller_errors(),
+            gateway_and_upstream_errors(),
+            more_gateway_and_upstream_errors(),
+        ]
+        .into_iter()
+        .flatten();
+        for (err, status, kind, code) in cases {
+            let (s, body) = err.to_openai();
+            assert_eq!(s.as_u16(), status, "{err:?}");
+            assert_eq!(body.error.kind, kind, "{err:?}");
+            assert_eq!(body.error.code.as_deref(), code, "{err:?}");
+        }
+    }
+
+    /// An error, and the status, type and code it must map to.
+    type Case = (GatewayError, u16, &'static str, Option<&'static str>);
+
+    /// Errors of the caller's making.
+    fn caller_errors() -> Vec<Case> {
+        vec![
             (
                 GatewayError::InvalidJson {
                     message: "eof".into(),
@@ -617,6 +627,12 @@ mod tests {
                 "invalid_request_error",
                 Some("request_timeout"),
             ),
+        ]
+    }
+
+    /// More errors of the caller's making.
+    fn more_caller_errors() -> Vec<Case> {
+        vec![
             (
                 GatewayError::Overloaded {
                     limit: "max_concurrent_requests",
@@ -670,6 +686,12 @@ mod tests {
                 "api_error",
                 Some("upstream_timeout"),
             ),
+        ]
+    }
+
+    /// Errors of the gateway, its store and its upstreams, mapped as above.
+    fn gateway_and_upstream_errors() -> Vec<Case> {
+        vec![
             (
                 GatewayError::UpstreamFailed {
                     backend: "b".into(),
@@ -719,6 +741,12 @@ mod tests {
                 "invalid_request_error",
                 Some("invalid_api_key"),
             ),
+        ]
+    }
+
+    /// More errors of the gateway, its store and its upstreams.
+    fn more_gateway_and_upstream_errors() -> Vec<Case> {
+        vec![
             (
                 GatewayError::InvalidAdminToken,
                 401,
@@ -786,13 +814,7 @@ mod tests {
                 "api_error",
                 Some("store_unavailable"),
             ),
-        ];
-        for (err, status, kind, code) in cases {
-            let (s, body) = err.to_openai();
-            assert_eq!(s.as_u16(), status, "{err:?}");
-            assert_eq!(body.error.kind, kind, "{err:?}");
-            assert_eq!(body.error.code.as_deref(), code, "{err:?}");
-        }
+        ]
     }
 
     #[test]

@@ -115,7 +115,7 @@ pub fn start(listener: TcpListener, state: AppState) -> Result<Server, StartErro
         Some(files) => Some(tls::acceptor(files)?),
         None => None,
     };
-    reload::spawn_watcher(state.clone());
+    reload::spawn_watcher(state.reloadable());
     if let Some(auth) = &state.auth {
         Auth::spawn_revision_watch(auth);
     }

@@ -8,7 +8,7 @@ use crate::auth::Auth;
 use crate::idempotency::Idempotency;
 use crate::limits::Limits;
 use crate::routing::RouteTable;
-use crate::routing::reload::ReloadStatus;
+use crate::routing::reload::{ReloadStatus, Reloadable};
 
 /// Shared state of the running gateway.
 #[derive(Clone)]
@@ -35,6 +35,14 @@ impl AppState {
             reload: Arc::new(reload),
             auth: None,
             idempotency: None,
+        }
+    }
+
+    /// What a reload of the routes file swaps: this state's table and reload status.
+    pub fn reloadable(&self) -> Reloadable {
+        Reloadable {
+            routes: self.routes.clone(),
+            status: self.reload.clone(),
         }
     }
 }

@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
 
+use super::sse;
 use crate::schema::chat::{ChatChoice, ResponseMessage};
 use crate::schema::chunk::ToolCallDelta;
 use crate::schema::{ChatCompletion, Usage};
@@ -142,10 +143,10 @@ impl ChunkWriter {
             choices,
             usage: self.include_usage.then_some(usage),
         };
-        out.extend_from_slice(b"data: ");
         // Serialising borrowed strings and numbers into memory cannot fail.
-        let _ = serde_json::to_writer(out.writer(), &chunk);
-        out.extend_from_slice(b"\n\n");
+        sse::write_event(out, None, |buf| {
+            let _ = serde_json::to_writer(buf.writer(), &chunk);
+        });
     }
 }
 

@@ -14,8 +14,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::sse;
+use super::stream::ByteStream;
 use super::stream::{Emitter, Flow, Framing, StreamAdapter, normalize};
-use crate::backends::ByteStream;
 use crate::error::GatewayError;
 
 pub use super::stream::DONE_EVENT;
@@ -207,14 +207,14 @@ fn write_data_event(out: &mut Emitter, data: &[u8]) {
     let buf = out.buf();
     let json = matches!(data.trim_ascii_start().first(), Some(b'{' | b'['));
     buf.reserve(data.len() + 8);
-    buf.extend_from_slice(b"data: ");
-    for (i, line) in data.split(|&b| b == b'\n').enumerate() {
-        if i > 0 {
-            buf.extend_from_slice(if json { b" " } else { b"\ndata: " });
+    sse::write_event(buf, None, |buf| {
+        for (i, line) in data.split(|&b| b == b'\n').enumerate() {
+            if i > 0 {
+                buf.extend_from_slice(if json { b" " } else { b"\ndata: " });
+            }
+            buf.extend_from_slice(line);
         }
-        buf.extend_from_slice(line);
-    }
-    buf.extend_from_slice(b"\n\n");
+    });
 }
 
 #[cfg(test)]

@@ -11,6 +11,21 @@ use std::borrow::Cow;
 
 use bytes::{Bytes, BytesMut};
 
+/// Writes one server-sent event, `[event: <name>\n]data: <payload>\n\n`, into `out`: the one
+/// place the gateway frames an event. `payload` writes the data in place (a serialiser writing
+/// straight into `out` costs no intermediate buffer); it must not write a line break, which
+/// would end the `data:` field (JSON serialisers escape theirs).
+pub fn write_event(out: &mut BytesMut, event: Option<&str>, payload: impl FnOnce(&mut BytesMut)) {
+    if let Some(name) = event {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"\n");
+    }
+    out.extend_from_slice(b"data: ");
+    payload(out);
+    out.extend_from_slice(b"\n\n");
+}
+
 /// Splits a byte stream into whole SSE events.
 #[derive(Debug, Default)]
 pub struct SseFramer {
@@ -165,6 +180,22 @@ pub fn data_payloads(frames: &[u8]) -> Vec<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn write_event_frames_data_and_an_optional_event_name() {
+        let mut out = BytesMut::new();
+        write_event(&mut out, None, |b| b.extend_from_slice(b"{\"a\":1}"));
+        write_event(&mut out, Some("response.done"), |b| {
+            b.extend_from_slice(b"{}")
+        });
+        assert_eq!(
+            &out[..],
+            b"data: {\"a\":1}\n\nevent: response.done\ndata: {}\n\n"
+        );
+        // What it writes is what the framer cuts back into events.
+        let frames = out.freeze();
+        assert_eq!(events(&frames).count(), 2);
+    }
 
     fn feed(framer: &mut SseFramer, pieces: &[&[u8]]) -> Vec<u8> {
         let mut out = Vec::new();

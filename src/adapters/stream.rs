@@ -24,8 +24,10 @@ use futures::{Stream, StreamExt};
 
 use super::ndjson::{self, LineFramer};
 use super::sse::{self, SseFramer};
-use crate::backends::ByteStream;
 use crate::error::GatewayError;
+
+/// A byte stream relayed to the client.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, GatewayError>> + Send>>;
 
 /// The canonical end of an OpenAI stream.
 pub const DONE_EVENT: &[u8] = b"data: [DONE]\n\n";
@@ -98,7 +100,10 @@ pub trait StreamAdapter {
     /// (`data: {"error":{...}}`); a format with failure events of its own (the Responses API's)
     /// writes those instead.
     fn write_failure(&mut self, err: &GatewayError, out: &mut Emitter) {
-        out.extend(&err.to_sse_event());
+        let (_, body) = err.to_openai();
+        sse::write_event(out.buf(), None, |buf| {
+            buf.extend_from_slice(&body.to_bytes())
+        });
     }
 }
 

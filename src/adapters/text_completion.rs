@@ -6,6 +6,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::chunk::unix_now;
+use super::sse;
 use crate::error::GatewayError;
 use crate::schema::{CompletionRequest, Usage};
 
@@ -120,9 +121,7 @@ impl TextCompletionWriter {
         choices: &[ChoiceRef<'_>],
         usage: Option<Option<Usage>>,
     ) {
-        out.extend_from_slice(b"data: ");
-        self.write_json(out, choices, usage);
-        out.extend_from_slice(b"\n\n");
+        sse::write_event(out, None, |buf| self.write_json(buf, choices, usage));
     }
 
     fn write_json(

@@ -2,6 +2,7 @@
 //! per backend, header filtering both ways, timeouts, and upstream failures mapped to errors.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{
@@ -88,6 +89,70 @@ pub(crate) fn cause_chain(err: &dyn std::error::Error) -> String {
     message
 }
 
+/// The one way an upstream HTTP client is built, for the gateway's backends and the worker
+/// alike: `connect_timeout`, no Nagle delay, and no redirects (a redirect would carry the
+/// credential elsewhere).
+pub(crate) fn client_builder(connect_timeout: Duration) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true)
+        .redirect(reqwest::redirect::Policy::none())
+}
+
+/// The one header filter of requests going upstream (the gateway's backends and the worker):
+/// appends to `out` the `headers` that may go, that is all but hop-by-hop ones, those their
+/// `connection` values name, and `Authorization` unless `keep_authorization`.
+pub(crate) fn forward_headers<'a>(
+    out: &mut HeaderMap,
+    headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    connection: impl IntoIterator<Item = &'a [u8]>,
+    keep_authorization: bool,
+) {
+    let named = connection_options(connection);
+    for (name, value) in headers {
+        if is_not_forwarded_up(name)
+            || (name == "authorization" && !keep_authorization)
+            || named.iter().any(|x| x == name)
+        {
+            continue;
+        }
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_bytes(value),
+        ) {
+            out.append(name, value);
+        }
+    }
+}
+
+/// The one URL rule of upstream requests: `base` with `path_and_query` (query included)
+/// appended to its path `base_path` (no trailing `/`); an empty path is the base URL itself.
+/// Refused, rather than resolved, when the path could leave the base URL (a `.`/`..` segment
+/// or a backslash, in any encoding): the upstream's credential goes with the request.
+pub(crate) fn join_below(
+    base: &url::Url,
+    base_path: &str,
+    path_and_query: &str,
+) -> Result<url::Url, &'static str> {
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (path_and_query, None),
+    };
+    if !path.is_empty() {
+        upstream_path::check(path)?;
+    }
+    let mut url = base.clone();
+    let mut full = String::with_capacity(base_path.len() + path.len());
+    full.push_str(base_path);
+    full.push_str(path);
+    url.set_path(&full);
+    url.set_query(query);
+    if !upstream_path::is_under(&url, base_path) {
+        return Err("it leaves the base URL");
+    }
+    Ok(url)
+}
+
 /// A configured HTTP upstream.
 #[derive(Debug)]
 pub struct HttpUpstream {
@@ -108,12 +173,7 @@ pub struct HttpUpstream {
 impl HttpUpstream {
     /// Builds the client for one backend.
     pub fn new(name: &str, settings: &HttpSettings) -> Result<Self, String> {
-        let builder = || {
-            reqwest::Client::builder()
-                .connect_timeout(settings.connect_timeout)
-                .tcp_nodelay(true)
-                .redirect(reqwest::redirect::Policy::none())
-        };
+        let builder = || client_builder(settings.connect_timeout);
         let built = |b: reqwest::ClientBuilder| {
             b.build()
                 .map_err(|e| format!("backend `{name}`: cannot build the HTTP client: {e}"))
@@ -207,25 +267,12 @@ impl HttpUpstream {
     /// `base_url` joined with a path below `/v1` (query included). Refused, rather than
     /// resolved, when the path could leave the base URL: the backend's credential goes with it.
     fn url(&self, path_and_query: &str) -> Result<url::Url, GatewayError> {
-        let unsafe_path = |reason| GatewayError::UnsafePath {
-            path: path_and_query.to_owned(),
-            reason,
-        };
-        upstream_path::check(path_and_query).map_err(unsafe_path)?;
-        let (path, query) = match path_and_query.split_once('?') {
-            Some((path, query)) => (path, Some(query)),
-            None => (path_and_query, None),
-        };
-        let mut url = self.base.clone();
-        let mut full = String::with_capacity(self.base_path.len() + path.len());
-        full.push_str(&self.base_path);
-        full.push_str(path);
-        url.set_path(&full);
-        url.set_query(query);
-        if !upstream_path::is_under(&url, &self.base_path) {
-            return Err(unsafe_path("it leaves the backend's base URL"));
-        }
-        Ok(url)
+        join_below(&self.base, &self.base_path, path_and_query).map_err(|reason| {
+            GatewayError::UnsafePath {
+                path: path_and_query.to_owned(),
+                reason,
+            }
+        })
     }
 
     /// The client's headers minus hop-by-hop ones, with the credential `auth` picks and the
@@ -237,22 +284,12 @@ impl HttpUpstream {
         };
         let keep_client_auth = matches!(auth, UpstreamAuth::Client) && self.api_key.is_none();
         let mut out = HeaderMap::with_capacity(client.len() + self.headers.len() + 1);
-        let named = connection_options(client.get_all("connection").map(|v| v.as_bytes()));
-        for (name, value) in client {
-            let n = name.as_str();
-            if is_not_forwarded_up(n)
-                || (n == "authorization" && !keep_client_auth)
-                || named.iter().any(|x| x == n)
-            {
-                continue;
-            }
-            if let (Ok(name), Ok(value)) = (
-                HeaderName::from_bytes(n.as_bytes()),
-                HeaderValue::from_bytes(value.as_bytes()),
-            ) {
-                out.append(name, value);
-            }
-        }
+        forward_headers(
+            &mut out,
+            client.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
+            client.get_all("connection").map(|v| v.as_bytes()),
+            keep_client_auth,
+        );
         // The gateway frames streams itself, so it asks for the bytes as they are (and decodes
         // gzip from an upstream that compresses anyway).
         out.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));

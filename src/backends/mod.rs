@@ -6,7 +6,7 @@
 //! extend. No routing and no HTTP-server concerns here.
 
 mod echo;
-mod http;
+pub mod http;
 mod ollama;
 mod openai;
 mod proxy;
@@ -15,18 +15,19 @@ mod timing;
 pub mod upstream_path;
 
 use std::future::Future;
-use std::pin::Pin;
 
 use actix_web::http::header::HeaderMap;
 use actix_web::http::{Method, StatusCode};
 use bytes::Bytes;
-use futures::Stream;
 
 pub use echo::EchoBackend;
 pub use ollama::OllamaBackend;
 pub use openai::OpenAIBackend;
 pub use proxy::ProxyBackend;
 pub use redis::RedisBackend;
+
+pub use crate::adapters::stream::ByteStream;
+pub use crate::schema::DiscoveredModel;
 
 use crate::config::{BackendConfig, BackendSettings, ResponsesMode};
 use crate::error::GatewayError;
@@ -90,6 +91,9 @@ pub struct UpstreamCall<'a> {
     pub parsed: ParsedRequest<'a>,
     /// The model name exactly as the client sent it (responses echo it back).
     pub client_model: &'a str,
+    /// The name this backend knows the model by: the route's rewrite and the backend's own
+    /// `model` applied (the name already spliced into `body`). Empty when no route was used.
+    pub upstream_model: &'a str,
     /// Which `Authorization` goes upstream.
     pub auth: UpstreamAuth<'a>,
 }
@@ -103,9 +107,6 @@ pub enum UpstreamAuth<'a> {
     /// project's credential for this backend when it has one, else the backend's `api_key`.
     Gateway(Option<&'a reqwest::header::HeaderValue>),
 }
-
-/// A byte stream relayed to the client.
-pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, GatewayError>> + Send>>;
 
 /// The body of a reply.
 pub enum ReplyBody {
@@ -125,17 +126,6 @@ pub struct UpstreamReply {
     pub headers: HeaderMap,
     /// The body.
     pub body: ReplyBody,
-}
-
-/// A model a backend reported in its own listing.
-#[derive(Debug, Clone)]
-pub struct DiscoveredModel {
-    /// The backend's own name for it.
-    pub id: String,
-    /// Unix seconds, when the backend says.
-    pub created: Option<u64>,
-    /// Owner, when the backend says.
-    pub owned_by: Option<String>,
 }
 
 /// An OpenAI endpoint that not every kind of upstream has.

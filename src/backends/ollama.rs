@@ -18,7 +18,6 @@ use crate::adapters::ollama::{self, ChatStream, GenerateStream};
 use crate::adapters::stream::{StreamAdapter, normalize};
 use crate::config::HttpSettings;
 use crate::error::GatewayError;
-use crate::routing::rewrite::peek_model;
 use crate::schema::{ChatCompletionRequest, CompletionRequest, EmbeddingRequest, EncodingFormat};
 
 /// An Ollama backend.
@@ -40,8 +39,7 @@ impl OllamaBackend {
         call: &UpstreamCall<'_>,
         request: &ChatCompletionRequest,
     ) -> Result<UpstreamReply, GatewayError> {
-        let model = upstream_model(call, &request.model);
-        let body = ollama::chat_request(request, &model, call.stream)?;
+        let body = ollama::chat_request(request, call.upstream_model, call.stream)?;
         let adapter =
             || ChatStream::new(call.client_model, request.include_usage(), self.http.name());
         self.exchange(call, "/api/chat", body, adapter, ollama::chat_response)
@@ -53,8 +51,7 @@ impl OllamaBackend {
         call: &UpstreamCall<'_>,
         request: &CompletionRequest,
     ) -> Result<UpstreamReply, GatewayError> {
-        let model = upstream_model(call, &request.model);
-        let body = ollama::generate_request(request, &model, call.stream)?;
+        let body = ollama::generate_request(request, call.upstream_model, call.stream)?;
         let adapter =
             || GenerateStream::new(call.client_model, request.include_usage(), self.http.name());
         self.exchange(
@@ -104,8 +101,7 @@ impl OllamaBackend {
         call: &UpstreamCall<'_>,
         request: &EmbeddingRequest,
     ) -> Result<UpstreamReply, GatewayError> {
-        let model = upstream_model(call, &request.model);
-        let body = ollama::embed_request(request, &model)?;
+        let body = ollama::embed_request(request, call.upstream_model)?;
         let response = self
             .post("/api/embed", body, call.client_headers, false, call.auth)
             .await?;
@@ -166,14 +162,6 @@ impl OllamaBackend {
             Err(err) => err,
         }
     }
-}
-
-/// The name the upstream knows the model by: the body's model after the route's rewrite.
-fn upstream_model(call: &UpstreamCall<'_>, fallback: &str) -> String {
-    peek_model(&call.body)
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| fallback.to_owned())
 }
 
 /// The upstream's response headers, with the content type of the gateway's JSON answer.

@@ -47,7 +47,7 @@ async fn parse<T: DeserializeOwned>(
             message: "the body must be a JSON object".to_owned(),
         });
     }
-    crate::schema::parse_request(&body)
+    super::body::parse_request(&body)
 }
 
 /// Creates a project.

@@ -4,7 +4,7 @@
 use actix_web::web::{Data, Payload};
 use actix_web::{HttpRequest, HttpResponse};
 
-use super::forward::send;
+use super::forward::send_resolved;
 use super::optional_api::{OptionalEndpoint, Routed, relay_or_serve};
 use crate::backends::OptionalApi;
 use crate::error::GatewayError;
@@ -64,10 +64,10 @@ impl OptionalEndpoint for CompletionRequest {
             req,
             state,
             caller,
-            table,
+            resolved,
             body,
             ..
         } = routed;
-        send(req, state, caller, table, body, &request).await
+        send_resolved(req, state, caller, resolved, body, &request).await
     }
 }

@@ -16,8 +16,8 @@ use actix_web::{HttpRequest, HttpResponse};
 use bytes::Bytes;
 use serde_json::Value;
 
+use super::openapi;
 use crate::error::GatewayError;
-use crate::openapi;
 use crate::state::AppState;
 
 /// The vendored `swagger-ui-dist` version; a unit test checks it against the vendored

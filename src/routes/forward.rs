@@ -5,15 +5,15 @@ use actix_web::web::{Data, Payload};
 use actix_web::{HttpRequest, HttpResponse};
 use bytes::Bytes;
 
-use super::body::read_body;
+use super::body::{parse_request, read_body};
 use super::caller::{self, Caller};
 use super::idempotent;
 use super::reply::respond;
-use crate::backends::{Endpoint, ParsedRequest, UpstreamCall};
+use crate::backends::{Endpoint, ParsedRequest, UpstreamCall, UpstreamReply};
 use crate::error::GatewayError;
 use crate::routing::rewrite::{peek_model, replace_model};
 use crate::routing::{Resolved, RouteTable, failover};
-use crate::schema::{ChatCompletionRequest, CompletionRequest, EmbeddingRequest, parse_request};
+use crate::schema::{ChatCompletionRequest, CompletionRequest, EmbeddingRequest};
 use crate::state::AppState;
 
 /// A typed request that names its model.
@@ -93,34 +93,82 @@ pub async fn send<T: RoutedRequest>(
     body: Bytes,
     request: &T,
 ) -> Result<HttpResponse, GatewayError> {
+    let resolved = route(caller, table, request.model())?;
+    send_resolved(req, state, caller, resolved, body, request).await
+}
+
+/// Sends `request` (its bytes, `body`) on its route `resolved`, once the caller's key has a
+/// request left.
+pub async fn send_resolved<T: RoutedRequest>(
+    req: &HttpRequest,
+    state: &AppState,
+    caller: &Caller,
+    resolved: Resolved<'_>,
+    body: Bytes,
+    request: &T,
+) -> Result<HttpResponse, GatewayError> {
     let model = request.model();
-    caller::check_scope(caller, model)?;
-    let resolved = resolve(table, model)?;
     caller::admit(state, caller, model).await?;
-    tracing::debug!(model, route = %resolved.route.prefix, "routed");
-    let stream = request.stream();
-    let reply = failover::send(resolved, |backend, upstream_model| {
-        Ok(UpstreamCall {
-            endpoint: T::ENDPOINT,
-            body: with_model(&body, model, upstream_model)?,
-            stream,
-            client_headers: req.headers(),
-            parsed: request.parsed(),
-            client_model: model,
-            auth: caller::upstream_auth(caller, backend),
-        })
-    })
-    .await?;
+    let shape = CallShape {
+        endpoint: T::ENDPOINT,
+        stream: request.stream(),
+        parsed: request.parsed(),
+    };
+    let reply = send_routed(req, caller, resolved, model, &body, shape).await?;
     Ok(respond(reply))
 }
 
-/// The route serving `model`, or 404 `model_not_found`.
-pub fn resolve<'a>(table: &'a RouteTable, model: &'a str) -> Result<Resolved<'a>, GatewayError> {
-    table
+/// The routing step of every request that names a model, typed or relayed: the caller's scope
+/// first (a refusal says nothing about which routes exist, 403), then the route serving `model`
+/// by longest prefix, or 404 `model_not_found`.
+pub fn route<'a>(
+    caller: &Caller,
+    table: &'a RouteTable,
+    model: &'a str,
+) -> Result<Resolved<'a>, GatewayError> {
+    caller::check_scope(caller, model)?;
+    let resolved = table
         .resolve(model)
         .ok_or_else(|| GatewayError::ModelNotFound {
             model: model.to_owned(),
+        })?;
+    tracing::debug!(model, route = %resolved.route.prefix, "routed");
+    Ok(resolved)
+}
+
+/// What an `UpstreamCall` holds besides the route: the endpoint and the request's typed view.
+pub struct CallShape<'a> {
+    /// Which endpoint.
+    pub endpoint: Endpoint<'a>,
+    /// Whether the client asked for a stream.
+    pub stream: bool,
+    /// The typed request (`Opaque` when relayed).
+    pub parsed: ParsedRequest<'a>,
+}
+
+/// Sends the client's `body` (naming `model`) through `resolved`'s backends, failing over
+/// before the first byte; each backend gets the body with its own model name spliced in.
+pub async fn send_routed<'a>(
+    req: &'a HttpRequest,
+    caller: &'a Caller,
+    resolved: Resolved<'a>,
+    model: &'a str,
+    body: &Bytes,
+    shape: CallShape<'a>,
+) -> Result<UpstreamReply, GatewayError> {
+    failover::send(resolved, |backend, upstream_model| {
+        Ok(UpstreamCall {
+            endpoint: shape.endpoint,
+            body: with_model(body, model, upstream_model)?,
+            stream: shape.stream,
+            client_headers: req.headers(),
+            parsed: shape.parsed,
+            client_model: model,
+            upstream_model,
+            auth: caller::upstream_auth(caller, backend),
         })
+    })
+    .await
 }
 
 /// The body's model, read without the typed parse (a route that relays the body never needs

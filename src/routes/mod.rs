@@ -12,12 +12,15 @@ mod forward;
 pub mod health;
 mod idempotent;
 pub mod models;
+pub mod openapi;
 mod optional_api;
 pub mod passthrough;
 mod reply;
 pub mod responses;
 pub mod route_table;
 mod via_chat;
+
+pub use body::parse_request;
 
 use actix_web::web::{self, ServiceConfig};
 use actix_web::{HttpRequest, HttpResponse};

@@ -8,15 +8,15 @@ use actix_web::{HttpRequest, HttpResponse};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
+use super::body::parse_request;
 use super::body::read_body;
 use super::caller::{self, Caller};
-use super::forward::{model_of, resolve};
+use super::forward::{model_of, route};
 use super::idempotent;
 use super::passthrough::relay_resolved;
 use crate::backends::OptionalApi;
 use crate::error::GatewayError;
 use crate::routing::{Resolved, RouteTable};
-use crate::schema::parse_request;
 use crate::state::AppState;
 
 /// An endpoint that the route's backend may or may not have.
@@ -37,8 +37,6 @@ pub(super) struct Routed<'a> {
     pub state: &'a AppState,
     /// Whose key it carries.
     pub caller: &'a Caller,
-    /// The route table snapshot the request keeps.
-    pub table: &'a RouteTable,
     /// Its route.
     pub resolved: Resolved<'a>,
     /// Its body, as the client sent it.
@@ -69,9 +67,7 @@ async fn route_and_serve<T: OptionalEndpoint>(
     body: Bytes,
 ) -> Result<HttpResponse, GatewayError> {
     let model = model_of::<T>(&body)?;
-    // Before the route is looked up: a refusal says nothing about which routes exist.
-    caller::check_scope(caller, &model)?;
-    let resolved = resolve(table, &model)?;
+    let resolved = route(caller, table, &model)?;
     if resolved.route.primary().backend.relays(T::API) {
         return relay_resolved(req, state, caller, resolved, body, &model).await;
     }
@@ -80,7 +76,6 @@ async fn route_and_serve<T: OptionalEndpoint>(
         req,
         state,
         caller,
-        table,
         resolved,
         body,
     };

@@ -9,12 +9,12 @@ use bytes::Bytes;
 
 use super::body::read_body;
 use super::caller::{self, Caller};
-use super::forward::with_model;
+use super::forward::{CallShape, route, send_routed};
 use super::reply::respond;
 use crate::backends::{Backend, Endpoint, ParsedRequest, UpstreamCall, upstream_path};
 use crate::error::GatewayError;
 use crate::routing::rewrite::peek_model;
-use crate::routing::{Resolved, RouteTable, failover};
+use crate::routing::{Resolved, RouteTable};
 use crate::state::AppState;
 
 /// Relays the request to the backend its model (or the default backend) names.
@@ -40,18 +40,17 @@ pub async fn relay(
     } else {
         None
     };
-    // A request naming no model is admitted only for a key whose scope holds the catch-all `""`.
-    caller::check_scope(&caller, model.as_deref().unwrap_or_default())?;
     match &model {
         Some(model) => {
-            let resolved = table
-                .resolve(model)
-                .ok_or_else(|| GatewayError::ModelNotFound {
-                    model: model.clone(),
-                })?;
+            let resolved = route(&caller, &table, model)?;
             relay_resolved(&req, &state, &caller, resolved, body, model).await
         }
-        None => relay_to_default(&req, &state, &caller, &table, body).await,
+        None => {
+            // A request naming no model is admitted only for a key whose scope holds the
+            // catch-all `""`.
+            caller::check_scope(&caller, "")?;
+            relay_to_default(&req, &state, &caller, &table, body).await
+        }
     }
 }
 
@@ -68,12 +67,12 @@ pub(super) async fn relay_resolved(
 ) -> Result<HttpResponse, GatewayError> {
     caller::admit(state, caller, model).await?;
     let path_and_query = path_and_query(req);
-    let reply = failover::send(resolved, |backend, upstream_model| {
-        let body = with_model(&body, model, upstream_model)?;
-        let auth = caller::upstream_auth(caller, backend);
-        Ok(raw_call(req, &path_and_query, body, model, auth))
-    })
-    .await?;
+    let shape = CallShape {
+        endpoint: raw_endpoint(req, &path_and_query),
+        stream: false,
+        parsed: ParsedRequest::Opaque,
+    };
+    let reply = send_routed(req, caller, resolved, model, &body, shape).await?;
     Ok(respond(reply))
 }
 
@@ -98,9 +97,17 @@ async fn relay_to_default(
     caller::admit(state, caller, "").await?;
     let path_and_query = path_and_query(req);
     let auth = caller::upstream_auth(caller, name);
-    let reply = backend
-        .send(raw_call(req, &path_and_query, body, "", auth))
-        .await?;
+    let call = UpstreamCall {
+        endpoint: raw_endpoint(req, &path_and_query),
+        body,
+        stream: false,
+        client_headers: req.headers(),
+        parsed: ParsedRequest::Opaque,
+        client_model: "",
+        upstream_model: "",
+        auth,
+    };
+    let reply = backend.send(call).await?;
     Ok(respond(reply))
 }
 
@@ -114,24 +121,11 @@ fn path_and_query(req: &HttpRequest) -> String {
     }
 }
 
-fn raw_call<'a>(
-    req: &'a HttpRequest,
-    path_and_query: &'a str,
-    body: Bytes,
-    client_model: &'a str,
-    auth: crate::backends::UpstreamAuth<'a>,
-) -> UpstreamCall<'a> {
-    UpstreamCall {
-        endpoint: Endpoint::Raw {
-            method: req.method(),
-            path_and_query,
-        },
-        body,
-        stream: false,
-        client_headers: req.headers(),
-        parsed: ParsedRequest::Opaque,
-        client_model,
-        auth,
+/// The request's method and path, relayed as they are.
+fn raw_endpoint<'a>(req: &'a HttpRequest, path_and_query: &'a str) -> Endpoint<'a> {
+    Endpoint::Raw {
+        method: req.method(),
+        path_and_query,
     }
 }
 

@@ -45,6 +45,7 @@ pub async fn respond_via_chat(
             client_headers: req.headers(),
             parsed: ParsedRequest::Chat(&chat),
             client_model: &request.model,
+            upstream_model,
             auth: caller::upstream_auth(caller, backend),
         })
     })

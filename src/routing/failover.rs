@@ -30,9 +30,9 @@ const MAX_HELD_BEFORE_FIRST_EVENT: usize = 64 * 1024;
 
 /// Sends a resolved request to its route's backends, failing over before the first byte.
 /// `call` builds the call for one backend from its name and the model name it expects.
-pub async fn send<'c>(
-    resolved: Resolved<'_>,
-    mut call: impl FnMut(&str, &str) -> Result<UpstreamCall<'c>, GatewayError>,
+pub async fn send<'r: 'c, 'c>(
+    resolved: Resolved<'r>,
+    mut call: impl FnMut(&'r str, &'r str) -> Result<UpstreamCall<'c>, GatewayError>,
 ) -> Result<UpstreamReply, GatewayError> {
     let route = resolved.route;
     // Only a route that can fail over spends its budget: a one-backend route (the common case)

@@ -23,8 +23,8 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
+use super::RouteTable;
 use crate::config;
-use crate::state::AppState;
 
 /// How long the directory must stay quiet before a reload (editors save in several steps).
 const QUIET: Duration = Duration::from_millis(50);
@@ -112,10 +112,20 @@ impl ReloadStatus {
     }
 }
 
+/// What a reload swaps and reports to: the table in force and the reload status, shared with the
+/// server's state. Cheap to clone.
+#[derive(Clone)]
+pub struct Reloadable {
+    /// The table that handlers snapshot; a reload stores a new one.
+    pub routes: Arc<ArcSwap<RouteTable>>,
+    /// Which file version is in force and how reloads went.
+    pub status: Arc<ReloadStatus>,
+}
+
 /// Reloads the file now. Without `force`, a file whose text was already loaded (or already
 /// refused) is left alone.
-pub fn reload(state: &AppState, force: bool) -> ReloadOutcome {
-    let status = &state.reload;
+pub fn reload(target: &Reloadable, force: bool) -> ReloadOutcome {
+    let status = &target.status;
     let source = match config::read(status.path()) {
         Ok(source) => source,
         Err(errors) => return refuse(status, None, &errors),
@@ -133,7 +143,7 @@ pub fn reload(state: &AppState, force: bool) -> ReloadOutcome {
             return ReloadOutcome::Unchanged;
         }
     }
-    let previous = state.routes.load();
+    let previous = target.routes.load();
     let built = super::load_table(&source, status.path(), Some(&previous)).map(|(config, table)| {
         if config::fixed_at_start(&config) != status.fixed_at_start {
             tracing::warn!(file = %status.path().display(), "[store], [auth] or [server] tls changed: they are read at start, so restart to apply them; routes and backends are reloaded");
@@ -143,7 +153,7 @@ pub fn reload(state: &AppState, force: bool) -> ReloadOutcome {
     match built {
         Ok(table) => {
             let routes = table.routes().len();
-            state.routes.store(Arc::new(table));
+            target.routes.store(Arc::new(table));
             status.loaded.store(Arc::new(Loaded {
                 sha256: sha256.clone(),
                 at: unix_now(),
@@ -233,8 +243,8 @@ impl ConfigPaths {
 /// Starts watching the config's directory and SIGHUP, reloading on either, until the runtime
 /// stops. The watch is in place when this returns, so no later edit is missed. Must be called
 /// within a tokio runtime.
-pub fn spawn_watcher(state: AppState) {
-    let paths = ConfigPaths::of(state.reload.path());
+pub fn spawn_watcher(target: Reloadable) {
+    let paths = ConfigPaths::of(target.status.path());
     let dirs = paths.dirs.clone();
     let shown: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
     let dir = shown.join(", ");
@@ -271,12 +281,12 @@ pub fn spawn_watcher(state: AppState) {
     tokio::spawn(async move {
         // The watcher stops when dropped: the task owns it.
         let _watcher = _watcher;
-        watch_loop(state, rx, hangup).await;
+        watch_loop(target, rx, hangup).await;
     });
 }
 
 async fn watch_loop(
-    state: AppState,
+    target: Reloadable,
     mut rx: mpsc::Receiver<()>,
     mut hangup: Option<tokio::signal::unix::Signal>,
 ) {
@@ -294,8 +304,8 @@ async fn watch_loop(
                 true
             }
         };
-        let state = state.clone();
-        if let Err(err) = tokio::task::spawn_blocking(move || reload(&state, force)).await {
+        let target = target.clone();
+        if let Err(err) = tokio::task::spawn_blocking(move || reload(&target, force)).await {
             tracing::error!(error = %err, "reload task failed");
         }
     }
@@ -328,11 +338,14 @@ fn unix_now() -> u64 {
 mod tests {
     use super::*;
 
-    fn state_for(dir: &Path, text: &str) -> AppState {
+    fn state_for(dir: &Path, text: &str) -> Reloadable {
         let path = dir.join("routes.toml");
         std::fs::write(&path, text).unwrap();
         let (_, table) = crate::routing::load_table(text, &path, None).unwrap();
-        AppState::new(table, ReloadStatus::new(&path, text))
+        Reloadable {
+            routes: Arc::new(ArcSwap::from_pointee(table)),
+            status: Arc::new(ReloadStatus::new(&path, text)),
+        }
     }
 
     const A: &str = "[backends.e]\nkind = \"echo\"\n[[routes]]\nprefix = \"a/\"\nbackend = \"e\"\n";
@@ -355,7 +368,7 @@ mod tests {
             state.routes.load().resolve("b/x").is_some(),
             "last good table serves"
         );
-        let failure = state.reload.last_error().unwrap();
+        let failure = state.status.last_error().unwrap();
         assert!(
             failure.errors[0].ends_with("routes.toml:3:11: unknown backend `nope` (defined: none)"),
             "{:?}",
@@ -369,9 +382,9 @@ mod tests {
 
         std::fs::write(&path, B).unwrap();
         assert_eq!(reload(&state, false), ReloadOutcome::Unchanged);
-        assert!(state.reload.last_error().is_none());
-        assert_eq!(state.reload.failed.load(Ordering::Relaxed), 1);
-        assert_eq!(state.reload.succeeded.load(Ordering::Relaxed), 1);
+        assert!(state.status.last_error().is_none());
+        assert_eq!(state.status.failed.load(Ordering::Relaxed), 1);
+        assert_eq!(state.status.succeeded.load(Ordering::Relaxed), 1);
     }
 
     #[test]

@@ -25,3 +25,14 @@ pub struct ModelList {
     /// The models.
     pub data: Vec<Model>,
 }
+
+/// A model a backend reported in its own listing.
+#[derive(Debug, Clone)]
+pub struct DiscoveredModel {
+    /// The backend's own name for it.
+    pub id: String,
+    /// Unix seconds, when the backend says.
+    pub created: Option<u64>,
+    /// Owner, when the backend says.
+    pub owned_by: Option<String>,
+}

@@ -6,7 +6,8 @@ use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::support::{closed_port, openai_routes, spawn_gateway};
+use crate::support::net::free_port;
+use crate::support::{openai_routes, spawn_gateway};
 
 async fn error_of(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();
@@ -137,7 +138,7 @@ async fn upstream_errors_pass_through_with_status_body_and_rate_limit_headers() 
 #[tokio::test]
 async fn an_unreachable_upstream_is_502_and_a_slow_one_504() {
     let gw = spawn_gateway(&openai_routes(
-        &format!("http://127.0.0.1:{}/v1", closed_port()),
+        &format!("http://127.0.0.1:{}/v1", free_port()),
         "",
     ))
     .await;
@@ -206,7 +207,7 @@ async fn an_upstream_error_body_too_large_to_hold_is_a_502_not_unbounded_memory(
 #[tokio::test]
 async fn an_unreachable_backend_with_a_password_in_its_url_is_reported_without_it() {
     // Arrange
-    let base = format!("http://user:hunter2@127.0.0.1:{}/v1", closed_port());
+    let base = format!("http://user:hunter2@127.0.0.1:{}/v1", free_port());
     let gw = spawn_gateway(&openai_routes(&base, "api_key = \"sk-backend-secret\"")).await;
 
     // Act: a typed endpoint and a pass-through one.

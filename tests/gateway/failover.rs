@@ -7,13 +7,14 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::support::faulty::{Fault, FaultyUpstream};
+use crate::support::net::free_port;
 use crate::support::paced_sse::{PacedSse, Seen};
 use crate::support::python::run_pytest;
-use crate::support::redis::eventually;
-use crate::support::{TestGateway, closed_port, spawn_gateway, sse_payloads, stream_text};
+use crate::support::wait::eventually;
+use crate::support::{TestGateway, chat_body, spawn_gateway, sse_payloads, stream_text};
 
 fn chat(model: &str, stream: bool) -> Value {
-    json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
+    chat_body(model, "hi", stream)
 }
 
 /// A `[backends.<name>]` table of kind openai at `base_url`, with extra keys.
@@ -56,7 +57,7 @@ async fn each_fault_before_the_first_byte_fails_over_and_the_client_never_knows(
     // Never ejected here: every request must meet its fault.
     let keys = "first_byte_timeout = \"300ms\"\nidle_timeout = \"300ms\"\neject_after = 10000";
     let mut toml = backend("good", &good.base_url, "");
-    let refused = format!("http://127.0.0.1:{}/v1", closed_port());
+    let refused = format!("http://127.0.0.1:{}/v1", free_port());
     toml += &backend("refuse", &refused, keys);
     toml += "[[routes]]\nprefix = \"refuse/\"\nbackends = [{ name = \"refuse\" }]\nfallback = [\"good\"]\n";
     for (name, fault) in faults {
@@ -262,7 +263,7 @@ async fn the_openai_sdk_under_load_is_answered_despite_every_fault() {
     let stall_mid = FaultyUpstream::start("stall-mid", Fault::StallMidStream).await;
     let reset_mid = FaultyUpstream::start("reset-mid", Fault::ResetMidStream).await;
     let short = "first_byte_timeout = \"300ms\"\nidle_timeout = \"300ms\"";
-    let refused = || format!("http://127.0.0.1:{}/v1", closed_port());
+    let refused = || format!("http://127.0.0.1:{}/v1", free_port());
     let mut toml = String::new();
     for (name, url, keys) in [
         ("good_a", good_a.base_url.clone(), ""),

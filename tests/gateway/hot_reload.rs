@@ -9,6 +9,7 @@ use switchyard::routing::reload::sha256_hex;
 use wiremock::matchers::{body_partial_json, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+use crate::support::wait::eventually;
 use crate::support::{TestGateway, spawn_gateway};
 
 /// An upstream whose every answer, plain or streamed, says `letter`.
@@ -84,13 +85,8 @@ async fn health(gw: &TestGateway) -> Value {
 
 /// Polls `/health` (bounded: 10 s) until `done` holds.
 async fn wait_for(gw: &TestGateway, what: &str, done: impl Fn(&Value) -> bool) {
-    for _ in 0..400 {
-        if done(&health(gw).await) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("gave up waiting for {what}: {}", health(gw).await);
+    let ten_s = Duration::from_secs(10);
+    eventually(ten_s, what, || async { done(&health(gw).await) }).await;
 }
 
 fn write(path: &std::path::Path, text: &str, rename_over: bool) {

@@ -14,6 +14,7 @@ use crate::support::auth::{ADMIN_TOKEN, MASTER_KEY};
 use crate::support::gated_upstream::GatedUpstream;
 use crate::support::postgres::TestPostgres;
 use crate::support::python::run_pytest;
+use crate::support::wait::eventually;
 use crate::support::{TestGateway, spawn_gateway, spawn_gateway_with_clock};
 
 /// A gateway with a store at `store_url` (keys off), `up/` on the openai backend at `upstream`.
@@ -264,14 +265,13 @@ async fn repeats_conflicts_and_limits_over_postgres() {
 /// Sends `GET /health` until the gateway refuses it for having `max_concurrent_requests` in
 /// progress (bounded: 10 s): then every request sent before is being served.
 async fn wait_until_full(gw: &TestGateway) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while gw.get("/health").await.status() != 503 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the requests were not all in progress within 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let full = || async { gw.get("/health").await.status() == 503 };
+    eventually(
+        Duration::from_secs(10),
+        "the requests all in progress",
+        full,
+    )
+    .await;
 }
 
 #[tokio::test]

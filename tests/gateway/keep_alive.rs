@@ -12,7 +12,7 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::support::paced_sse::read_request;
+use crate::support::net::read_request;
 use crate::support::spawn_gateway;
 
 const TASKS: u64 = 20;

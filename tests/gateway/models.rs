@@ -4,7 +4,8 @@ use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::support::{closed_port, spawn_gateway};
+use crate::support::net::free_port;
+use crate::support::spawn_gateway;
 
 #[tokio::test]
 async fn the_listing_unites_configured_and_discovered_models_and_survives_a_dead_backend() {
@@ -45,7 +46,7 @@ backend = "echo"
 models = ["hello"]
 "#,
         upstream.uri(),
-        closed_port()
+        free_port()
     );
     let gw = spawn_gateway(&routes).await;
 
@@ -94,7 +95,7 @@ async fn a_listed_model_can_be_retrieved_by_its_full_name() {
 #[tokio::test]
 async fn a_backend_down_at_listing_time_is_listed_soon_after_it_comes_back() {
     // Arrange: a discovering route whose backend is down (its port closed) at first.
-    let port = closed_port();
+    let port = free_port();
     let gw = spawn_gateway(&format!(
         "[backends.late]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:{port}/v1\"\n[[routes]]\nprefix = \"late/\"\nbackend = \"late\"\ndiscover = true\n"
     ))

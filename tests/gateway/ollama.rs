@@ -16,10 +16,11 @@ use base64::Engine as _;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
+use crate::support::net::free_port;
 use crate::support::ollama_upstream::{OllamaUpstream, Pieces, fixture};
 use crate::support::paced_sse::{PacedSse, Seen};
 use crate::support::python::run_pytest;
-use crate::support::{TestGateway, closed_port, spawn_gateway, sse_payloads};
+use crate::support::{TestGateway, spawn_gateway, sse_payloads};
 
 fn routes(base_url: &str) -> String {
     format!(
@@ -795,7 +796,7 @@ async fn an_error_line_mid_stream_becomes_one_error_event_and_the_stream_closes(
 
 #[tokio::test]
 async fn an_unreachable_ollama_is_502_and_other_endpoints_are_refused() {
-    let gw = spawn_gateway(&routes(&format!("http://127.0.0.1:{}", closed_port()))).await;
+    let gw = spawn_gateway(&routes(&format!("http://127.0.0.1:{}", free_port()))).await;
     let response = gw
         .post_json(
             "/v1/chat/completions",

@@ -15,7 +15,7 @@ async fn a_route_whose_workers_are_all_stopped_fails_over_and_the_withdrawn_job_
     let upstream = FaultyUpstream::start("behind-redis", Fault::Healthy).await;
     let worker = RunningWorker::start(worker_config(&redis.url, &upstream.base_url));
     let mut conn = redis.conn().await;
-    crate::support::redis::eventually(
+    crate::support::wait::eventually(
         std::time::Duration::from_secs(10),
         "the worker created its group",
         || {

@@ -7,22 +7,23 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::{Value, json};
-use switchyard::backends::redis::{StepOutcome, Worker};
+use switchyard::worker::{StepOutcome, Worker};
 use wiremock::matchers::{body_partial_json, header, method, path, query_param};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use crate::support::python::run_pytest;
 use crate::support::redis::{
-    HeldUpstream, RunningWorker, Step, TestRedis, eventually, redis_routes, spawn_python_worker,
+    HeldUpstream, RunningWorker, Step, TestRedis, redis_routes, spawn_python_worker,
     spawn_switchyard_worker, worker_config,
 };
-use crate::support::{TestGateway, spawn_gateway, sse_payloads, stream_text};
+use crate::support::wait::{self, eventually};
+use crate::support::{TestGateway, chat_body, spawn_gateway, sse_payloads, stream_text};
 
 const WORKER_KEY: &str = "sk-worker-secret-1234";
 const LONG: Duration = Duration::from_secs(20);
 
 fn chat(model: &str, prompt: &str, stream: bool) -> Value {
-    json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": prompt}]})
+    chat_body(model, prompt, stream)
 }
 
 fn sse_body(pieces: &[&str]) -> String {
@@ -346,9 +347,7 @@ fn chat_in_background(
 /// Awaits a loop of worker steps, failing the test rather than hanging it when the loop does
 /// not finish within `LONG`.
 async fn within<T>(what: &str, steps: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(LONG, steps)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: not done within {LONG:?}"))
+    wait::within(LONG, what, steps).await
 }
 
 async fn read_until(response: &mut reqwest::Response, needle: &str) -> String {
@@ -848,7 +847,8 @@ async fn sigterm_finishes_running_jobs_takes_no_new_ones_and_releases_past_the_d
     let running = send("running");
     let held = upstream.next(LONG).await;
     w.sigterm();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Queued only once the worker has stopped taking jobs.
+    w.wait_for_log("stopping: no new jobs").await;
     let queued = send("queued");
     upstream.assert_none_for(Duration::from_millis(1500)).await;
     held.send(Step::Json("finished".into())).await;
@@ -983,7 +983,10 @@ async fn a_worker_whose_first_command_after_redis_lost_its_group_is_a_reclaim_re
     // timer is due, so the next step's first command is XAUTOCLAIM, which meets NOGROUP.
     let mut c = redis.conn().await;
     let () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    eventually(LONG, "the reclaim timer is due", || async {
+        worker.reclaim_due()
+    })
+    .await;
     let after = send("after");
 
     // Assert: the worker remakes its group and serves the new job.

@@ -13,7 +13,26 @@ use crate::support::paced_sse::{PacedSse, Seen};
 pub(crate) struct Served {
     pub(crate) child: Child,
     pub(crate) base: String,
+    /// The `message` of each JSON log line after the listening one (`serve` only).
+    log: Option<tokio::sync::mpsc::UnboundedReceiver<String>>,
     _dir: tempfile::TempDir,
+}
+
+impl Served {
+    /// Waits (at most 10 s) until the server logs `message`.
+    pub(crate) async fn wait_for_log(&mut self, message: &str) {
+        let log = self.log.as_mut().expect("a server started by `serve`");
+        let seen = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(line) = log.recv().await {
+                if line == message {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(seen, Ok(true), "the server did not log {message:?}");
+    }
 }
 
 impl Drop for Served {
@@ -44,6 +63,7 @@ pub(crate) async fn serve(routes: &str) -> Served {
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
+    let (log_tx, log) = tokio::sync::mpsc::unbounded_channel();
     let addr = tokio::task::spawn_blocking(move || {
         let mut lines = BufReader::new(stderr).lines();
         let addr = lines
@@ -53,8 +73,16 @@ pub(crate) async fn serve(routes: &str) -> Served {
             .filter_map(|l| serde_json::from_str::<Value>(&l).ok())
             .find(|v| v["message"] == "switchyard listening")
             .and_then(|v| v["addr"].as_str().map(str::to_owned));
-        // Keep draining so the child never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
+        // Keep draining so the child never blocks on a full pipe; tests may wait for a line.
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && let Some(message) = v["message"].as_str()
+                {
+                    let _ = log_tx.send(message.to_owned());
+                }
+            }
+        });
         addr
     })
     .await
@@ -63,6 +91,7 @@ pub(crate) async fn serve(routes: &str) -> Served {
     let served = Served {
         child,
         base: format!("http://{addr}"),
+        log: Some(log),
         _dir: dir,
     };
     for _ in 0..200 {
@@ -136,7 +165,9 @@ async fn sigterm_lets_an_in_flight_stream_finish_then_exits() {
 
     // Act: SIGTERM while the stream is open, then let the upstream finish.
     signal(&served.child, "TERM");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    served
+        .wait_for_log("SIGTERM received; starting graceful shutdown")
+        .await;
     upstream.release_all(2).await;
     let mut rest = Vec::new();
     while let Some(part) = body.next().await {
@@ -211,6 +242,7 @@ async fn a_newline_in_a_client_model_name_cannot_forge_a_text_log_line() {
     let served = Served {
         child,
         base: format!("http://{addr}"),
+        log: None,
         _dir: dir,
     };
 
@@ -289,6 +321,7 @@ async fn a_trace_log_kept_beside_the_config_does_not_loop_reloads() {
     let served = Served {
         child,
         base: format!("http://{}", addr.expect("the server logs its address")),
+        log: None,
         _dir: dir,
     };
     let health = || async {

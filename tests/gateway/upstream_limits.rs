@@ -8,12 +8,12 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::support::raw_upstream::{RawUpstream, Saw, never_answer, write_then_hold};
-use crate::support::{openai_routes, spawn_gateway, sse_payloads, stream_text};
+use crate::support::{chat_body, openai_routes, spawn_gateway, sse_payloads, stream_text};
 
 const SSE_HEAD: &str = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n";
 
 fn chat(stream: bool) -> Value {
-    json!({"model": "up/gpt-4o", "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
+    chat_body("up/gpt-4o", "hi", stream)
 }
 
 /// A raw HTTP/1.1 POST with a JSON body.

@@ -120,18 +120,15 @@ fn write_event<T: Serialize>(sequence: &mut u64, out: &mut Emitter, kind: &str, 
         #[serde(flatten)]
         fields: T,
     }
-    let buf = out.buf();
-    buf.extend_from_slice(b"event: ");
-    buf.extend_from_slice(kind.as_bytes());
-    buf.extend_from_slice(b"\ndata: ");
     let event = Event {
         kind,
         sequence_number: *sequence,
         fields,
     };
     // Serialising the gateway's own values into memory cannot fail.
-    let _ = serde_json::to_writer(buf.writer(), &event);
-    buf.extend_from_slice(b"\n\n");
+    sse::write_event(out.buf(), Some(kind), |buf| {
+        let _ = serde_json::to_writer(buf.writer(), &event);
+    });
     *sequence += 1;
 }
 

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::adapters::sse;
 use crate::backends::http::{is_hop_by_hop, is_not_forwarded_up};
 
 /// The stream every job is added to.
@@ -407,11 +408,10 @@ pub fn text_plain() -> WireHeaders {
 /// tells it apart from an inference server's own error.
 pub fn encode_stream_failure(text: &str) -> String {
     let body = crate::schema::ErrorBody::new(text, "api_error", None, Some("upstream_error"));
-    let json = body.to_bytes();
-    let mut event = Vec::with_capacity(json.len() + 8);
-    event.extend_from_slice(b"data: ");
-    event.extend_from_slice(&json);
-    event.extend_from_slice(b"\n\n");
+    let mut event = bytes::BytesMut::new();
+    sse::write_event(&mut event, None, |buf| {
+        buf.extend_from_slice(&body.to_bytes())
+    });
     let headers = WireHeaders::from([("content-type".to_owned(), "text/event-stream".to_owned())]);
     encode_error(502, &headers, &event)
 }

@@ -12,8 +12,6 @@ pub mod job;
 mod pickup;
 mod pool;
 mod reader;
-mod relay;
-pub mod worker;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,8 +31,6 @@ use super::{Backend, DiscoveredModel, Endpoint, ReplyBody, UpstreamCall, Upstrea
 use crate::adapters::openai::relay_events;
 use crate::config::RedisSettings;
 use crate::error::GatewayError;
-
-pub use worker::{StepOutcome, Worker, WorkerConfig};
 
 /// Time allowed beyond the wait itself for Redis to answer a command, before it counts as down.
 const REDIS_GRACE: Duration = Duration::from_secs(5);

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
-use super::paced_sse::read_request;
+use super::net::read_request;
 
 /// How the upstream answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

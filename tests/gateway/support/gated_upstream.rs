@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::paced_sse::read_request;
+use super::net::read_request;
 
 /// A running gated upstream.
 pub struct GatedUpstream {
@@ -85,15 +85,11 @@ impl GatedUpstream {
 }
 
 async fn wait_count(counter: &AtomicUsize, n: usize, what: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while counter.load(Ordering::SeqCst) < n {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the upstream saw {} {what}, not {n}, within 10 s",
-            counter.load(Ordering::SeqCst)
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let want = format!("the upstream saw {n} {what}");
+    super::wait::eventually(Duration::from_secs(10), &want, || async {
+        counter.load(Ordering::SeqCst) >= n
+    })
+    .await;
 }
 
 /// The HTTP answer to request number `n`: OpenAI's shape for its path. The first message's

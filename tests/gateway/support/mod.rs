@@ -4,12 +4,14 @@
 pub mod auth;
 pub mod faulty;
 pub mod gated_upstream;
+pub mod net;
 pub mod ollama_upstream;
 pub mod paced_sse;
 pub mod postgres;
 pub mod python;
 pub mod raw_upstream;
 pub mod redis;
+pub mod wait;
 
 use std::net::{SocketAddr, TcpListener};
 
@@ -159,8 +161,11 @@ pub fn stream_text(payloads: &[String]) -> String {
         .collect()
 }
 
-/// A loopback port with nothing listening on it.
-pub fn closed_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
+/// The body of a chat completion request: one user message, `prompt`, to `model`.
+pub fn chat_body(model: &str, prompt: &str, stream: bool) -> serde_json::Value {
+    serde_json::json!({
+        "model": model,
+        "stream": stream,
+        "messages": [{"role": "user", "content": prompt}],
+    })
 }

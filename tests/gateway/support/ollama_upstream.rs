@@ -14,7 +14,7 @@ use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
-use super::paced_sse::read_request;
+use super::net::read_request;
 
 /// How a body is cut into network writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

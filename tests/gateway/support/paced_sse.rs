@@ -6,9 +6,11 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
+
+use super::net::read_request;
 
 /// Handle to a running paced server (one connection).
 pub struct PacedSse {
@@ -104,28 +106,4 @@ impl PacedSse {
             .expect("paced server reported within 10 s")
             .expect("paced server log open")
     }
-}
-
-/// Reads one HTTP/1.1 request (head and `content-length` body) from `socket`.
-pub async fn read_request(socket: &mut tokio::net::TcpStream) -> Vec<u8> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    while let Ok(n) = socket.read(&mut chunk).await {
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let length = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse::<usize>().ok())
-                .unwrap_or(0);
-            if buf.len() >= end + 4 + length {
-                break;
-            }
-        }
-    }
-    buf
 }

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use super::redis::free_port;
+use super::net::free_port;
 
 /// A PostgreSQL server this test started.
 pub struct TestPostgres {

@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use super::paced_sse::read_request;
+use super::net::read_request;
 
 /// What the scripted upstream observed, in order.
 #[derive(Debug, PartialEq, Eq)]

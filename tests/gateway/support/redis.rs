@@ -4,18 +4,19 @@
 //!
 //! A missing `redis-server` (or Python venv) fails the test with instructions: never a skip.
 
-use std::net::TcpListener as StdListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use secrecy::SecretString;
-use switchyard::backends::redis::{Worker, WorkerConfig};
+use switchyard::worker::{Worker, WorkerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+use super::net::{free_port, parse_request, read_request};
 
 /// A redis-server this test started.
 pub struct TestRedis {
@@ -41,12 +42,6 @@ fn redis_server_path() -> PathBuf {
             std::env::var("CI").unwrap_or_default()
         )
     })
-}
-
-/// A free loopback port (nothing listens on it once this returns).
-pub fn free_port() -> u16 {
-    let l = StdListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
 }
 
 impl TestRedis {
@@ -185,6 +180,8 @@ impl Drop for TestRedis {
 pub struct Proc {
     /// The child.
     pub child: Child,
+    /// Its log lines, when they are read (`spawn_switchyard_worker`).
+    log: Option<mpsc::UnboundedReceiver<String>>,
 }
 
 impl Proc {
@@ -208,6 +205,26 @@ impl Proc {
         assert!(status.success(), "kill -TERM {} failed", self.pid());
     }
 
+    /// Waits (at most 10 s) until the process logs a line containing `message`.
+    pub async fn wait_for_log(&mut self, message: &str) {
+        let log = self.log.as_mut().expect("a process whose log is read");
+        let seen = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(line) = log.recv().await {
+                if line.contains(message) {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(
+            seen,
+            Ok(true),
+            "process {} did not log {message:?}",
+            self.pid()
+        );
+    }
+
     /// Waits (bounded) for the process to exit; its exit status.
     pub async fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
         let steps = within.as_millis() / 50;
@@ -229,7 +246,7 @@ impl Drop for Proc {
 
 /// Starts `switchyard worker` (this build's binary) as a process.
 pub fn spawn_switchyard_worker(redis_url: &str, base_url: &str, extra: &[&str]) -> Proc {
-    let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args([
             "worker",
             "--redis-url",
@@ -240,10 +257,33 @@ pub fn spawn_switchyard_worker(redis_url: &str, base_url: &str, extra: &[&str]) 
         .args(extra)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("start switchyard worker");
-    Proc { child }
+    Proc {
+        log: Some(read_log(&mut child)),
+        child,
+    }
+}
+
+/// The child's stderr, line by line, both passed on to the test's own stderr (as an inherited
+/// one would be) and sent to the returned receiver.
+fn read_log(child: &mut Child) -> mpsc::UnboundedReceiver<String> {
+    use std::io::{BufRead, Write};
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            // Passed on as an inherited stderr would show it (the tests' output shows it on a
+            // failure).
+            let _ = writeln!(std::io::stderr(), "{line}");
+            let _ = tx.send(line);
+        }
+    });
+    rx
 }
 
 /// Starts the Python package's `openai-rq worker` console script from the venv.
@@ -269,7 +309,7 @@ pub fn spawn_python_worker(redis_url: &str, base_url: &str, extra: &[&str]) -> P
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start openai-rq worker");
-    Proc { child }
+    Proc { child, log: None }
 }
 
 /// A worker config for in-process workers, with test-friendly timings.
@@ -291,7 +331,7 @@ pub fn worker_config(redis_url: &str, base_url: &str) -> WorkerConfig {
 pub struct RunningWorker {
     /// Cancel to stop it.
     pub stop: CancellationToken,
-    handle: tokio::task::JoinHandle<switchyard::backends::redis::worker::StatsSnapshot>,
+    handle: tokio::task::JoinHandle<switchyard::worker::StatsSnapshot>,
 }
 
 impl RunningWorker {
@@ -304,7 +344,7 @@ impl RunningWorker {
     }
 
     /// Stops it and waits for its drain; its final counters.
-    pub async fn shutdown(mut self) -> switchyard::backends::redis::worker::StatsSnapshot {
+    pub async fn shutdown(mut self) -> switchyard::worker::StatsSnapshot {
         self.stop.cancel();
         tokio::time::timeout(Duration::from_secs(40), &mut self.handle)
             .await
@@ -401,7 +441,7 @@ impl HeldUpstream {
 }
 
 async fn serve_held(mut socket: TcpStream, tx: mpsc::Sender<Held>) {
-    let Some((path, headers, body)) = read_request(&mut socket).await else {
+    let Some((path, headers, body)) = parse_request(&read_request(&mut socket).await) else {
         return;
     };
     let (step_tx, mut steps) = mpsc::channel(64);
@@ -456,38 +496,6 @@ async fn serve_held(mut socket: TcpStream, tx: mpsc::Sender<Held>) {
     }
 }
 
-type Request = (String, Vec<(String, String)>, Vec<u8>);
-
-async fn read_request(socket: &mut TcpStream) -> Option<Request> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    loop {
-        let n = socket.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-            continue;
-        };
-        let head = String::from_utf8_lossy(&buf[..end]).to_string();
-        let mut lines = head.split("\r\n");
-        let path = lines.next()?.split(' ').nth(1)?.to_owned();
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-            .collect();
-        let length = headers
-            .iter()
-            .find(|(k, _)| k == "content-length")
-            .and_then(|(_, v)| v.parse::<usize>().ok())
-            .unwrap_or(0);
-        if buf.len() >= end + 4 + length {
-            return Some((path, headers, buf[end + 4..end + 4 + length].to_vec()));
-        }
-    }
-}
-
 /// A routes.toml with a `redis` backend `dc` under prefix `dc/`.
 pub fn redis_routes(redis_url: &str, timeout: &str) -> String {
     format!(
@@ -502,20 +510,4 @@ prefix = "dc/"
 backend = "dc"
 "#
     )
-}
-
-/// Polls `check` every 50 ms until it holds, at most `within`.
-pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let steps = (within.as_millis() / 50).max(1);
-    for _ in 0..steps {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("not within {within:?}: {what}");
 }

@@ -14,8 +14,8 @@ use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use tokio::time::Instant;
 use url::Url;
 
-use super::job::{self, Entry, Job, WireHeaders};
 use crate::adapters::sse::SseFramer;
+use crate::backends::redis::job::{self, Entry, Job, WireHeaders};
 use crate::backends::{http, upstream_path};
 
 /// Largest batch of SSE bytes held before a flush, whatever the window.
@@ -68,18 +68,14 @@ impl Upstream {
     /// worker's key and `--openai-header`s applied.
     fn request_headers(&self, job: &WireHeaders) -> HeaderMap {
         let mut headers = HeaderMap::with_capacity(job.len() + self.headers.len() + 1);
-        let named = http::connection_options(job.get("connection").map(|v| v.as_bytes()));
-        for (name, value) in job {
-            if http::is_not_forwarded_up(name.as_str()) || named.contains(name) {
-                continue;
-            }
-            if let (Ok(name), Ok(value)) = (
-                HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::from_str(value),
-            ) {
-                headers.append(name, value);
-            }
-        }
+        // The job's own `Authorization` goes when the worker has no key of its own (the
+        // gateway never writes one; a Python client may).
+        http::forward_headers(
+            &mut headers,
+            job.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
+            job.get("connection").map(|v| v.as_bytes()),
+            true,
+        );
         if let Some(auth) = &self.auth {
             headers.insert(AUTHORIZATION, auth.clone());
         }
@@ -114,27 +110,20 @@ impl Upstream {
 /// worker's credential would follow: a path with a `.`/`..` segment or a backslash (in any
 /// encoding), and one outside `/v1` when the base URL has a path, are refused.
 pub fn join_url(base: &Url, path_and_query: &str) -> Result<Url, &'static str> {
+    // The job's whole path is checked (so one that does not start with `/` is refused even
+    // when nothing is left of it below `/v1`).
     upstream_path::check(path_and_query)?;
-    let (path, query) = match path_and_query.split_once('?') {
-        Some((path, query)) => (path, Some(query)),
-        None => (path_and_query, None),
-    };
     let base_path = base.path().trim_end_matches('/');
-    let below_v1 = path
-        .strip_prefix("/v1")
-        .filter(|rest| rest.is_empty() || rest.starts_with('/'));
-    let full = match below_v1 {
-        _ if base_path.is_empty() => path.to_owned(),
-        Some(rest) => format!("{base_path}{rest}"),
-        None => return Err("the path is outside `/v1`, so outside the worker's base URL"),
-    };
-    let mut url = base.clone();
-    url.set_path(&full);
-    url.set_query(query);
-    if !upstream_path::is_under(&url, base_path) {
-        return Err("the path leaves the worker's base URL");
+    if base_path.is_empty() {
+        return http::join_below(base, "", path_and_query);
     }
-    Ok(url)
+    let below_v1 = path_and_query
+        .strip_prefix("/v1")
+        .filter(|rest| rest.is_empty() || rest.starts_with(['/', '?']));
+    match below_v1 {
+        Some(rest) => http::join_below(base, base_path, rest),
+        None => Err("the path is outside `/v1`, so outside the worker's base URL"),
+    }
 }
 
 /// The 400 a job gets when its path is refused, OpenAI-shaped like the gateway's own.
@@ -220,22 +209,8 @@ async fn replay_stream(
     redelivered: bool,
 ) -> Outcome {
     let key = job::stream_key(&job.id);
-    if redelivered {
-        match sink.earlier_attempt(&key).await {
-            Ok(Earlier::Nothing) => {}
-            Ok(Earlier::Answered) => {
-                return sink
-                    .finish(redis::pipe(), entry_id, Outcome::AlreadyAnswered)
-                    .await;
-            }
-            Ok(Earlier::PartOfAnswer) => {
-                let text = "openai-rq: the worker relaying this stream stopped after part of \
-                            the answer was sent; it is not re-run, to avoid duplicated text";
-                let pipe = sink.entry(&key, &job::encode_stream_failure(text));
-                return sink.finish(pipe, entry_id, Outcome::Interrupted).await;
-            }
-            Err(_) => return Outcome::RedisLost,
-        }
+    if redelivered && let Some(outcome) = after_earlier_attempt(sink, entry_id, &key).await {
+        return outcome;
     }
     let response = match up.call(job, url).await {
         Ok(response) => response,
@@ -265,6 +240,37 @@ async fn replay_stream(
         let pipe = sink.entry(&key, &job::encode_error(status, &headers, &body));
         return sink.finish(pipe, entry_id, Outcome::Answered(status)).await;
     }
+    relay_body(sink, entry_id, &key, response, status).await
+}
+
+/// What a re-delivered stream job's earlier attempt left decides what happens now: `None` to
+/// run it (nothing was written), else the outcome of answering it without a re-run.
+async fn after_earlier_attempt(sink: &mut Sink, entry_id: &str, key: &str) -> Option<Outcome> {
+    match sink.earlier_attempt(key).await {
+        Ok(Earlier::Nothing) => None,
+        Ok(Earlier::Answered) => Some(
+            sink.finish(redis::pipe(), entry_id, Outcome::AlreadyAnswered)
+                .await,
+        ),
+        Ok(Earlier::PartOfAnswer) => {
+            let text = "openai-rq: the worker relaying this stream stopped after part of \
+                        the answer was sent; it is not re-run, to avoid duplicated text";
+            let pipe = sink.entry(key, &job::encode_stream_failure(text));
+            Some(sink.finish(pipe, entry_id, Outcome::Interrupted).await)
+        }
+        Err(_) => Some(Outcome::RedisLost),
+    }
+}
+
+/// Relays a 2xx stream's body to the job's result stream in batches (see `Batcher`), then its
+/// end: `done`, or an error entry when the upstream broke off.
+async fn relay_body(
+    sink: &mut Sink,
+    entry_id: &str,
+    key: &str,
+    response: reqwest::Response,
+    status: u16,
+) -> Outcome {
     let mut body = response.bytes_stream();
     let mut batcher = Batcher::new(sink.flush);
     loop {
@@ -272,7 +278,7 @@ async fn replay_stream(
         let next = tokio::select! {
             chunk = body.next() => chunk,
             _ = sleep_until(deadline), if deadline.is_some() => {
-                if let Some(bytes) = batcher.take() && sink.write(sink.entry(&key, &job::encode_data(&bytes))).await.is_err() {
+                if let Some(bytes) = batcher.take() && sink.write(sink.entry(key, &job::encode_data(&bytes))).await.is_err() {
                     return Outcome::RedisLost;
                 }
                 continue;
@@ -282,7 +288,7 @@ async fn replay_stream(
             Some(Ok(chunk)) => {
                 if let Some(bytes) = batcher.push(chunk, Instant::now())
                     && sink
-                        .write(sink.entry(&key, &job::encode_data(&bytes)))
+                        .write(sink.entry(key, &job::encode_data(&bytes)))
                         .await
                         .is_err()
                 {
@@ -292,18 +298,18 @@ async fn replay_stream(
             Some(Err(err)) => {
                 let mut pipe = redis::pipe();
                 if let Some(bytes) = batcher.finish() {
-                    pipe = sink.entry_into(pipe, &key, &job::encode_data(&bytes));
+                    pipe = sink.entry_into(pipe, key, &job::encode_data(&bytes));
                 }
                 let text = format!("openai-rq stream error: {}", error_chain(&err));
-                let pipe = sink.entry_into(pipe, &key, &job::encode_stream_failure(&text));
+                let pipe = sink.entry_into(pipe, key, &job::encode_stream_failure(&text));
                 return sink.finish(pipe, entry_id, Outcome::Failed).await;
             }
             None => {
                 let mut pipe = redis::pipe();
                 if let Some(bytes) = batcher.finish() {
-                    pipe = sink.entry_into(pipe, &key, &job::encode_data(&bytes));
+                    pipe = sink.entry_into(pipe, key, &job::encode_data(&bytes));
                 }
-                let pipe = sink.entry_into(pipe, &key, job::encode_done());
+                let pipe = sink.entry_into(pipe, key, job::encode_done());
                 return sink.finish(pipe, entry_id, Outcome::Answered(status)).await;
             }
         }
