@@ -44,6 +44,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod limits;
+pub mod observe;
 pub mod openapi;
 pub mod routes;
 pub mod routing;

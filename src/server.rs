@@ -16,6 +16,7 @@ use actix_web::web::Data;
 
 use head_deadline::HeadDeadline;
 
+mod cors;
 mod tls;
 
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use secrecy::ExposeSecret;
 use crate::auth::Auth;
 use crate::auth::clock::{Clock, SystemClock};
 use crate::config::{self, ConfigErrors};
+use crate::observe::{self, Metrics};
 use crate::routing;
 use crate::routing::reload::{self, ReloadStatus};
 use crate::state::AppState;
@@ -71,6 +73,10 @@ pub async fn load_state_with_clock(
     let mut status = ReloadStatus::new(config_path, &source);
     status.fixed_at_start = config::fixed_at_start(&config);
     let mut state = AppState::new(table, status);
+    if let Some(metrics) = &config.metrics {
+        state.metrics = Some(Arc::new(Metrics::new()));
+        state.metrics_listen = metrics.listen;
+    }
     // Without [auth] nothing needs a store, and none is opened.
     if let (Some(auth), Some(store)) = (&config.auth, &config.store) {
         let opened = Store::open(store.url.expose_secret())
@@ -121,6 +127,7 @@ pub fn start(listener: TcpListener, state: AppState) -> Result<Server, StartErro
         // On SIGTERM/SIGINT actix stops accepting and gives in-flight requests, streams
         // included, this long to finish.
         .shutdown_timeout(config.shutdown_timeout.as_secs().max(1));
+    let builder = listen_metrics(builder, &data, head_limit)?;
     let parts = move || Parts {
         data: data.clone(),
         limits: limits.clone(),
@@ -140,6 +147,34 @@ pub fn start(listener: TcpListener, state: AppState) -> Result<Server, StartErro
     }
     .map_err(|source| StartError::Bind { addr, source })?;
     Ok(builder.run())
+}
+
+/// Adds `[metrics] listen`, when set: `/metrics` alone, plain HTTP, no key.
+fn listen_metrics(
+    builder: actix_server::ServerBuilder,
+    data: &Data<AppState>,
+    head_limit: Duration,
+) -> Result<actix_server::ServerBuilder, StartError> {
+    let Some(addr) = data.metrics_listen else {
+        return Ok(builder);
+    };
+    let listener = TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
+    tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "metrics listening");
+    let data = data.clone();
+    builder
+        .listen("switchyard-metrics", listener, move || {
+            let app = App::new().app_data(data.clone()).route(
+                "/metrics",
+                actix_web::web::get().to(routes::metrics::scrape_apart),
+            );
+            fn_service(move |io| accept(io, head_limit)).and_then(
+                HttpService::build()
+                    .keep_alive(Duration::from_secs(75))
+                    .client_request_timeout(head_limit)
+                    .finish(map_config(app, |_| AppConfig::default())),
+            )
+        })
+        .map_err(|source| StartError::Bind { addr, source })
 }
 
 /// What each worker's HTTP service is built from.
@@ -171,11 +206,17 @@ where
         head_limit,
         addr,
     } = parts;
+    let cors = cors::middleware(data.routes.load().server.cors.as_ref());
+    // The last `wrap` is the outermost layer.
     let app = App::new()
         .app_data(data)
         .app_data(limits)
         // Inside the request span, so a refused request has its id and log line too.
         .wrap(from_fn(limits::admit))
+        // A preflight is answered here, before admission and before any key is asked for.
+        .wrap(cors)
+        // Outside CORS and admission, so every answer is timed and counted.
+        .wrap(from_fn(observe::observe))
         .wrap(from_fn(telemetry::request_span));
     HttpService::build()
         // Idle keep-alive connections are closed at once on a graceful shutdown.

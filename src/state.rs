@@ -6,6 +6,7 @@ use arc_swap::ArcSwap;
 
 use crate::auth::Auth;
 use crate::limits::Limits;
+use crate::observe::Metrics;
 use crate::routing::RouteTable;
 use crate::routing::reload::ReloadStatus;
 
@@ -21,6 +22,10 @@ pub struct AppState {
     pub limits: Limits,
     /// Gateway keys, when `[auth]` is on; `None` serves everyone, as without it.
     pub auth: Option<Arc<Auth>>,
+    /// Prometheus metrics, when `[metrics]` is on (fixed at start).
+    pub metrics: Option<Arc<Metrics>>,
+    /// `[metrics] listen`: `/metrics` is served there, and not on the main listener.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl AppState {
@@ -31,6 +36,8 @@ impl AppState {
             routes: Arc::new(ArcSwap::from_pointee(table)),
             reload: Arc::new(reload),
             auth: None,
+            metrics: None,
+            metrics_listen: None,
         }
     }
 }

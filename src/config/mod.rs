@@ -37,6 +37,24 @@ pub struct Config {
     pub store: Option<StoreConfig>,
     /// `[auth]`: gateway keys are on when present.
     pub auth: Option<AuthConfig>,
+    /// `[metrics]`: Prometheus metrics are on when present.
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// `/metrics` on a listener of its own instead of the main one.
+    pub listen: Option<SocketAddr>,
+}
+
+/// `[server.cors]`: which origins' pages may call the gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigins {
+    /// Any origin (`"*"`).
+    Any,
+    /// These origins, each `scheme://host[:port]` exactly as browsers send it.
+    List(Vec<String>),
 }
 
 /// `[store]`.
@@ -93,6 +111,8 @@ pub struct ServerConfig {
     pub request_body_timeout: Duration,
     /// Serve HTTPS with these files (read at start, re-read when they change).
     pub tls: Option<TlsConfig>,
+    /// `[server.cors]`; `None` grants no other origin anything.
+    pub cors: Option<CorsOrigins>,
 }
 
 /// One `[backends.<name>]`.
@@ -310,7 +330,8 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-/// A digest of the settings read only at start (`[store]`, `[auth]`, `[server] tls` paths), for
+/// A digest of the settings read only at start (`[store]`, `[auth]`, `[server] tls` paths,
+/// `[server.cors]`, `[metrics]`), for
 /// a reload to notice that they changed. Hex SHA-256; the secrets never leave it.
 pub fn fixed_at_start(config: &Config) -> String {
     use secrecy::ExposeSecret;
@@ -327,6 +348,12 @@ pub fn fixed_at_start(config: &Config) -> String {
             hash.update(key.expose_secret());
         }
         hash.update(auth.admin_token.expose_secret().as_bytes());
+    }
+    if let Some(cors) = &config.server.cors {
+        hash.update(format!("\0cors\0{cors:?}").as_bytes());
+    }
+    if let Some(metrics) = &config.metrics {
+        hash.update(format!("\0metrics\0{metrics:?}").as_bytes());
     }
     if let Some(tls) = &config.server.tls {
         hash.update(b"\0tls\0");

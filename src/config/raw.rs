@@ -71,6 +71,29 @@ pub struct RawConfig {
     /// `[auth]`: projects and gateway keys; its presence turns keys on.
     #[schemars(with = "Option<RawAuth>")]
     pub auth: Option<Spanned<RawAuth>>,
+    /// `[metrics]`: Prometheus metrics at `/metrics`; its presence (even empty) turns them on.
+    #[schemars(with = "Option<RawMetrics>")]
+    pub metrics: Option<Spanned<RawMetrics>>,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// Serve `/metrics` on this address of its own (e.g. `127.0.0.1:9100`, no key asked)
+    /// instead of on the main listener (where `[auth]` asks for the admin token).
+    #[schemars(with = "Option<String>")]
+    pub listen: Option<Spanned<String>>,
+}
+
+/// `[server.cors]`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawCors {
+    /// Origins whose pages may call the gateway, each as `scheme://host[:port]`
+    /// (`["https://app.example"]`), or `["*"]` for any.
+    #[schemars(with = "Vec<String>")]
+    pub allowed_origins: Vec<Spanned<String>>,
 }
 
 /// `[store]`.
@@ -159,6 +182,10 @@ pub struct RawServer {
     /// by ALPN); renewed files are picked up by new connections without a restart.
     #[schemars(with = "Option<RawTls>")]
     pub tls: Option<Spanned<RawTls>>,
+    /// `[server.cors]`: let pages on other origins call the gateway from a browser (off when
+    /// absent).
+    #[schemars(with = "Option<RawCors>")]
+    pub cors: Option<Spanned<RawCors>>,
 }
 
 /// `[backends.<name>]`: the union of every kind's keys; `validate` checks which apply.

@@ -14,6 +14,7 @@ use toml::Spanned;
 use url::Url;
 
 mod auth;
+mod observe;
 
 use super::raw::{RawBackend, RawConfig, RawRoute, RawServer, RawWeightedBackend};
 use super::{
@@ -88,6 +89,7 @@ pub fn validate(
     }
     let auth = raw.auth.as_ref().map(|a| v.auth(a));
     let store = v.store(raw.store.as_ref(), auth.is_some());
+    let metrics = raw.metrics.as_ref().map(|m| v.metrics(m.get_ref()));
     if v.errors.is_empty() {
         Ok(Config {
             server,
@@ -95,6 +97,7 @@ pub fn validate(
             routes,
             store,
             auth: auth.flatten(),
+            metrics,
         })
     } else {
         Err(ConfigErrors(v.errors))
@@ -165,6 +168,7 @@ impl Validator<'_> {
             .duration(raw.shutdown_timeout.as_ref(), "shutdown_timeout")
             .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT);
         let tls = raw.tls.as_ref().map(|t| self.tls(t));
+        let cors = raw.cors.as_ref().map(|c| self.cors(c.get_ref()));
         ServerConfig {
             listen,
             max_body_bytes,
@@ -193,6 +197,7 @@ impl Validator<'_> {
                 .duration(raw.request_body_timeout.as_ref(), "request_body_timeout")
                 .unwrap_or(DEFAULT_REQUEST_BODY_TIMEOUT),
             tls,
+            cors,
         }
     }
 

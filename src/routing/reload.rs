@@ -115,6 +115,18 @@ impl ReloadStatus {
 /// Reloads the file now. Without `force`, a file whose text was already loaded (or already
 /// refused) is left alone.
 pub fn reload(state: &AppState, force: bool) -> ReloadOutcome {
+    let outcome = reload_file(state, force);
+    if let Some(metrics) = &state.metrics {
+        match outcome {
+            ReloadOutcome::Swapped => metrics.reload(true),
+            ReloadOutcome::Refused => metrics.reload(false),
+            ReloadOutcome::Unchanged => {}
+        }
+    }
+    outcome
+}
+
+fn reload_file(state: &AppState, force: bool) -> ReloadOutcome {
     let status = &state.reload;
     let source = match config::read(status.path()) {
         Ok(source) => source,
@@ -136,7 +148,7 @@ pub fn reload(state: &AppState, force: bool) -> ReloadOutcome {
     let previous = state.routes.load();
     let built = super::load_table(&source, status.path(), Some(&previous)).map(|(config, table)| {
         if config::fixed_at_start(&config) != status.fixed_at_start {
-            tracing::warn!(file = %status.path().display(), "[store], [auth] or [server] tls changed: they are read at start, so restart to apply them; routes and backends are reloaded");
+            tracing::warn!(file = %status.path().display(), "[store], [auth], [metrics], [server] tls or [server.cors] changed: they are read at start, so restart to apply them; routes and backends are reloaded");
         }
         table
     });
