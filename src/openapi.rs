@@ -66,6 +66,7 @@ own, so they are not described here; without a backend to relay to, the answer i
         routes::models::list_models,
         routes::models::retrieve_model,
         routes::health::health,
+        routes::metrics::scrape,
         routes::route_table::show_routes,
         routes::docs::openapi_json,
         routes::docs::docs_page,
@@ -392,6 +393,7 @@ mod tests {
             "/v1/models",
             "/v1/models/{model}",
             "/health",
+            "/metrics",
             "/openapi.json",
             "/docs",
         ] {

@@ -10,9 +10,16 @@ use actix_web::{HttpRequest, HttpResponse};
 
 use crate::error::GatewayError;
 use crate::observe::metrics::CONTENT_TYPE;
+use crate::schema::ErrorBody;
 use crate::state::AppState;
 
-/// `/metrics` on the main listener.
+/// The gateway's Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "operations", security((), ("admin_token" = [])),
+    responses(
+        (status = 200, description = "Metrics in OpenMetrics text", content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String),
+        (status = 401, description = "With `[auth]`: missing or wrong admin token", body = ErrorBody),
+        (status = 404, description = "No `[metrics]`, or they are served on `[metrics] listen` (`unknown_url`)", body = ErrorBody),
+    ))]
 pub async fn scrape(req: HttpRequest, state: Data<AppState>) -> Result<HttpResponse, GatewayError> {
     let metrics = match &state.metrics {
         Some(metrics) if state.metrics_listen.is_none() => metrics,

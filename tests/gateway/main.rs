@@ -19,6 +19,7 @@ mod hostile_clients;
 mod hot_reload;
 mod keep_alive;
 mod models;
+mod observe;
 mod ollama;
 mod openapi;
 mod passthrough;
