@@ -490,3 +490,90 @@ async fn without_metrics_there_is_no_metrics_path() {
     let gw = spawn_gateway(&openai_routes("http://127.0.0.1:9/v1", "")).await;
     assert_eq!(gw.get("/metrics").await.status(), 404);
 }
+
+#[test]
+fn check_locates_an_origin_a_browser_would_never_send_and_a_bad_metrics_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("routes.toml");
+    std::fs::write(
+        &file,
+        "[server.cors]\nallowed_origins = [\"https://app.example/\", \"https://ok.example\"]\n\n[metrics]\nlisten = \"localhost\"\n\n[backends.e]\nkind = \"echo\"\n\n[[routes]]\nprefix = \"\"\nbackend = \"e\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("check")
+        .arg(&file)
+        .env_remove("SWITCHYARD_CONFIG")
+        .output()
+        .unwrap();
+    let stderr =
+        String::from_utf8_lossy(&out.stderr).replace(&file.display().to_string(), "routes.toml");
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("routes.toml:2:20: `allowed_origins`: `https://app.example/` must be written as a browser sends it: `https://app.example`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("routes.toml:5:10: `[metrics] listen` must be an address"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("ok.example"), "{stderr}");
+}
+
+#[tokio::test]
+async fn the_worker_serves_its_job_counts_on_its_own_metrics_listener() {
+    use crate::support::redis::{TestRedis, eventually, redis_routes, spawn_switchyard_worker};
+    // Arrange: a real Redis, an upstream, the worker as a process with --metrics-listen, and a
+    // gateway queueing jobs for it (with its own metrics on).
+    let redis = TestRedis::start().await;
+    let upstream = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion()))
+        .mount(&upstream)
+        .await;
+    let port = closed_port();
+    let listen = format!("127.0.0.1:{port}");
+    let _worker = spawn_switchyard_worker(
+        &redis.url,
+        &format!("{}/v1", upstream.uri()),
+        &["--metrics-listen", &listen],
+    );
+    let gw = spawn_gateway(&format!("[metrics]\n{}", redis_routes(&redis.url, "20s"))).await;
+
+    // Act
+    for _ in 0..2 {
+        let response = gw
+            .post_json(
+                "/v1/chat/completions",
+                &json!({"model": "dc/m", "messages": [{"role": "user", "content": "hi"}]}),
+            )
+            .await;
+        assert_eq!(response.status(), 200);
+        assert!(response.headers().contains_key("x-upstream-request-start"));
+    }
+
+    // Assert: the worker counts both jobs; the gateway counts both requests on its backend.
+    let client = reqwest::Client::new();
+    let url = format!("http://{listen}/metrics");
+    eventually(
+        Duration::from_secs(20),
+        "the worker's metrics count 2 jobs",
+        || {
+            let (client, url) = (client.clone(), url.clone());
+            async move {
+                let Ok(response) = client.get(&url).send().await else {
+                    return false;
+                };
+                let text = response.text().await.unwrap_or_default();
+                text.contains(r#"switchyard_worker_jobs_total{outcome="answered_2xx"} 2"#)
+                    && text.contains("switchyard_worker_dead_lettered_jobs_total 0")
+            }
+        },
+    )
+    .await;
+    let scrape = gw.get("/metrics").await.text().await.unwrap();
+    assert!(
+        scrape.contains(r#"switchyard_requests_total{route="dc/",backend="dc",status="200"} 2"#),
+        "{scrape}"
+    );
+}

@@ -9,6 +9,7 @@
 //! The wire format is `job`; the worker half is `worker`.
 
 pub mod job;
+pub mod metrics;
 mod pickup;
 mod pool;
 mod reader;

@@ -323,6 +323,12 @@ impl Worker {
         self.shared.stats.snapshot()
     }
 
+    /// Reads the counters while `run_until_stopped` owns the worker (for its metrics).
+    pub fn stats_reader(&self) -> impl Fn() -> StatsSnapshot + Send + Sync + 'static {
+        let shared = self.shared.clone();
+        move || shared.stats.snapshot()
+    }
+
     /// Jobs running now.
     pub fn in_flight(&self) -> usize {
         self.shared.running.lock().map_or(0, |r| r.len())
