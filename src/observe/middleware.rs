@@ -3,7 +3,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::body::{BodySize, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -11,7 +11,7 @@ use actix_web::http::header;
 use actix_web::middleware::Next;
 use actix_web::web::{Bytes, Data};
 
-use super::exchange::{self, intern};
+use super::exchange::{self, Exchange, intern};
 use super::metrics::{Metrics, NONE, RequestSample};
 use super::timing::{self, Received};
 use crate::error::GatewayError;
@@ -55,19 +55,7 @@ pub async fn observe<B: MessageBody + Unpin>(
     };
     timing::stamp(res.headers_mut(), &received, upstream, ready);
     if let Some(ending) = &mut ending {
-        let route = exchange.route().unwrap_or_else(|| intern(NONE));
-        ending.metrics.request_answered(&RequestSample {
-            route: route.clone(),
-            backend: exchange.backend().unwrap_or_else(|| intern(NONE)),
-            status: res.status().as_u16(),
-            upstream: upstream.map(|(start, stop)| stop - start),
-            to_head: ready - received.at(),
-        });
-        ending.route = route;
-        ending.stream = is_event_stream(&res);
-        if ending.stream {
-            ending.metrics.stream_opened();
-        }
+        ending.answered(&exchange, &res, upstream, ready - received.at());
     }
     Ok(res.map_body(|_, body| ObservedBody { body, ending }))
 }
@@ -96,6 +84,31 @@ struct Ending {
     received: Instant,
     stream: bool,
     first_seen: bool,
+}
+
+impl Ending {
+    /// Records the answer's head: its route, backend and status, and the times up to it.
+    fn answered<B>(
+        &mut self,
+        exchange: &Exchange,
+        res: &ServiceResponse<B>,
+        upstream: Option<(Instant, Instant)>,
+        to_head: Duration,
+    ) {
+        let route = exchange.route().unwrap_or_else(|| intern(NONE));
+        self.metrics.request_answered(&RequestSample {
+            route: route.clone(),
+            backend: exchange.backend().unwrap_or_else(|| intern(NONE)),
+            status: res.status().as_u16(),
+            upstream: upstream.map(|(start, stop)| stop - start),
+            to_head,
+        });
+        self.route = route;
+        self.stream = is_event_stream(res);
+        if self.stream {
+            self.metrics.stream_opened();
+        }
+    }
 }
 
 impl Drop for Ending {
