@@ -206,11 +206,53 @@ fn auth_check(c: &mut Criterion) {
     });
 }
 
+/// What `observe::observe` adds to a request: the timing headers, and with `[metrics]` the
+/// request's counters and histograms (an existing series).
+fn observe(c: &mut Criterion) {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    use switchyard::observe::Metrics;
+    use switchyard::observe::metrics::RequestSample;
+    use switchyard::observe::timing::{Received, stamp};
+
+    c.bench_function("observe/timing_headers", |b| {
+        b.iter(|| {
+            let received = Received::now();
+            let start = received.at();
+            let mut headers = actix_web::http::header::HeaderMap::new();
+            stamp(
+                &mut headers,
+                &received,
+                Some((start, start + Duration::from_micros(900))),
+                Instant::now(),
+            );
+            black_box(headers.len())
+        })
+    });
+    let metrics = Metrics::new();
+    let route: Arc<str> = Arc::from("mock/");
+    let sample = RequestSample {
+        route: route.clone(),
+        backend: Arc::from("mock"),
+        status: 200,
+        upstream: Some(Duration::from_micros(900)),
+        to_head: Duration::from_micros(950),
+    };
+    c.bench_function("observe/metrics_per_request", |b| {
+        b.iter(|| {
+            metrics.request_started();
+            metrics.request_answered(black_box(&sample));
+            metrics.request_ended(&route, Duration::from_millis(1), false);
+        })
+    });
+}
+
 criterion_group!(
     benches,
     route_lookup,
     parse_and_forward,
     sse_relay,
-    auth_check
+    auth_check,
+    observe
 );
 criterion_main!(benches);

@@ -132,6 +132,10 @@ pub struct WorkerArgs {
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Serve the worker's counters for Prometheus at `http://ADDR/metrics` (no key; bind it to
+    /// an address only the scraper reaches).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl std::fmt::Debug for WorkerArgs {
@@ -200,6 +204,7 @@ fn worker(args: WorkerArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let metrics_listen = args.metrics_listen;
     runtime.block_on(async move {
         let worker = match Worker::new(args.config()) {
             Ok(worker) => worker,
@@ -208,6 +213,15 @@ fn worker(args: WorkerArgs) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
+        if let Some(addr) = metrics_listen
+            && let Err(err) = serve_worker_metrics(addr, worker.stats_reader())
+        {
+            let _ = writeln!(
+                std::io::stderr(),
+                "switchyard worker: metrics on {addr}: {err}"
+            );
+            return ExitCode::from(2);
+        }
         let stop = worker.stop_token();
         tokio::spawn(async move {
             wait_for_signal().await;
@@ -217,6 +231,48 @@ fn worker(args: WorkerArgs) -> ExitCode {
         let _ = worker.run_until_stopped().await;
         ExitCode::SUCCESS
     })
+}
+
+/// `--metrics-listen`: `/metrics` on a thread of its own (an actix system), for as long as the
+/// process lives.
+fn serve_worker_metrics(
+    addr: std::net::SocketAddr,
+    stats: impl Fn() -> crate::worker::StatsSnapshot + Send + Sync + 'static,
+) -> std::io::Result<()> {
+    use actix_web::{App, HttpResponse, HttpServer, web};
+    let stats = std::sync::Arc::new(stats);
+    let listener = std::net::TcpListener::bind(addr)?;
+    tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "worker metrics listening");
+    std::thread::Builder::new()
+        .name("worker-metrics".to_owned())
+        .spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let server = HttpServer::new(move || {
+                    let stats = stats.clone();
+                    App::new().route(
+                        "/metrics",
+                        web::get().to(move || {
+                            let text = crate::worker::metrics::render(&stats());
+                            async move {
+                                HttpResponse::Ok()
+                                    .content_type(crate::observe::metrics::CONTENT_TYPE)
+                                    .body(text)
+                            }
+                        }),
+                    )
+                })
+                .workers(1)
+                .disable_signals()
+                .listen(listener);
+                match server {
+                    Ok(server) => {
+                        let _ = server.run().await;
+                    }
+                    Err(err) => tracing::error!(error = %err, "worker metrics stopped"),
+                }
+            });
+        })?;
+    Ok(())
 }
 
 async fn wait_for_signal() {

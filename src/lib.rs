@@ -3,7 +3,10 @@
 //!
 //! # Request flow (`POST /v1/chat/completions`)
 //! 1. **Middleware**: `telemetry::request_span` (request id → tracing span), then
-//!    `limits::admit` (at most `max_concurrent_requests` in progress, else a 503).
+//!    `observe::observe` (client-sent timing headers removed; on the way out the timing headers
+//!    stamped and, with `[metrics]`, the request counted), then CORS (`[server.cors]`: a
+//!    preflight is answered here, before any key), then `limits::admit` (at most
+//!    `max_concurrent_requests` in progress, else a 503).
 //!    **Gateway key** (with `[auth]`, `routes::caller::authenticate`): the bearer token's
 //!    SHA-256 → the in-process cache (`auth`) → the store (`store`) on a miss; 401 before the
 //!    body is read, 503 when an uncached key meets a store that is down.
@@ -49,6 +52,7 @@ pub mod config;
 pub mod error;
 pub mod idempotency;
 pub mod limits;
+pub mod observe;
 pub mod routes;
 pub mod routing;
 pub mod schema;

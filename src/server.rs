@@ -16,6 +16,7 @@ use actix_web::web::Data;
 
 use head_deadline::HeadDeadline;
 
+mod cors;
 mod tls;
 
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use crate::auth::Auth;
 use crate::auth::clock::{Clock, SystemClock};
 use crate::config::{self, ConfigErrors};
 use crate::idempotency::Idempotency;
+use crate::observe::{self, Metrics};
 use crate::routing;
 use crate::routing::reload::{self, ReloadStatus};
 use crate::state::AppState;
@@ -72,6 +74,10 @@ pub async fn load_state_with_clock(
     let mut status = ReloadStatus::new(config_path, &source);
     status.fixed_at_start = config::fixed_at_start(&config);
     let mut state = AppState::new(table, status);
+    if let Some(metrics) = &config.metrics {
+        state.metrics = Some(Arc::new(Metrics::new()));
+        state.metrics_listen = metrics.listen;
+    }
     // A store is opened only when the file has one, or has what defaults one ([auth],
     // [idempotency]); without it, no database at all.
     let Some(store) = &config.store else {
@@ -125,6 +131,9 @@ pub fn start(listener: TcpListener, state: AppState) -> Result<Server, StartErro
     let builder = Server::build();
     let shutdown_signal = builder.graceful_shutdown_signal();
     let limits = Data::new(state.limits.clone());
+    let observer = Data::new(observe::Observer {
+        metrics: state.metrics.clone(),
+    });
     let data = Data::new(state);
     let head_limit = config.request_head_timeout;
     let builder = builder
@@ -134,9 +143,11 @@ pub fn start(listener: TcpListener, state: AppState) -> Result<Server, StartErro
         // On SIGTERM/SIGINT actix stops accepting and gives in-flight requests, streams
         // included, this long to finish.
         .shutdown_timeout(config.shutdown_timeout.as_secs().max(1));
+    let builder = listen_metrics(builder, &data, head_limit)?;
     let parts = move || Parts {
         data: data.clone(),
         limits: limits.clone(),
+        observer: observer.clone(),
         shutdown: shutdown_signal.clone(),
         head_limit,
         addr,
@@ -155,10 +166,39 @@ pub fn start(listener: TcpListener, state: AppState) -> Result<Server, StartErro
     Ok(builder.run())
 }
 
+/// Adds `[metrics] listen`, when set: `/metrics` alone, plain HTTP, no key.
+fn listen_metrics(
+    builder: actix_server::ServerBuilder,
+    data: &Data<AppState>,
+    head_limit: Duration,
+) -> Result<actix_server::ServerBuilder, StartError> {
+    let Some(addr) = data.metrics_listen else {
+        return Ok(builder);
+    };
+    let listener = TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
+    tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "metrics listening");
+    let data = data.clone();
+    builder
+        .listen("switchyard-metrics", listener, move || {
+            let app = App::new().app_data(data.clone()).route(
+                "/metrics",
+                actix_web::web::get().to(routes::metrics::scrape_apart),
+            );
+            fn_service(move |io| accept(io, head_limit)).and_then(
+                HttpService::build()
+                    .keep_alive(Duration::from_secs(75))
+                    .client_request_timeout(head_limit)
+                    .finish(map_config(app, |_| AppConfig::default())),
+            )
+        })
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
 /// What each worker's HTTP service is built from.
 struct Parts {
     data: Data<AppState>,
     limits: Data<limits::Limits>,
+    observer: Data<observe::Observer>,
     shutdown: actix_server::GracefulShutdownSignal,
     head_limit: Duration,
     addr: SocketAddr,
@@ -180,15 +220,23 @@ where
     let Parts {
         data,
         limits,
+        observer,
         shutdown,
         head_limit,
         addr,
     } = parts;
+    let cors = cors::middleware(data.routes.load().server.cors.as_ref());
+    // The last `wrap` is the outermost layer.
     let app = App::new()
         .app_data(data)
         .app_data(limits)
+        .app_data(observer)
         // Inside the request span, so a refused request has its id and log line too.
         .wrap(from_fn(limits::admit))
+        // A preflight is answered here, before admission and before any key is asked for.
+        .wrap(cors)
+        // Outside CORS and admission, so every answer is timed and counted.
+        .wrap(from_fn(observe::observe))
         .wrap(from_fn(telemetry::request_span));
     HttpService::build()
         // Idle keep-alive connections are closed at once on a graceful shutdown.

@@ -7,6 +7,7 @@ use arc_swap::ArcSwap;
 use crate::auth::Auth;
 use crate::idempotency::Idempotency;
 use crate::limits::Limits;
+use crate::observe::Metrics;
 use crate::routing::RouteTable;
 use crate::routing::reload::{ReloadStatus, Reloadable};
 
@@ -24,6 +25,10 @@ pub struct AppState {
     pub auth: Option<Arc<Auth>>,
     /// `Idempotency-Key` handling, whenever the gateway has a store; `None` ignores the header.
     pub idempotency: Option<Arc<Idempotency>>,
+    /// Prometheus metrics, when `[metrics]` is on (fixed at start).
+    pub metrics: Option<Arc<Metrics>>,
+    /// `[metrics] listen`: `/metrics` is served there, and not on the main listener.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl AppState {
@@ -35,14 +40,18 @@ impl AppState {
             reload: Arc::new(reload),
             auth: None,
             idempotency: None,
+            metrics: None,
+            metrics_listen: None,
         }
     }
 
-    /// What a reload of the routes file swaps: this state's table and reload status.
+    /// What a reload of the routes file swaps: this state's table and reload status (and the
+    /// metrics that count reloads).
     pub fn reloadable(&self) -> Reloadable {
         Reloadable {
             routes: self.routes.clone(),
             status: self.reload.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 }

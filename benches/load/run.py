@@ -13,7 +13,10 @@ mock to CPU 0, and prints one Markdown table measured in one run:
   - the gateway's RSS idle, under load, and with 2,000 streams held open;
   - a second gateway, "switchyard+auth", with [auth] on (SQLite store, one gateway key minted
     through the admin API and sent by wrk): its CPU per request minus the first gateway's is the
-    cost of the key check on a cache hit (chat and stream rows; not in the first-event probe).
+    cost of the key check on a cache hit (chat and stream rows; not in the first-event probe);
+  - a third gateway, "switchyard+metrics", with [metrics] on (and scraped once a second, as a
+    busy Prometheus would): its CPU per request minus the first gateway's is the cost of
+    recording the metrics (timing headers are on in every gateway).
 """
 
 import argparse
@@ -152,6 +155,28 @@ def start_auth_gateway(tmp, mock_port, port):
     return gw, admin(f"/projects/{project['id']}/keys", {"name": "wrk"})["key"]
 
 
+def start_metrics_gateway(tmp, mock_port, port):
+    """A gateway with [metrics] on, and a thread scraping it once a second until stopped."""
+    routes = os.path.join(tmp, "routes-metrics.toml")
+    with open(routes, "w") as f:
+        f.write(f'[metrics]\n[backends.mock]\nkind = "openai"\nbase_url = "http://127.0.0.1:{mock_port}/v1"\n'
+                f'[[routes]]\nprefix = "mock/"\nbackend = "mock"\n')
+    gw = subprocess.Popen(["taskset", "-c", "1", os.path.join(RELEASE, "switchyard"), "serve", "--config", routes,
+                           "--listen", f"127.0.0.1:{port}"], env={**os.environ, "RUST_LOG": "warn"})
+    wait_http(f"http://127.0.0.1:{port}/metrics")
+    stop = threading.Event()
+
+    def scrape():
+        while not stop.wait(1.0):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+            except Exception:
+                pass
+
+    threading.Thread(target=scrape, daemon=True).start()
+    return gw, stop
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=10)
@@ -182,6 +207,9 @@ def main():
         auth_port = free_port()
         auth_gw, key = start_auth_gateway(tmp, mock_port, auth_port)
         procs.append(auth_gw)
+        metrics_port = free_port()
+        metrics_gw, stop_scraping = start_metrics_gateway(tmp, mock_port, metrics_port)
+        procs.append(metrics_gw)
         targets = [("direct", f"http://127.0.0.1:{mock_port}/v1/chat/completions", "mock-model", None)]
         if use_nginx:
             conf = os.path.join(tmp, "nginx.conf")
@@ -199,7 +227,9 @@ http {{ access_log off; upstream mock {{ server 127.0.0.1:{mock_port}; keepalive
         targets.append(("switchyard", f"http://127.0.0.1:{gw_port}/v1/chat/completions", "mock/mock-model", gw.pid))
         keyed = {"switchyard+auth": key}
         wrk_targets = targets + [("switchyard+auth", f"http://127.0.0.1:{auth_port}/v1/chat/completions",
-                                  "mock/mock-model", auth_gw.pid)]
+                                  "mock/mock-model", auth_gw.pid),
+                                 ("switchyard+metrics", f"http://127.0.0.1:{metrics_port}/v1/chat/completions",
+                                  "mock/mock-model", metrics_gw.pid)]
 
         sampler = RssSampler(gw.pid)
         sampler.start()
@@ -218,6 +248,7 @@ http {{ access_log off; upstream mock {{ server 127.0.0.1:{mock_port}; keepalive
                     results[name] = r
                 rows.append((scenario, c, results))
         load_rss = sampler.peak
+        stop_scraping.set()
         first = []
         for c in CONCURRENCY:
             res = {name: probe(url, PACED % (model, 2), c, max(3, args.seconds // 2)) for name, url, model, _ in targets}

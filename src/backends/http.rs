@@ -245,6 +245,7 @@ impl HttpUpstream {
         };
         let started = tokio::time::Instant::now();
         let deadline = self.timeouts.headers_deadline(started, stream);
+        crate::observe::exchange::sent();
         let first = request(&self.client, self.url(path)?);
         let sent = match tokio::time::timeout_at(deadline, first).await {
             Ok(Err(err)) if is_stale_connection(&err) => {
@@ -256,6 +257,7 @@ impl HttpUpstream {
         };
         match sent {
             Ok(Ok(mut response)) => {
+                crate::observe::exchange::answered();
                 Timeouts::mark_started(&mut response, started);
                 Ok(response)
             }

@@ -39,6 +39,8 @@ pub struct Config {
     pub auth: Option<AuthConfig>,
     /// `[idempotency]`, defaults applied (in force whenever a store is open).
     pub idempotency: IdempotencyConfig,
+    /// `[metrics]`: Prometheus metrics are on when present.
+    pub metrics: Option<MetricsConfig>,
 }
 
 /// `[idempotency]`, with defaults applied.
@@ -57,6 +59,22 @@ impl Default for IdempotencyConfig {
             max_answer_bytes: 4 * 1024 * 1024,
         }
     }
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// `/metrics` on a listener of its own instead of the main one.
+    pub listen: Option<SocketAddr>,
+}
+
+/// `[server.cors]`: which origins' pages may call the gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigins {
+    /// Any origin (`"*"`).
+    Any,
+    /// These origins, each `scheme://host[:port]` exactly as browsers send it.
+    List(Vec<String>),
 }
 
 /// `[store]`.
@@ -113,6 +131,8 @@ pub struct ServerConfig {
     pub request_body_timeout: Duration,
     /// Serve HTTPS with these files (read at start, re-read when they change).
     pub tls: Option<TlsConfig>,
+    /// `[server.cors]`; `None` grants no other origin anything.
+    pub cors: Option<CorsOrigins>,
 }
 
 /// One `[backends.<name>]`.
@@ -330,8 +350,8 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-/// A digest of the settings read only at start (`[store]`, `[auth]`, `[idempotency]`,
-/// `[server] tls` paths), for
+/// A digest of the settings read only at start (`[store]`, `[auth]`, `[idempotency]`, `[server] tls` paths,
+/// `[server.cors]`, `[metrics]`), for
 /// a reload to notice that they changed. Hex SHA-256; the secrets never leave it.
 pub fn fixed_at_start(config: &Config) -> String {
     use secrecy::ExposeSecret;
@@ -350,6 +370,12 @@ pub fn fixed_at_start(config: &Config) -> String {
         hash.update(auth.admin_token.expose_secret().as_bytes());
     }
     hash.update(format!("\0idempotency\0{:?}", config.idempotency).as_bytes());
+    if let Some(cors) = &config.server.cors {
+        hash.update(format!("\0cors\0{cors:?}").as_bytes());
+    }
+    if let Some(metrics) = &config.metrics {
+        hash.update(format!("\0metrics\0{metrics:?}").as_bytes());
+    }
     if let Some(tls) = &config.server.tls {
         hash.update(b"\0tls\0");
         hash.update(tls.cert.as_os_str().as_encoded_bytes());

@@ -75,6 +75,9 @@ pub struct RawConfig {
     /// whenever the gateway has a store; this section opens the default one when there is none.
     #[schemars(with = "Option<RawIdempotency>")]
     pub idempotency: Option<Spanned<RawIdempotency>>,
+    /// `[metrics]`: Prometheus metrics at `/metrics`; its presence (even empty) turns them on.
+    #[schemars(with = "Option<RawMetrics>")]
+    pub metrics: Option<Spanned<RawMetrics>>,
 }
 
 /// `[idempotency]`.
@@ -88,6 +91,26 @@ pub struct RawIdempotency {
     /// client but is not kept, and a repeat gets a 409 `idempotent_answer_not_kept`.
     #[schemars(with = "Option<u64>", range(min = 1))]
     pub max_answer_bytes: Option<Spanned<i64>>,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// Serve `/metrics` on this address of its own (e.g. `127.0.0.1:9100`, no key asked)
+    /// instead of on the main listener (where `[auth]` asks for the admin token).
+    #[schemars(with = "Option<String>")]
+    pub listen: Option<Spanned<String>>,
+}
+
+/// `[server.cors]`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawCors {
+    /// Origins whose pages may call the gateway, each as `scheme://host[:port]`
+    /// (`["https://app.example"]`), or `["*"]` for any.
+    #[schemars(with = "Vec<String>")]
+    pub allowed_origins: Vec<Spanned<String>>,
 }
 
 /// `[store]`.
@@ -176,6 +199,10 @@ pub struct RawServer {
     /// by ALPN); renewed files are picked up by new connections without a restart.
     #[schemars(with = "Option<RawTls>")]
     pub tls: Option<Spanned<RawTls>>,
+    /// `[server.cors]`: let pages on other origins call the gateway from a browser (off when
+    /// absent).
+    #[schemars(with = "Option<RawCors>")]
+    pub cors: Option<Spanned<RawCors>>,
 }
 
 /// `[backends.<name>]`: the union of every kind's keys; `validate` checks which apply.

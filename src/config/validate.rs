@@ -15,6 +15,7 @@ use url::Url;
 
 mod auth;
 mod idempotency;
+mod observe;
 
 use super::raw::{RawBackend, RawConfig, RawRoute, RawServer, RawWeightedBackend};
 use super::{
@@ -93,6 +94,7 @@ pub fn validate(
         raw.store.as_ref(),
         auth.is_some() || raw.idempotency.is_some(),
     );
+    let metrics = raw.metrics.as_ref().map(|m| v.metrics(m.get_ref()));
     if v.errors.is_empty() {
         Ok(Config {
             server,
@@ -101,6 +103,7 @@ pub fn validate(
             store,
             auth: auth.flatten(),
             idempotency,
+            metrics,
         })
     } else {
         Err(ConfigErrors(v.errors))
@@ -171,6 +174,7 @@ impl Validator<'_> {
             .duration(raw.shutdown_timeout.as_ref(), "shutdown_timeout")
             .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT);
         let tls = raw.tls.as_ref().map(|t| self.tls(t));
+        let cors = raw.cors.as_ref().map(|c| self.cors(c.get_ref()));
         ServerConfig {
             listen,
             max_body_bytes,
@@ -199,6 +203,7 @@ impl Validator<'_> {
                 .duration(raw.request_body_timeout.as_ref(), "request_body_timeout")
                 .unwrap_or(DEFAULT_REQUEST_BODY_TIMEOUT),
             tls,
+            cors,
         }
     }
 

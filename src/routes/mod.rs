@@ -11,6 +11,7 @@ pub mod embeddings;
 mod forward;
 pub mod health;
 mod idempotent;
+pub mod metrics;
 pub mod models;
 pub mod openapi;
 mod optional_api;
@@ -54,6 +55,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
     .service(web::resource("/v1/models").route(web::get().to(models::list_models)))
     .service(web::resource("/v1/models/{model:.+}").route(web::get().to(models::retrieve_model)))
     .service(web::resource("/health").route(web::get().to(health::health)))
+    .service(web::resource("/metrics").route(web::get().to(metrics::scrape)))
     .service(web::resource("/admin/v1/routes").route(web::get().to(route_table::show_routes)))
     .service(web::resource("/openapi.json").route(web::get().to(docs::openapi_json)))
     .service(web::resource("/docs").route(web::get().to(docs::docs_page)))

@@ -72,6 +72,7 @@ reaching the upstream. Answers are kept for `[idempotency] ttl` (24 h).
         routes::models::list_models,
         routes::models::retrieve_model,
         routes::health::health,
+        routes::metrics::scrape,
         routes::route_table::show_routes,
         routes::docs::openapi_json,
         routes::docs::docs_page,
@@ -398,6 +399,7 @@ mod tests {
             "/v1/models",
             "/v1/models/{model}",
             "/health",
+            "/metrics",
             "/openapi.json",
             "/docs",
         ] {

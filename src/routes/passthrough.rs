@@ -95,6 +95,7 @@ async fn relay_to_default(
         .ok_or_else(unknown)?;
     let backend = table.backend(name).ok_or_else(unknown)?;
     caller::admit(state, caller, "").await?;
+    crate::observe::exchange::attempt(crate::observe::metrics::NONE, name);
     let path_and_query = path_and_query(req);
     let auth = caller::upstream_auth(caller, name);
     let call = UpstreamCall {

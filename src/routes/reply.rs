@@ -4,10 +4,13 @@ use actix_web::HttpResponse;
 use actix_web::http::header::{self, HeaderValue};
 
 use crate::backends::{ReplyBody, UpstreamReply};
+use crate::observe::Relayed;
 
 /// The response for a successful upstream reply.
 pub fn respond(reply: UpstreamReply) -> HttpResponse {
     let mut response = HttpResponse::build(reply.status);
+    // Its timing headers are the upstream exchange's (`observe::timing`).
+    response.extensions_mut().insert(Relayed);
     let is_events = matches!(reply.body, ReplyBody::EventStream(_));
     for (name, value) in &reply.headers {
         // An event stream's bytes and framing are the gateway's own (headers set below): the

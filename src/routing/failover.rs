@@ -61,6 +61,7 @@ pub async fn send<'r: 'c, 'c>(
         let member = &route.members[index];
         // With no attempt left to fail over to, a stream goes out as soon as its headers come.
         let may_fail_over = attempt + 1 < route.max_attempts.min(route.members.len());
+        crate::observe::exchange::attempt(&route.prefix, &member.name);
         let call = call(&member.name, member.model(resolved.upstream_model));
         let outcome = attempt_one(member, call, may_fail_over).await;
         match outcome {

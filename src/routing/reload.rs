@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 
 use super::RouteTable;
 use crate::config;
+use crate::observe::Metrics;
 
 /// How long the directory must stay quiet before a reload (editors save in several steps).
 const QUIET: Duration = Duration::from_millis(50);
@@ -120,11 +121,25 @@ pub struct Reloadable {
     pub routes: Arc<ArcSwap<RouteTable>>,
     /// Which file version is in force and how reloads went.
     pub status: Arc<ReloadStatus>,
+    /// Counts reloads, when `[metrics]` is on.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 /// Reloads the file now. Without `force`, a file whose text was already loaded (or already
 /// refused) is left alone.
 pub fn reload(target: &Reloadable, force: bool) -> ReloadOutcome {
+    let outcome = reload_file(target, force);
+    if let Some(metrics) = &target.metrics {
+        match outcome {
+            ReloadOutcome::Swapped => metrics.reload(true),
+            ReloadOutcome::Refused => metrics.reload(false),
+            ReloadOutcome::Unchanged => {}
+        }
+    }
+    outcome
+}
+
+fn reload_file(target: &Reloadable, force: bool) -> ReloadOutcome {
     let status = &target.status;
     let source = match config::read(status.path()) {
         Ok(source) => source,
@@ -146,7 +161,7 @@ pub fn reload(target: &Reloadable, force: bool) -> ReloadOutcome {
     let previous = target.routes.load();
     let built = super::load_table(&source, status.path(), Some(&previous)).map(|(config, table)| {
         if config::fixed_at_start(&config) != status.fixed_at_start {
-            tracing::warn!(file = %status.path().display(), "[store], [auth] or [server] tls changed: they are read at start, so restart to apply them; routes and backends are reloaded");
+            tracing::warn!(file = %status.path().display(), "[store], [auth], [metrics], [server] tls or [server.cors] changed: they are read at start, so restart to apply them; routes and backends are reloaded");
         }
         table
     });
@@ -345,6 +360,7 @@ mod tests {
         Reloadable {
             routes: Arc::new(ArcSwap::from_pointee(table)),
             status: Arc::new(ReloadStatus::new(&path, text)),
+            metrics: None,
         }
     }
 

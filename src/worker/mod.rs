@@ -30,6 +30,7 @@ use tokio_util::task::TaskTracker;
 mod claims;
 mod config;
 mod dead_letter;
+pub mod metrics;
 mod relay;
 mod stats;
 
@@ -166,6 +167,12 @@ impl Worker {
     /// The outcome counters.
     pub fn stats(&self) -> StatsSnapshot {
         self.shared.stats.snapshot()
+    }
+
+    /// Reads the counters while `run_until_stopped` owns the worker (for its metrics).
+    pub fn stats_reader(&self) -> impl Fn() -> StatsSnapshot + Send + Sync + 'static {
+        let shared = self.shared.clone();
+        move || shared.stats.snapshot()
     }
 
     /// Jobs running now.

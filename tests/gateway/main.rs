@@ -20,6 +20,7 @@ mod hot_reload;
 mod idempotency;
 mod keep_alive;
 mod models;
+mod observe;
 mod ollama;
 mod openapi;
 mod passthrough;

@@ -33,6 +33,9 @@ fn committed() -> String {
 /// Echo under `echo/`, and a second route whose model is listed first, so the examples of the
 /// served document visibly come from this table.
 const ROUTES: &str = r#"
+# `/metrics` is documented, so it is served here too.
+[metrics]
+
 [backends.echo]
 kind = "echo"
 

@@ -97,6 +97,7 @@ impl RedisBackend {
             .arg("*")
             .arg("data")
             .arg(&job.data);
+        crate::observe::exchange::sent();
         let entry_id: String = match tokio::time::timeout(REDIS_GRACE, lease.cmd(&add)).await {
             Ok(added) => added?,
             Err(_) => return Ok(Err(self.timeout_error("Redis to queue the job"))),
@@ -109,6 +110,7 @@ impl RedisBackend {
                 Ok(first) => first,
                 Err(err) => return Ok(Err(err)),
             };
+            crate::observe::exchange::answered();
             let mut reader = ResultReader::new(
                 lease,
                 self.pool.clone(),
@@ -127,6 +129,7 @@ impl RedisBackend {
                 Ok(popped) => popped,
                 Err(err) => return Ok(Err(err)),
             };
+            crate::observe::exchange::answered();
             let Some((_, raw)) = popped else {
                 // Nobody will read the answer now: take the job back so no worker runs it
                 // (or, when one already is, so its claim lapses and it stops).
