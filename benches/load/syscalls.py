@@ -2,6 +2,7 @@
 """System calls of the gateway per request, a measure that contention does not move.
 
 One command:  python3 benches/load/syscalls.py [--profile release|dev] [--seconds 3] [--workers N]
+                                              [--gateway PATH]
 
 It builds the gateway, the mock upstream and the stream probe (release by default; the counts
 are the same in a debug build, which is quicker to build), starts the mock on CPU 0 and the
@@ -9,6 +10,8 @@ gateway on CPU 1, attaches `strace -c -f` to the gateway and runs the stream pro
 at a time) for each shape below; then divides strace's call counts by the requests the mock
 served. Shapes: chat; a 20-event stream sent in one HTTP chunk ("stream"); the same stream with
 one HTTP chunk per event ("stream/event"); a real-shaped stream, 200 events 2 ms apart.
+`--gateway` runs another build of the gateway (say, one of the previous commit) against the
+same mock and probe, for a before/after comparison.
 """
 
 import argparse
@@ -48,6 +51,7 @@ def main():
     ap.add_argument("--profile", choices=("release", "dev"), default="release")
     ap.add_argument("--seconds", type=int, default=3)
     ap.add_argument("--workers", type=int, default=None, help="gateway workers (default: its own, 1 when pinned)")
+    ap.add_argument("--gateway", help="the gateway binary to measure (default: the one this command builds)")
     args = ap.parse_args()
     if subprocess.run(["which", "strace"], capture_output=True).returncode != 0:
         sudo = [] if os.geteuid() == 0 else ["sudo"]
@@ -67,7 +71,8 @@ def main():
             workers = f"[server]\nworkers = {args.workers}\n" if args.workers else ""
             f.write(f'{workers}[backends.mock]\nkind = "openai"\nbase_url = "http://127.0.0.1:{mock_port}/v1"\n'
                     f'[[routes]]\nprefix = "mock/"\nbackend = "mock"\n')
-        gw = subprocess.Popen(["taskset", "-c", "1", os.path.join(out_dir, "switchyard"), "serve", "--config", routes,
+        gateway = args.gateway or os.path.join(out_dir, "switchyard")
+        gw = subprocess.Popen(["taskset", "-c", "1", gateway, "serve", "--config", routes,
                                "--listen", f"127.0.0.1:{gw_port}"], env={**os.environ, "RUST_LOG": "warn"})
         procs.append(gw)
         run.wait_http(f"http://127.0.0.1:{gw_port}/health")
