@@ -190,9 +190,12 @@ impl HttpUpstream {
                 .body(body.clone())
                 .send()
         };
+        // This thread's client, built here on its first request: before the clock starts, so
+        // that building it never eats into the upstream's time.
+        let client = self.clients.get();
         let started = tokio::time::Instant::now();
         let deadline = self.timeouts.headers_deadline(started, stream);
-        let first = request(self.clients.get(), self.url(path)?);
+        let first = request(client, self.url(path)?);
         let sent = match tokio::time::timeout_at(deadline, first).await {
             Ok(Err(err)) if is_stale_connection(&err) => {
                 tracing::debug!(backend = %self.name, "pooled connection closed under the request; resending on a new one");
