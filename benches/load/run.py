@@ -12,8 +12,8 @@ mock to CPU 0, and prints one Markdown table measured in one run:
     one HTTP chunk (batched), and "stream/event", one HTTP chunk per event as inference servers
     send tokens (the mock writes them as fast as the socket takes them);
   - time to first event of a stream (stream probe, 2 ms between upstream chunks), and a
-    real-shaped stream (200 events, 2 ms apart): time to first event and the gateway's RSS per
-    open stream while the probe's streams are open;
+    real-shaped stream (200 events, 2 ms apart): time to first event and the RSS per open stream
+    of a fresh gateway process while the probe's streams are open;
   - the gateway's RSS idle, under load, and with 2,000 streams held open;
   - a second gateway, "switchyard+auth", with [auth] on (SQLite store, one gateway key minted
     through the admin API and sent by wrk): its CPU per request minus the first gateway's is the
@@ -231,19 +231,14 @@ http {{ access_log off; upstream mock {{ server 127.0.0.1:{mock_port}; keepalive
         for c in CONCURRENCY:
             res = {name: probe(url, PACED % (model, 2), c, max(3, args.seconds // 2)) for name, url, model, _ in targets}
             first.append((c, res))
-        real = real_shaped(targets, gw.pid, max(3, args.seconds // 2))
 
         # Memory in a fresh gateway: idle, then with N streams held open (the upstream pauses
         # 60 s between chunks), so the per-stream figure is not hidden by memory the allocator
-        # kept from the load above.
+        # kept from the load above; then, in another fresh one, the real-shaped stream.
         gw.terminate()
         gw.wait(timeout=10)
-        gw = subprocess.Popen(["taskset", "-c", "1", os.path.join(RELEASE, "switchyard"), "serve", "--config", routes,
-                               "--listen", f"127.0.0.1:{gw_port}"], env={**os.environ, "RUST_LOG": "warn"})
+        gw, base_rss = fresh_gateway(routes, gw_port)
         procs.append(gw)
-        wait_http(f"http://127.0.0.1:{gw_port}/health")
-        time.sleep(0.5)
-        base_rss = rss_kib(gw.pid)
         hold = subprocess.Popen([os.path.join(RELEASE, "examples/stream_probe"), f"http://127.0.0.1:{gw_port}/v1/chat/completions",
                                  str(args.streams_held), "hold", PACED % ("mock/mock-model", 60000)],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -252,6 +247,12 @@ http {{ access_log off; upstream mock {{ server 127.0.0.1:{mock_port}; keepalive
         held_rss = rss_kib(gw.pid)
         hold.stdin.close()
         hold.wait(timeout=30)
+        gw.terminate()
+        gw.wait(timeout=10)
+        gw, real_base = fresh_gateway(routes, gw_port)
+        procs.append(gw)
+        fresh = [(name, url, model, gw.pid if name == "switchyard" else pid) for name, url, model, pid in targets]
+        real = real_shaped(fresh, gw.pid, real_base, max(3, args.seconds // 2))
         report(rows, first, idle_rss, load_rss, base_rss, held_rss, line.strip(), args, [t[0] for t in wrk_targets],
                [t[0] for t in targets])
         report_real(real, [t[0] for t in targets])
@@ -265,28 +266,37 @@ http {{ access_log off; upstream mock {{ server 127.0.0.1:{mock_port}; keepalive
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def real_shaped(targets, gw_pid, seconds):
-    """The real-shaped stream through each target: time to first event, and for the gateway its
-    RSS above the level before the probe while c streams are open, per stream."""
+def fresh_gateway(routes, port):
+    """A new gateway process on `port`, and its RSS once idle."""
+    gw = subprocess.Popen(["taskset", "-c", "1", os.path.join(RELEASE, "switchyard"), "serve", "--config", routes,
+                           "--listen", f"127.0.0.1:{port}"], env={**os.environ, "RUST_LOG": "warn"})
+    wait_http(f"http://127.0.0.1:{port}/health")
+    time.sleep(0.5)
+    return gw, rss_kib(gw.pid)
+
+
+def real_shaped(targets, gw_pid, base_rss, seconds):
+    """The real-shaped stream through each target: time to first event, and for the gateway (a
+    fresh process, RSS `base_rss` before any request) its peak RSS above that level while c
+    streams are open, per stream."""
     out = []
     for c in CONCURRENCY:
         res = {}
         for name, url, model, pid in targets:
-            before = rss_kib(gw_pid)
             sampler = RssSampler(gw_pid)
             sampler.start()
             res[name] = probe(url, REAL % model, c, seconds)
             sampler.running = False
             sampler.join()
             if pid == gw_pid:
-                res[name]["kib_per_stream"] = max(sampler.peak - before, 0) / c
+                res[name]["kib_per_stream"] = max(sampler.peak - base_rss, 0) / c
         out.append((c, res))
     return out
 
 
 def report_real(real, names):
     print("\nReal-shaped stream (200 events, 2 ms apart), ms; the gateway's RSS per open stream is its peak "
-          "RSS during the cell minus its RSS before, over c:\n")
+          "RSS during the cell minus its RSS as a fresh process, over c:\n")
     print("| c | target | streams/s | first p50 | first p99 | added first p50 | end p50 | RSS KiB/stream | errors |")
     print("|---|---|---|---|---|---|---|---|---|")
     for c, res in real:

@@ -13,7 +13,7 @@ use futures::StreamExt;
 use reqwest::header::{ACCEPT_ENCODING, AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use secrecy::ExposeSecret;
 
-use super::thread_client::ThreadClients;
+use super::thread_client::{self, ThreadClients};
 use super::timing::{Pace, Timeouts};
 use super::{ByteStream, UpstreamAuth, upstream_path};
 use crate::config::HttpSettings;
@@ -111,22 +111,24 @@ impl HttpUpstream {
     /// Builds the client for one backend.
     pub fn new(name: &str, settings: &HttpSettings) -> Result<Self, String> {
         let connect_timeout = settings.connect_timeout;
+        let tls = thread_client::shared_tls().map_err(|e| format!("backend `{name}`: {e}"))?;
         let builder = move || {
             reqwest::Client::builder()
+                .tls_backend_preconfigured(tls.clone())
                 .connect_timeout(connect_timeout)
                 .tcp_nodelay(true)
                 .redirect(reqwest::redirect::Policy::none())
         };
         let refused =
             |e: reqwest::Error| format!("backend `{name}`: cannot build the HTTP client: {e}");
-        let pool_idle_timeout = settings.pool_idle_timeout;
-        let clients =
-            ThreadClients::new(move || builder().pool_idle_timeout(pool_idle_timeout).build())
-                .map_err(refused)?;
         let fresh = builder()
             .pool_max_idle_per_host(0)
             .build()
             .map_err(refused)?;
+        let pool_idle_timeout = settings.pool_idle_timeout;
+        let clients =
+            ThreadClients::new(move || builder().pool_idle_timeout(pool_idle_timeout).build())
+                .map_err(refused)?;
         let api_key = match &settings.api_key {
             Some(key) => {
                 let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose_secret()))

@@ -9,7 +9,29 @@
 //! only ever take connections their own runtime drives. Clients are built on a thread's first
 //! request, from the same settings; a hot reload that keeps a backend keeps its clients.
 
+use std::sync::Arc;
+
 use thread_local::ThreadLocal;
+
+/// The TLS settings reqwest builds by default (its default crypto provider, the platform's
+/// certificate verifier, ALPN `h2` then `http/1.1`), built once so that all the clients of an
+/// upstream share them: building them reads and parses the system's root certificates, some
+/// 3 MB of memory and milliseconds per client otherwise.
+pub fn shared_tls() -> Result<rustls::ClientConfig, String> {
+    let provider = rustls::crypto::CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+    let verifier = rustls_platform_verifier::Verifier::new(provider.clone())
+        .map_err(|e| format!("cannot set up TLS certificate verification: {e}"))?;
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(rustls::ALL_VERSIONS)
+        .map_err(|e| format!("cannot set up TLS: {e}"))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tls)
+}
 
 /// The clients of one upstream, one per thread that has sent through it.
 pub struct ThreadClients {
