@@ -2,9 +2,15 @@
 //!
 //! `POST /v1/chat/completions` answers a fixed 423-byte-class ChatCompletion, or, when the body
 //! has `"stream":true`, an SSE stream of `MOCK_CHUNKS` content chunks (default 20) and
-//! `data: [DONE]`. A body field `"mock_pause_ms":N` (an extra_body field, relayed by the gateway
-//! verbatim) puts N ms between chunks. `GET /stats` reports how many requests it served, so the
-//! bench can check the upstream really saw every request.
+//! `data: [DONE]`. Body fields (extra_body fields, relayed by the gateway verbatim) shape it:
+//! - none: the whole stream is one HTTP chunk (the "batched" shape);
+//! - `"mock_chunked":true`: one HTTP chunk per event, as inference servers send tokens; with no
+//!   pause they leave in as few writes as the socket takes, so the gateway's reads hold several;
+//! - `"mock_pause_ms":N`: one chunk per event, N ms apart (one write each);
+//! - `"mock_events":N`: N content chunks instead of `MOCK_CHUNKS`.
+//!
+//! `GET /stats` reports how many requests it served, so the bench can check the upstream really
+//! saw every request.
 //!
 //! Usage: `mock_upstream ADDR [WORKERS]`.
 
@@ -21,8 +27,15 @@ const COMPLETION: &str = r#"{"id":"chatcmpl-mock","object":"chat.completion","cr
 
 struct Mock {
     served: AtomicU64,
-    chunks: Vec<Bytes>,
+    chunks: Arc<Vec<Bytes>>,
     whole_stream: Bytes,
+}
+
+/// `n` content chunks and `data: [DONE]`, one `Bytes` per event.
+fn stream_chunks(n: usize) -> Vec<Bytes> {
+    let mut chunks: Vec<Bytes> = (0..n).map(|i| Bytes::from(chunk(i))).collect();
+    chunks.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    chunks
 }
 
 fn chunk(i: usize) -> String {
@@ -31,8 +44,10 @@ fn chunk(i: usize) -> String {
     )
 }
 
-fn pause_of(body: &[u8]) -> Option<u64> {
-    let key = b"\"mock_pause_ms\":";
+/// The number after `"<field>":` in a request body.
+fn number_field(body: &[u8], field: &str) -> Option<u64> {
+    let key = format!("\"{field}\":");
+    let key = key.as_bytes();
     let at = body.windows(key.len()).position(|w| w == key)? + key.len();
     let digits: String = body[at..]
         .iter()
@@ -52,19 +67,25 @@ async fn chat(body: Bytes, mock: Data<Arc<Mock>>) -> HttpResponse {
             .content_type("application/json")
             .body(COMPLETION);
     }
-    match pause_of(&body) {
-        None | Some(0) => HttpResponse::Ok()
+    let pause = number_field(&body, "mock_pause_ms").unwrap_or(0);
+    let chunked = body.windows(19).any(|w| w == b"\"mock_chunked\":true");
+    let events = number_field(&body, "mock_events").map(|n| n as usize);
+    match (pause, chunked, events) {
+        (0, false, None) => HttpResponse::Ok()
             .content_type("text/event-stream")
             .body(mock.whole_stream.clone()),
-        Some(ms) => {
-            let chunks = mock.chunks.clone();
+        (ms, _, events) => {
+            let chunks = match events {
+                Some(n) => Arc::new(stream_chunks(n)),
+                None => mock.chunks.clone(),
+            };
             let paced = futures::stream::unfold(0usize, move |i| {
                 let chunks = chunks.clone();
                 async move {
                     if i >= chunks.len() {
                         return None;
                     }
-                    if i > 0 {
+                    if i > 0 && ms > 0 {
                         tokio::time::sleep(Duration::from_millis(ms)).await;
                     }
                     Some((Ok::<Bytes, actix_web::Error>(chunks[i].clone()), i + 1))
@@ -90,8 +111,7 @@ async fn main() -> std::io::Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
-    let mut chunks: Vec<Bytes> = (0..n).map(|i| Bytes::from(chunk(i))).collect();
-    chunks.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    let chunks = Arc::new(stream_chunks(n));
     let whole_stream = Bytes::from(chunks.iter().flat_map(|c| c.to_vec()).collect::<Vec<u8>>());
     let mock = Data::new(Arc::new(Mock {
         served: AtomicU64::new(0),

@@ -8,8 +8,12 @@ the stream probe in release mode, pins the proxy under test to CPU 1 and the loa
 mock to CPU 0, and prints one Markdown table measured in one run:
   - non-streaming chat and streaming chat (20 chunks) at concurrency 1, 64, 256: requests/s,
     p50 / p99 / p99.9 latency (to the end of the stream), the added latency (proxy minus direct)
-    and the proxy's CPU time per request;
-  - time to first event of a stream (stream probe, 2 ms between upstream chunks);
+    and the proxy's CPU time per request. Streams in two shapes: "stream", the whole stream in
+    one HTTP chunk (batched), and "stream/event", one HTTP chunk per event as inference servers
+    send tokens (the mock writes them as fast as the socket takes them);
+  - time to first event of a stream (stream probe, 2 ms between upstream chunks), and a
+    real-shaped stream (200 events, 2 ms apart): time to first event and the RSS per open stream
+    of a fresh gateway process while the probe's streams are open;
   - the gateway's RSS idle, under load, and with 2,000 streams held open;
   - a second gateway, "switchyard+auth", with [auth] on (SQLite store, one gateway key minted
     through the admin API and sent by wrk): its CPU per request minus the first gateway's is the
@@ -38,7 +42,11 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 CONCURRENCY = [1, 64, 256]
 CHAT = '{"model":"%s","messages":[{"role":"user","content":"Say something short."}],"max_tokens":32}'
 STREAM = '{"model":"%s","stream":true,"messages":[{"role":"user","content":"Say something short."}]}'
+STREAM_PER_EVENT = '{"model":"%s","stream":true,"mock_chunked":true,"messages":[{"role":"user","content":"Say something short."}]}'
 PACED = '{"model":"%s","stream":true,"mock_pause_ms":%d,"messages":[{"role":"user","content":"x"}]}'
+# A real-shaped stream: 200 events 2 ms apart (a 400 ms answer at 500 tokens/s).
+REAL = '{"model":"%s","stream":true,"mock_pause_ms":2,"mock_events":200,"messages":[{"role":"user","content":"x"}]}'
+SCENARIOS = (("chat", CHAT), ("stream", STREAM), ("stream/event", STREAM_PER_EVENT))
 
 
 def sh(*cmd, **kw):
@@ -234,7 +242,7 @@ http {{ access_log off; upstream mock {{ server 127.0.0.1:{mock_port}; keepalive
         sampler = RssSampler(gw.pid)
         sampler.start()
         rows = []
-        for scenario, template in (("chat", CHAT), ("stream", STREAM)):
+        for scenario, template in SCENARIOS:
             for c in CONCURRENCY:
                 results = {}
                 for name, url, model, pid in wrk_targets:
@@ -249,23 +257,19 @@ http {{ access_log off; upstream mock {{ server 127.0.0.1:{mock_port}; keepalive
                 rows.append((scenario, c, results))
         load_rss = sampler.peak
         stop_scraping.set()
+        sampler.running = False
         first = []
         for c in CONCURRENCY:
             res = {name: probe(url, PACED % (model, 2), c, max(3, args.seconds // 2)) for name, url, model, _ in targets}
             first.append((c, res))
-        sampler.running = False
 
         # Memory in a fresh gateway: idle, then with N streams held open (the upstream pauses
         # 60 s between chunks), so the per-stream figure is not hidden by memory the allocator
-        # kept from the load above.
+        # kept from the load above; then, in another fresh one, the real-shaped stream.
         gw.terminate()
         gw.wait(timeout=10)
-        gw = subprocess.Popen(["taskset", "-c", "1", os.path.join(RELEASE, "switchyard"), "serve", "--config", routes,
-                               "--listen", f"127.0.0.1:{gw_port}"], env={**os.environ, "RUST_LOG": "warn"})
+        gw, base_rss = fresh_gateway(routes, gw_port)
         procs.append(gw)
-        wait_http(f"http://127.0.0.1:{gw_port}/health")
-        time.sleep(0.5)
-        base_rss = rss_kib(gw.pid)
         hold = subprocess.Popen([os.path.join(RELEASE, "examples/stream_probe"), f"http://127.0.0.1:{gw_port}/v1/chat/completions",
                                  str(args.streams_held), "hold", PACED % ("mock/mock-model", 60000)],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -274,8 +278,15 @@ http {{ access_log off; upstream mock {{ server 127.0.0.1:{mock_port}; keepalive
         held_rss = rss_kib(gw.pid)
         hold.stdin.close()
         hold.wait(timeout=30)
+        gw.terminate()
+        gw.wait(timeout=10)
+        gw, real_base = fresh_gateway(routes, gw_port)
+        procs.append(gw)
+        fresh = [(name, url, model, gw.pid if name == "switchyard" else pid) for name, url, model, pid in targets]
+        real = real_shaped(fresh, gw.pid, real_base, max(3, args.seconds // 2))
         report(rows, first, idle_rss, load_rss, base_rss, held_rss, line.strip(), args, [t[0] for t in wrk_targets],
                [t[0] for t in targets])
+        report_real(real, [t[0] for t in targets])
     finally:
         for p in reversed(procs):
             p.terminate()
@@ -284,6 +295,49 @@ http {{ access_log off; upstream mock {{ server 127.0.0.1:{mock_port}; keepalive
             except subprocess.TimeoutExpired:
                 p.kill()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def fresh_gateway(routes, port):
+    """A new gateway process on `port`, and its RSS once idle."""
+    gw = subprocess.Popen(["taskset", "-c", "1", os.path.join(RELEASE, "switchyard"), "serve", "--config", routes,
+                           "--listen", f"127.0.0.1:{port}"], env={**os.environ, "RUST_LOG": "warn"})
+    wait_http(f"http://127.0.0.1:{port}/health")
+    time.sleep(0.5)
+    return gw, rss_kib(gw.pid)
+
+
+def real_shaped(targets, gw_pid, base_rss, seconds):
+    """The real-shaped stream through each target: time to first event, and for the gateway (a
+    fresh process, RSS `base_rss` before any request) its peak RSS above that level while c
+    streams are open, per stream."""
+    out = []
+    for c in CONCURRENCY:
+        res = {}
+        for name, url, model, pid in targets:
+            sampler = RssSampler(gw_pid)
+            sampler.start()
+            res[name] = probe(url, REAL % model, c, seconds)
+            sampler.running = False
+            sampler.join()
+            if pid == gw_pid:
+                res[name]["kib_per_stream"] = max(sampler.peak - base_rss, 0) / c
+        out.append((c, res))
+    return out
+
+
+def report_real(real, names):
+    print("\nReal-shaped stream (200 events, 2 ms apart), ms; the gateway's RSS per open stream is its peak "
+          "RSS during the cell minus its RSS as a fresh process, over c:\n")
+    print("| c | target | streams/s | first p50 | first p99 | added first p50 | end p50 | RSS KiB/stream | errors |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for c, res in real:
+        d = res["direct"]
+        for name in names:
+            r = res[name]
+            added = "" if name == "direct" else ms(r["first_p50"] - d["first_p50"])
+            rss = f"{r['kib_per_stream']:.1f}" if "kib_per_stream" in r else ""
+            print(f"| {c} | {name} | {r['requests'] / r['seconds']:.0f} | {ms(r['first_p50'])} | {ms(r['first_p99'])} | "
+                  f"{added} | {ms(r['end_p50'])} | {rss} | {r['errors']} |")
 
 
 def ms(us):

@@ -13,6 +13,7 @@ use memchr::memmem;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::json_check;
 use super::sse;
 use super::stream::ByteStream;
 use super::stream::{Emitter, Flow, Framing, StreamAdapter, normalize};
@@ -74,9 +75,7 @@ impl StreamAdapter for OpenAIRelay {
 
     fn on_frames(&mut self, frames: Bytes, out: &mut Emitter) -> Result<Flow, GatewayError> {
         match scan_canonical(&frames) {
-            // A read with a payload that does not parse goes the slow way, which relays the
-            // events before it and then fails on it.
-            Some(ends_with_done) if canonical_payloads_parse(&frames) => {
+            Some(ends_with_done) => {
                 out.pass(frames);
                 Ok(if ends_with_done {
                     Flow::End
@@ -117,7 +116,9 @@ impl StreamAdapter for OpenAIRelay {
             return self.upstream_error(&data, out);
         }
         if !data.trim_ascii().is_empty() {
-            if !payload_parses(&data) {
+            // A chunk that does not parse would reach the client as if fine, and its SDK
+            // would fail on it or, worse, skip it.
+            if !json_check::is_json(&data) {
                 return Err(GatewayError::UpstreamProtocol {
                     backend: self.backend.clone(),
                     message: "a stream event's data is not UTF-8 JSON".to_owned(),
@@ -136,8 +137,10 @@ impl StreamAdapter for OpenAIRelay {
 }
 
 /// `Some(ends_with_done)` when `frames` is already canonical and needs no look inside: LF line
-/// ends only, one `data: ` line per event, `[DONE]` (if any) last, and no `"error"` anywhere
-/// (a cheap over-approximation of "might be an error event": the slow path decides).
+/// ends only, one `data: ` line per event whose payload is JSON, `[DONE]` (if any) last, and
+/// no `"error"` anywhere (a cheap over-approximation of "might be an error event": the slow
+/// path decides). A read with a payload that does not parse goes the slow way too, which
+/// relays the events before it and then fails on it.
 fn scan_canonical(frames: &[u8]) -> Option<bool> {
     if !frames.ends_with(b"\n\n")
         || memchr::memchr(b'\r', frames).is_some()
@@ -161,29 +164,17 @@ fn scan_canonical(frames: &[u8]) -> Option<bool> {
             continue;
         }
         // A second line in one event (multi-line data, `event:`, ...) or anything after [DONE].
-        if !previous_blank || !line.starts_with(b"data: ") || done {
+        let payload = line.strip_prefix(b"data: ")?;
+        if !previous_blank || done {
             return None;
         }
         previous_blank = false;
-        done = line == b"data: [DONE]";
+        done = payload == b"[DONE]";
+        if !done && !json_check::is_json(payload) {
+            return None;
+        }
     }
     Some(done)
-}
-
-/// Whether every `data: ` payload of canonical `frames` (one per event, see `scan_canonical`)
-/// is JSON or the closing `[DONE]`.
-fn canonical_payloads_parse(frames: &[u8]) -> bool {
-    frames
-        .split(|&b| b == b'\n')
-        .filter_map(|line| line.strip_prefix(b"data: "))
-        .all(|data| data == b"[DONE]" || payload_parses(data))
-}
-
-/// Whether an event's data is UTF-8 JSON: a chunk that does not parse would reach the client
-/// as if fine, and its SDK would fail on it or, worse, skip it.
-fn payload_parses(data: &[u8]) -> bool {
-    std::str::from_utf8(data)
-        .is_ok_and(|text| serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok())
 }
 
 /// Whether a data payload is `{"error": <non-null>, ...}`.

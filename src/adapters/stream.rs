@@ -16,6 +16,7 @@
 //! upstream at once; at `[DONE]` it ends the client's stream and reads the rest of the upstream
 //! body in the background (bounded: 5 s, 64 KiB) so the connection is reused.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -139,6 +140,16 @@ impl Emitter {
             self.buf.extend_from_slice(&whole);
         }
         &mut self.buf
+    }
+
+    /// How many bytes were emitted since the last take.
+    pub fn len(&self) -> usize {
+        self.whole.as_ref().map_or(0, Bytes::len) + self.buf.len()
+    }
+
+    /// Whether nothing was emitted since the last take.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Everything emitted since the last take, if anything.
@@ -297,17 +308,36 @@ where
         upstream,
         upstream_done: false,
         inner: Normalizer::new(adapter, backend),
+        batch: Emitter::default(),
+        grew_since_yield: false,
     })
 }
 
+/// The most a batch of ready events holds before it is sent without waiting for more.
+pub const MAX_BATCH_BYTES: usize = 64 * 1024;
+
+/// The client side of a normalised stream: sends what is ready at once, in one body chunk.
+///
+/// Every event ready before the stream would wait leaves in one chunk, hence one write to the
+/// client's socket (the HTTP server flushes whenever the body is pending). "Ready" includes
+/// what the upstream connection's task can hand over without waiting for the network: an HTTP
+/// client passes a body on one chunk at a time, so when the upstream is pending after a read,
+/// the stream yields once to the scheduler and looks again; only when a look finds nothing new
+/// does it send. An event that arrived alone therefore leaves after one scheduler pass, never
+/// waiting for the next event.
 struct Normalized<A> {
     upstream: ByteStream,
     upstream_done: bool,
     inner: Normalizer<A>,
+    /// What is ready for the client and not sent yet.
+    batch: Emitter,
+    /// Whether `batch` grew since the stream last yielded to the scheduler.
+    grew_since_yield: bool,
 }
 
 impl<A: StreamAdapter + Unpin> Normalized<A> {
-    fn emit(&mut self, bytes: Option<Bytes>) -> Option<Bytes> {
+    /// Logs a failure once, lets a failed upstream go, and adds `bytes` to the batch.
+    fn collect(&mut self, bytes: Option<Bytes>) {
         if let Some(reason) = self.inner.take_failure() {
             tracing::error!(backend = %self.inner.backend, error = %reason, "stream failed");
         }
@@ -316,7 +346,40 @@ impl<A: StreamAdapter + Unpin> Normalized<A> {
             self.upstream = Box::pin(futures::stream::empty());
             self.upstream_done = true;
         }
-        bytes
+        if let Some(bytes) = bytes {
+            self.batch.pass(bytes);
+            self.grew_since_yield = true;
+        }
+    }
+
+    /// The stream is closed: sends what is left, then ends. The client's answer is complete at
+    /// `[DONE]`; what the upstream still sends (only its body's terminator, from a well-behaved
+    /// server) is read in the background so that its connection goes back to the pool instead
+    /// of being closed.
+    fn close(&mut self) -> Poll<Option<Result<Bytes, GatewayError>>> {
+        if !self.upstream_done {
+            let rest = std::mem::replace(&mut self.upstream, Box::pin(futures::stream::empty()));
+            drain_in_background(rest);
+            self.upstream_done = true;
+        }
+        Poll::Ready(self.batch.take().map(Ok))
+    }
+
+    /// The upstream is pending: sends the batch, unless it grew since the last look, in which
+    /// case the stream yields once so that whatever is about to be ready joins it.
+    fn on_pending(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, GatewayError>>> {
+        if self.batch.is_empty() {
+            return Poll::Pending;
+        }
+        if !self.grew_since_yield {
+            return Poll::Ready(self.batch.take().map(Ok));
+        }
+        self.grew_since_yield = false;
+        // Polled once, tokio's yield defers this task's wake-up until the tasks already
+        // scheduled (the upstream connection's among them) have run; it is then dropped.
+        let yielded = std::pin::pin!(tokio::task::yield_now());
+        let _ = yielded.poll(cx);
+        Poll::Pending
     }
 }
 
@@ -327,20 +390,13 @@ impl<A: StreamAdapter + Unpin> Stream for Normalized<A> {
         let this = &mut *self;
         loop {
             if this.inner.is_closed() {
-                if !this.upstream_done {
-                    // The client's answer is complete at `[DONE]`: end it now. What the
-                    // upstream still sends (only its body's terminator, from a well-behaved
-                    // server) is read in the background so that its connection goes back to
-                    // the pool instead of being closed.
-                    let rest =
-                        std::mem::replace(&mut this.upstream, Box::pin(futures::stream::empty()));
-                    drain_in_background(rest);
-                    this.upstream_done = true;
-                }
-                return Poll::Ready(None);
+                return this.close();
+            }
+            if this.batch.len() >= MAX_BATCH_BYTES {
+                return Poll::Ready(this.batch.take().map(Ok));
             }
             let out = match this.upstream.poll_next_unpin(cx) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => return this.on_pending(cx),
                 Poll::Ready(Some(Ok(read))) => this.inner.push(read),
                 Poll::Ready(Some(Err(err))) => {
                     this.upstream_done = true;
@@ -351,9 +407,7 @@ impl<A: StreamAdapter + Unpin> Stream for Normalized<A> {
                     this.inner.end()
                 }
             };
-            if let Some(bytes) = this.emit(out) {
-                return Poll::Ready(Some(Ok(bytes)));
-            }
+            this.collect(out);
         }
     }
 }
@@ -547,6 +601,80 @@ mod tests {
             tokio::task::yield_now().await;
         }
         panic!("the rest of the upstream body was not read after [DONE]");
+    }
+
+    /// An upstream fed by a task through a one-slot channel: like an HTTP client's body, it
+    /// hands over one read at a time, the next only after the task has run again.
+    fn one_at_a_time() -> (ByteStream, tokio::sync::mpsc::Sender<Bytes>) {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+        let upstream = futures::stream::unfold(rx, |mut rx| async move {
+            let read = rx.recv().await?;
+            Some((Ok(read), rx))
+        });
+        (Box::pin(upstream), tx)
+    }
+
+    #[tokio::test]
+    async fn an_event_that_arrived_alone_is_sent_while_the_upstream_holds_back_the_rest() {
+        let (upstream, tx) = one_at_a_time();
+        let mut client = normalize(upstream, Upper, "b");
+        tx.send(Bytes::from_static(b"first\n")).await.unwrap();
+        // Bounded: the upstream sends nothing more until the client has the first event.
+        let first = tokio::time::timeout(std::time::Duration::from_secs(10), client.next())
+            .await
+            .expect("the first event did not wait for a second")
+            .unwrap()
+            .unwrap();
+        assert_eq!(first, &b"data: FIRST\n\n"[..]);
+        tx.send(Bytes::from_static(b"second\nstop\n"))
+            .await
+            .unwrap();
+        let rest: Vec<u8> = client.map(|r| r.unwrap().to_vec()).concat().await;
+        assert_eq!(rest, b"data: SECOND\n\ndata: [DONE]\n\n");
+    }
+
+    #[tokio::test]
+    async fn events_handed_over_one_at_a_time_without_waiting_leave_in_one_chunk_in_order() {
+        let (upstream, tx) = one_at_a_time();
+        let (hold, held) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            for read in [&b"a\n"[..], b"b\nc\n", b"d\n", b"e\n"] {
+                tx.send(Bytes::from_static(read)).await.unwrap();
+            }
+            // The upstream then waits (for the network, say) before it ends the stream.
+            let _ = held.await;
+            tx.send(Bytes::from_static(b"stop\n")).await.unwrap();
+        });
+        let mut client = normalize(upstream, Upper, "b");
+        let first = client.next().await.unwrap().unwrap();
+        assert_eq!(
+            first,
+            &b"data: A\n\ndata: B\n\ndata: C\n\ndata: D\n\ndata: E\n\n"[..],
+            "every read that was ready leaves in one chunk"
+        );
+        hold.send(()).unwrap();
+        let rest: Vec<u8> = client.map(|r| r.unwrap().to_vec()).concat().await;
+        assert_eq!(rest, b"data: [DONE]\n\n");
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_sent_once_it_reaches_its_cap() {
+        let line = vec![b'x'; 1024];
+        let reads = (0..(2 * MAX_BATCH_BYTES / 1024)).map(move |_| {
+            let mut read = line.clone();
+            read.push(b'\n');
+            Ok(Bytes::from(read))
+        });
+        let upstream: ByteStream = Box::pin(futures::stream::iter(reads));
+        let sizes: Vec<usize> = normalize(upstream, Upper, "b")
+            .map(|r| r.unwrap().len())
+            .collect()
+            .await;
+        assert!(sizes.len() > 1, "{sizes:?}");
+        assert!(
+            sizes.iter().all(|n| *n <= MAX_BATCH_BYTES + 1100),
+            "{sizes:?}"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Shared HTTP transport of the `openai`, `ollama` and `proxy` kinds: one pooled reqwest client
-//! per backend, header filtering both ways, timeouts, and upstream failures mapped to errors.
+//! Shared HTTP transport of the `openai`, `ollama` and `proxy` kinds: pooled reqwest clients per
+//! backend (one per thread, see `thread_client`), header filtering both ways, timeouts, and
+//! upstream failures mapped to errors.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use futures::StreamExt;
 use reqwest::header::{ACCEPT_ENCODING, AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use secrecy::ExposeSecret;
 
+use super::thread_client::{self, ThreadClients};
 use super::timing::{Pace, Timeouts};
 use super::{ByteStream, UpstreamAuth, upstream_path};
 use crate::config::HttpSettings;
@@ -157,7 +159,7 @@ pub(crate) fn join_below(
 #[derive(Debug)]
 pub struct HttpUpstream {
     name: Arc<str>,
-    client: reqwest::Client,
+    clients: ThreadClients,
     /// The same settings without a pool: the one retry after a keep-alive race goes on a new
     /// connection, never on another pooled one that may be just as stale.
     fresh: reqwest::Client,
@@ -173,13 +175,20 @@ pub struct HttpUpstream {
 impl HttpUpstream {
     /// Builds the client for one backend.
     pub fn new(name: &str, settings: &HttpSettings) -> Result<Self, String> {
-        let builder = || client_builder(settings.connect_timeout);
-        let built = |b: reqwest::ClientBuilder| {
-            b.build()
-                .map_err(|e| format!("backend `{name}`: cannot build the HTTP client: {e}"))
-        };
-        let client = built(builder().pool_idle_timeout(settings.pool_idle_timeout))?;
-        let fresh = built(builder().pool_max_idle_per_host(0))?;
+        let connect_timeout = settings.connect_timeout;
+        let tls = thread_client::shared_tls().map_err(|e| format!("backend `{name}`: {e}"))?;
+        let builder =
+            move || client_builder(connect_timeout).tls_backend_preconfigured(tls.clone());
+        let refused =
+            |e: reqwest::Error| format!("backend `{name}`: cannot build the HTTP client: {e}");
+        let fresh = builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .map_err(refused)?;
+        let pool_idle_timeout = settings.pool_idle_timeout;
+        let clients =
+            ThreadClients::new(move || builder().pool_idle_timeout(pool_idle_timeout).build())
+                .map_err(refused)?;
         let api_key = match &settings.api_key {
             Some(key) => {
                 let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose_secret()))
@@ -203,7 +212,7 @@ impl HttpUpstream {
             .collect();
         Ok(HttpUpstream {
             name: Arc::from(name),
-            client,
+            clients,
             fresh,
             base: settings.base_url.clone(),
             base_path: settings.base_url.path().trim_end_matches('/').to_owned(),
@@ -243,10 +252,13 @@ impl HttpUpstream {
                 .body(body.clone())
                 .send()
         };
+        // This thread's client, built here on its first request: before the clock starts, so
+        // that building it never eats into the upstream's time.
+        let client = self.clients.get();
         let started = tokio::time::Instant::now();
         let deadline = self.timeouts.headers_deadline(started, stream);
         crate::observe::exchange::sent();
-        let first = request(&self.client, self.url(path)?);
+        let first = request(client, self.url(path)?);
         let sent = match tokio::time::timeout_at(deadline, first).await {
             Ok(Err(err)) if is_stale_connection(&err) => {
                 tracing::debug!(backend = %self.name, "pooled connection closed under the request; resending on a new one");

@@ -11,6 +11,7 @@ mod ollama;
 mod openai;
 mod proxy;
 pub mod redis;
+mod thread_client;
 mod timing;
 pub mod upstream_path;
 

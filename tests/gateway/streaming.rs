@@ -4,8 +4,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::json;
+use tokio::io::AsyncWriteExt;
 
 use crate::support::paced_sse::{PacedSse, Seen};
+use crate::support::raw_upstream::{RawUpstream, Saw};
 use crate::support::{openai_routes, spawn_gateway, sse_payloads, stream_text};
 
 fn chunk(text: &str) -> Vec<u8> {
@@ -127,4 +129,43 @@ async fn the_echo_backend_streams_word_by_word_with_usage() {
     assert_eq!(stream_text(&payloads), "the quick brown fox");
     let usage: serde_json::Value = serde_json::from_str(&payloads[payloads.len() - 2]).unwrap();
     assert_eq!(usage["usage"]["completion_tokens"], 4);
+}
+
+#[tokio::test]
+async fn events_that_arrive_in_one_read_one_http_chunk_each_reach_the_client_in_order_and_whole() {
+    // Arrange: an upstream that sends 200 events, each in its own HTTP chunk (as inference
+    // servers do), all in one write, so that the gateway reads many at once.
+    let mut body = Vec::new();
+    for i in 0..200 {
+        let event = chunk(&format!("t{i} "));
+        body.extend_from_slice(format!("{:x}\r\n", event.len()).as_bytes());
+        body.extend_from_slice(&event);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(b"e\r\ndata: [DONE]\n\n\r\n0\r\n\r\n");
+    let mut upstream = RawUpstream::start(move |mut socket, _| {
+        let body = body.clone();
+        async move {
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+            let mut all = head.as_bytes().to_vec();
+            all.extend_from_slice(&body);
+            let _ = socket.write_all(&all).await;
+            let _ = socket.flush().await;
+        }
+    })
+    .await;
+    let gw = spawn_gateway(&openai_routes(&upstream.base_url, "")).await;
+
+    // Act
+    let response = gw
+        .post_json("/v1/chat/completions", &stream_request())
+        .await;
+    assert!(matches!(upstream.next().await, Saw::Request(_)));
+    let payloads = sse_payloads(response).await;
+
+    // Assert: every event, whole and in order, then one [DONE].
+    let expected: String = (0..200).map(|i| format!("t{i} ")).collect();
+    assert_eq!(stream_text(&payloads), expected);
+    assert_eq!(payloads.len(), 201);
+    assert_eq!(payloads.last().map(String::as_str), Some("[DONE]"));
 }
