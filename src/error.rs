@@ -95,6 +95,10 @@ pub enum GatewayError {
     /// The key's `max_requests` are used up.
     #[error("this key has used all the requests it was allowed")]
     RequestLimitReached,
+    /// A per-caller rate limit (`requests_per_minute`, `tokens_per_minute`, `max_concurrent`)
+    /// is reached; the client may retry after the time it is told.
+    #[error("rate limit reached: {}; retry after {} s", .0.limit, .0.retry_after_secs)]
+    RateLimited(Box<RateLimited>),
     /// An admin resource that does not exist.
     #[error("no {what} with id `{id}`")]
     NotFound {
@@ -188,6 +192,17 @@ pub enum GatewayError {
     },
 }
 
+/// What a 429 of the gateway's rate limits tells the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimited {
+    /// The limit reached, as routes.toml names it.
+    pub limit: &'static str,
+    /// Whole seconds until a retry can succeed (`retry-after`).
+    pub retry_after_secs: u64,
+    /// The `x-ratelimit-*` headers, as OpenAI sends them.
+    pub headers: Vec<(&'static str, String)>,
+}
+
 impl GatewayError {
     /// The status and OpenAI error body a client sees: the one mapping of errors to the wire.
     pub fn to_openai(&self) -> (StatusCode, ErrorBody) {
@@ -261,6 +276,16 @@ impl GatewayError {
                     "rate_limit_error",
                     None,
                     Some("max_requests_reached"),
+                ),
+            ),
+            // OpenAI's own shape for its rate limits: the SDKs raise `RateLimitError`.
+            RateLimited(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorBody::new(
+                    self.to_string(),
+                    "requests",
+                    None,
+                    Some("rate_limit_exceeded"),
                 ),
             ),
             NotFound { .. } => (
@@ -359,6 +384,7 @@ impl GatewayError {
                 | InvalidAdminToken
                 | ModelNotPermitted { .. }
                 | RequestLimitReached
+                | RateLimited(_)
                 | NotFound { .. }
                 | Conflict { .. }
         )
@@ -394,6 +420,7 @@ impl GatewayError {
             | InvalidAdminToken
             | ModelNotPermitted { .. }
             | RequestLimitReached
+            | RateLimited(_)
             | NotFound { .. }
             | Conflict { .. }
             | StoreUnavailable { .. }
@@ -488,6 +515,12 @@ impl ResponseError for GatewayError {
             // A used-up cap does not come back: tell the SDKs (which retry 429s) not to retry.
             GatewayError::RequestLimitReached => {
                 response.insert_header(("x-should-retry", "false"));
+            }
+            GatewayError::RateLimited(limited) => {
+                response.insert_header((header::RETRY_AFTER, limited.retry_after_secs));
+                for (name, value) in &limited.headers {
+                    response.insert_header((*name, value.as_str()));
+                }
             }
             _ => {}
         }

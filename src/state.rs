@@ -6,6 +6,8 @@ use arc_swap::ArcSwap;
 
 use crate::auth::Auth;
 use crate::limits::Limits;
+use crate::limits::rate::{RateLimiter, SystemClock};
+use crate::usage::Recorder;
 use crate::routing::RouteTable;
 use crate::routing::reload::ReloadStatus;
 
@@ -21,6 +23,10 @@ pub struct AppState {
     pub limits: Limits,
     /// Gateway keys, when `[auth]` is on; `None` serves everyone, as without it.
     pub auth: Option<Arc<Auth>>,
+    /// Usage records (`[usage]`), fixed at start.
+    pub usage: Arc<Recorder>,
+    /// Per-caller rate limits (the routes' `rate_limit`, budgets per `[limits]`).
+    pub rate: Arc<RateLimiter>,
 }
 
 impl AppState {
@@ -31,6 +37,8 @@ impl AppState {
             routes: Arc::new(ArcSwap::from_pointee(table)),
             reload: Arc::new(reload),
             auth: None,
+            usage: Arc::new(Recorder::off()),
+            rate: Arc::new(RateLimiter::local(Arc::new(SystemClock::default()))),
         }
     }
 }

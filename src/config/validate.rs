@@ -14,6 +14,7 @@ use toml::Spanned;
 use url::Url;
 
 mod auth;
+mod usage;
 
 use super::raw::{RawBackend, RawConfig, RawRoute, RawServer, RawWeightedBackend};
 use super::{
@@ -88,6 +89,8 @@ pub fn validate(
     }
     let auth = raw.auth.as_ref().map(|a| v.auth(a));
     let store = v.store(raw.store.as_ref(), auth.is_some());
+    let usage = raw.usage.as_ref().and_then(|u| v.usage(u));
+    let limits = v.limits(raw.limits.as_ref());
     if v.errors.is_empty() {
         Ok(Config {
             server,
@@ -95,6 +98,8 @@ pub fn validate(
             routes,
             store,
             auth: auth.flatten(),
+            usage,
+            limits,
         })
     } else {
         Err(ConfigErrors(v.errors))
@@ -536,6 +541,7 @@ impl Validator<'_> {
                 strip_prefix: r.strip_prefix.unwrap_or(true),
                 models,
                 discover: r.discover.unwrap_or(false),
+                rate_limit: r.rate_limit.as_ref().map(|l| self.rate_limit(l)),
             });
         }
         routes

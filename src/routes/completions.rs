@@ -57,7 +57,7 @@ impl OptionalEndpoint for CompletionRequest {
     const API: OptionalApi = OptionalApi::Completions;
 
     /// Ollama and echo answer legacy completions themselves, through the typed flow.
-    async fn serve(routed: Routed<'_>, request: Self) -> Result<HttpResponse, GatewayError> {
+    async fn serve(routed: Routed<'_>, mut request: Self) -> Result<HttpResponse, GatewayError> {
         let Routed {
             req,
             state,
@@ -66,6 +66,6 @@ impl OptionalEndpoint for CompletionRequest {
             body,
             ..
         } = routed;
-        send(req, state, caller, table, body, &request).await
+        send(req, state, caller, table, body, &mut request).await
     }
 }

@@ -5,13 +5,14 @@ use actix_web::web::{Data, Payload};
 use actix_web::{HttpRequest, HttpResponse};
 use bytes::Bytes;
 
+use super::accounting::Visit;
 use super::body::read_body;
 use super::caller::{self, Caller};
-use super::reply::respond;
-use crate::backends::{Endpoint, ParsedRequest, UpstreamCall};
+use crate::backends::{Endpoint, ParsedRequest, UpstreamCall, UpstreamReply};
 use crate::error::GatewayError;
 use crate::routing::rewrite::{peek_model, replace_model};
 use crate::routing::{Resolved, RouteTable, failover};
+use crate::schema::chat::StreamOptions;
 use crate::schema::{ChatCompletionRequest, CompletionRequest, EmbeddingRequest, parse_request};
 use crate::state::AppState;
 
@@ -25,6 +26,10 @@ pub trait RoutedRequest: for<'de> serde::Deserialize<'de> {
     fn stream(&self) -> bool;
     /// The typed view handed to backends.
     fn parsed(&self) -> ParsedRequest<'_>;
+    /// Its `stream_options`, when the endpoint has them (so the gateway can ask for usage).
+    fn stream_options(&mut self) -> Option<&mut Option<StreamOptions>> {
+        None
+    }
 }
 
 impl RoutedRequest for ChatCompletionRequest {
@@ -37,6 +42,9 @@ impl RoutedRequest for ChatCompletionRequest {
     }
     fn parsed(&self) -> ParsedRequest<'_> {
         ParsedRequest::Chat(self)
+    }
+    fn stream_options(&mut self) -> Option<&mut Option<StreamOptions>> {
+        Some(&mut self.stream_options)
     }
 }
 
@@ -64,6 +72,9 @@ impl RoutedRequest for CompletionRequest {
     fn parsed(&self) -> ParsedRequest<'_> {
         ParsedRequest::Completion(self)
     }
+    fn stream_options(&mut self) -> Option<&mut Option<StreamOptions>> {
+        Some(&mut self.stream_options)
+    }
 }
 
 /// Serves one typed request end to end.
@@ -77,27 +88,55 @@ pub async fn forward<T: RoutedRequest>(
     let table = state.routes.load_full();
     // `_held` keeps the body's share of the body budget until the upstream has answered.
     let (body, _held) = read_body(&req, payload, &table.server, &state.limits).await?;
-    let request: T = parse_request(&body)?;
-    send(&req, &state, &caller, &table, body, &request).await
+    let mut request: T = parse_request(&body)?;
+    send(&req, &state, &caller, &table, body, &mut request).await
 }
 
 /// Resolves `request`'s model and sends it (its bytes, `body`) through its route's backends,
-/// once the caller's key may use that model and has a request left.
+/// once the caller's key may use that model, is within its rate limits and has a request
+/// left; its usage is recorded when the answer ends (`accounting`).
 pub async fn send<T: RoutedRequest>(
     req: &HttpRequest,
     state: &AppState,
     caller: &Caller,
     table: &RouteTable,
     body: Bytes,
-    request: &T,
+    request: &mut T,
 ) -> Result<HttpResponse, GatewayError> {
-    let model = request.model();
+    let endpoint = usage_name(T::ENDPOINT);
+    let mut visit = Visit::start(req, state, caller, request.model(), endpoint, request.stream());
+    match relay(req, state, caller, table, body, request, &mut visit).await {
+        Ok(reply) => Ok(visit.respond(reply)),
+        Err(err) => {
+            visit.failed(&err);
+            Err(err)
+        }
+    }
+}
+
+async fn relay<T: RoutedRequest>(
+    req: &HttpRequest,
+    state: &AppState,
+    caller: &Caller,
+    table: &RouteTable,
+    body: Bytes,
+    request: &mut T,
+    visit: &mut Visit,
+) -> Result<UpstreamReply, GatewayError> {
+    // Owned: the typed request may be changed below (to ask for usage) while the route,
+    // resolved from the name, is in use.
+    let model = request.model().to_owned();
+    let model = model.as_str();
     caller::check_scope(caller, model)?;
     let resolved = resolve(table, model)?;
+    visit.admit(state, caller, resolved.route).await?;
     caller::admit(state, caller, model).await?;
     tracing::debug!(model, route = %resolved.route.prefix, "routed");
+    let body = visit.prepare(body, request.stream_options())?;
     let stream = request.stream();
-    let reply = failover::send(resolved, |backend, upstream_model| {
+    visit.sending();
+    failover::send(resolved, |backend, upstream_model| {
+        visit.trying(backend, upstream_model);
         Ok(UpstreamCall {
             endpoint: T::ENDPOINT,
             body: with_model(&body, model, upstream_model)?,
@@ -108,8 +147,17 @@ pub async fn send<T: RoutedRequest>(
             auth: caller::upstream_auth(caller, backend),
         })
     })
-    .await?;
-    Ok(respond(reply))
+    .await
+}
+
+/// The endpoint as usage records name it.
+fn usage_name(endpoint: Endpoint<'_>) -> &'static str {
+    match endpoint {
+        Endpoint::ChatCompletions => "chat.completions",
+        Endpoint::Embeddings => "embeddings",
+        Endpoint::Completions => "completions",
+        Endpoint::Raw { .. } => "raw",
+    }
 }
 
 /// The route serving `model`, or 404 `model_not_found`.

@@ -1,6 +1,7 @@
 //! HTTP handlers only; each file is one endpoint family. `configure` is THE route list, used by
 //! the server and the tests alike.
 
+mod accounting;
 pub mod admin;
 mod body;
 mod caller;

@@ -1,0 +1,243 @@
+//! What one request through the typed flow costs and may spend: its caller's rate limits on
+//! the route (`limits::rate`), and its usage record (`usage`), filled in as the request goes
+//! and written when its answer ends (a stream's end, or the client going away).
+//!
+//! The handlers call it at fixed points (`start`, `admit`, `prepare`, `sending`, then `respond`
+//! or `failed`); the rules live in `usage` and `limits`, this only carries the request's facts
+//! to them.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse};
+use bytes::Bytes;
+
+use super::caller::Caller;
+use super::reply::respond;
+use crate::backends::{ReplyBody, UpstreamReply};
+use crate::error::GatewayError;
+use crate::limits::rate::Admitted;
+use crate::routing::Route;
+use crate::schema::chat::StreamOptions;
+use crate::state::AppState;
+use crate::telemetry::RequestId;
+use crate::usage::{self, Metered, Record, Recorder, StreamEnd};
+
+/// One request's accounting, from arrival to the end of its answer.
+pub struct Visit {
+    recorder: Arc<Recorder>,
+    record: Record,
+    received: Instant,
+    sent: Option<Instant>,
+    admitted: Option<Admitted>,
+    /// The gateway asked the upstream for usage the client did not ask for.
+    asked: bool,
+}
+
+impl Visit {
+    /// Starts accounting for a request for `model` at `endpoint`.
+    pub fn start(
+        req: &HttpRequest,
+        state: &AppState,
+        caller: &Caller,
+        model: &str,
+        endpoint: &'static str,
+        streamed: bool,
+    ) -> Self {
+        let request_id = req
+            .extensions()
+            .get::<RequestId>()
+            .map(|id| id.0.to_string())
+            .unwrap_or_default();
+        Visit {
+            recorder: state.usage.clone(),
+            record: Record {
+                time: now_rfc3339(),
+                request_id,
+                project: caller.as_ref().map(|g| g.project_id.clone()),
+                key_id: caller.as_ref().map(|g| g.key_id.clone()),
+                endpoint,
+                model: model.to_owned(),
+                upstream_model: None,
+                route: None,
+                backend: None,
+                status: 0,
+                streamed,
+                usage: None,
+                upstream_ms: None,
+                gateway_ms: 0.0,
+                ttft_ms: None,
+                duration_ms: 0.0,
+            },
+            received: Instant::now(),
+            sent: None,
+            admitted: None,
+            asked: false,
+        }
+    }
+
+    /// Takes the request from its caller's budget on `route` (per key with `[auth]`, else the
+    /// route's own), or refuses it with a 429.
+    pub async fn admit(
+        &mut self,
+        state: &AppState,
+        caller: &Caller,
+        route: &Route,
+    ) -> Result<(), GatewayError> {
+        self.record.route = Some(route.prefix.clone());
+        let Some(limit) = &route.rate_limit else {
+            return Ok(());
+        };
+        let scope = match caller {
+            Some(grant) => format!("key:{}:{}", grant.key_id, route.prefix),
+            None => format!("route:{}", route.prefix),
+        };
+        self.admitted = Some(state.rate.check(&scope, limit).await?);
+        Ok(())
+    }
+
+    /// The body to send: when usage is needed and a streaming client did not ask for it, the
+    /// request is made to ask (`options` is the typed view's `stream_options`).
+    pub fn prepare(
+        &mut self,
+        body: Bytes,
+        options: Option<&mut Option<StreamOptions>>,
+    ) -> Result<Bytes, GatewayError> {
+        let wanted = self.recorder.is_on() || self.admitted.as_ref().is_some_and(Admitted::counts_tokens);
+        let Some(options) = options else {
+            return Ok(body);
+        };
+        let client_asked = options.as_ref().and_then(|o| o.include_usage) == Some(true);
+        if !wanted || !self.record.streamed || client_asked {
+            return Ok(body);
+        }
+        self.asked = true;
+        usage::ask_for_usage(&body, options)
+    }
+
+    /// Notes which backend is being tried, with which model name.
+    pub fn trying(&mut self, backend: &str, upstream_model: &str) {
+        if self.record.backend.as_deref() != Some(backend) {
+            self.record.backend = Some(backend.to_owned());
+        }
+        if self.record.upstream_model.as_deref() != Some(upstream_model) {
+            self.record.upstream_model = Some(upstream_model.to_owned());
+        }
+    }
+
+    /// Marks the moment the request goes upstream.
+    pub fn sending(&mut self) {
+        self.sent = Some(Instant::now());
+    }
+
+    /// The client's response for the upstream's `reply`; its usage is recorded when it ends.
+    pub fn respond(mut self, mut reply: UpstreamReply) -> HttpResponse {
+        let answered = Instant::now();
+        self.record.status = reply.status.as_u16();
+        self.record.upstream_ms = self.sent.map(|s| ms(answered - s));
+        let headers = self.admitted.as_ref().map(Admitted::headers);
+        let closing = Closing::from(self);
+        reply.body = match reply.body {
+            ReplyBody::EventStream(stream) => {
+                let strip = closing.asked;
+                let done = Box::new(move |end: StreamEnd| closing.close(end));
+                ReplyBody::EventStream(Box::pin(Metered::new(stream, strip, done)))
+            }
+            ReplyBody::Full(bytes) => {
+                closing.close(StreamEnd {
+                    tokens: usage::tokens::in_json(&bytes),
+                    first_byte: None,
+                });
+                ReplyBody::Full(bytes)
+            }
+            raw @ ReplyBody::Raw(..) => {
+                closing.close(StreamEnd {
+                    tokens: None,
+                    first_byte: None,
+                });
+                raw
+            }
+        };
+        let mut response = respond(reply);
+        for (name, value) in headers.into_iter().flatten() {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                response
+                    .headers_mut()
+                    .insert(HeaderName::from_static(name), value);
+            }
+        }
+        response
+    }
+
+    /// Records a request that ended in `err` (refused, or the upstream failed).
+    pub fn failed(mut self, err: &GatewayError) {
+        self.record.status = match err {
+            GatewayError::UpstreamStatus { status, .. } => status.as_u16(),
+            _ => err.to_openai().0.as_u16(),
+        };
+        if let Some(sent) = self.sent {
+            self.record.upstream_ms = Some(ms(sent.elapsed()));
+        }
+        Closing::from(self).close(StreamEnd {
+            tokens: None,
+            first_byte: None,
+        });
+    }
+}
+
+/// What is left to do when the answer ends: charge tokens, write the record, and (by being
+/// dropped) give back the caller's concurrency place.
+struct Closing {
+    recorder: Arc<Recorder>,
+    record: Record,
+    received: Instant,
+    admitted: Option<Admitted>,
+    asked: bool,
+}
+
+impl From<Visit> for Closing {
+    fn from(visit: Visit) -> Self {
+        let mut record = visit.record;
+        record.gateway_ms = ms(visit.sent.unwrap_or_else(Instant::now) - visit.received);
+        Closing {
+            recorder: visit.recorder,
+            record,
+            received: visit.received,
+            admitted: visit.admitted,
+            asked: visit.asked,
+        }
+    }
+}
+
+impl Closing {
+    fn close(self, end: StreamEnd) {
+        let Closing {
+            recorder,
+            mut record,
+            received,
+            admitted,
+            ..
+        } = self;
+        if let (Some(admitted), Some(tokens)) = (&admitted, end.tokens) {
+            admitted.charge(tokens.total_tokens);
+        }
+        if end.tokens.is_none() && (200..300).contains(&record.status) && recorder.is_on() {
+            tracing::debug!(model = %record.model, "the answer reported no usage");
+        }
+        record.usage = end.tokens;
+        record.ttft_ms = end.first_byte.map(|t| ms(t - received));
+        record.duration_ms = ms(received.elapsed());
+        recorder.record(record);
+    }
+}
+
+fn ms(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}

@@ -1,0 +1,236 @@
+//! Reading a relayed answer's usage on its way to the client, without holding it up.
+//!
+//! A JSON answer is read once (`tokens::in_json`). A stream is wrapped: each read the client
+//! pulls is relayed as the same `Bytes` unless it can hold a usage value, which one vectorised
+//! scan for `"usage"` decides; only then are its events looked into. Reads reach the wrapper
+//! in canonical framing, whole events each (`adapters::stream` guarantees both), so an event
+//! never straddles two reads.
+//!
+//! When the gateway asked the upstream for usage on the client's behalf (`strip`), the
+//! usage-only chunk is removed and so is each chunk's `"usage":null`, so the client sees the
+//! stream it asked for. A usage value on a chunk that also carries choices is left in place:
+//! removing it would mean rewriting the chunk.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use futures::Stream;
+use memchr::memmem;
+
+use super::tokens::{self, Tokens};
+use crate::adapters::sse;
+use crate::backends::ByteStream;
+use crate::error::GatewayError;
+
+/// What a finished (or abandoned) stream reports.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamEnd {
+    /// The usage it carried, if any.
+    pub tokens: Option<Tokens>,
+    /// When its first bytes went to the client.
+    pub first_byte: Option<Instant>,
+}
+
+/// A relayed stream whose usage is read as it passes; `done` runs once when it ends, fails or
+/// is dropped (the client went away).
+pub struct Metered {
+    inner: ByteStream,
+    strip: bool,
+    end: StreamEnd,
+    done: Option<Box<dyn FnOnce(StreamEnd) + Send>>,
+}
+
+impl Metered {
+    /// Wraps `inner`; `strip` when the client did not ask for usage itself.
+    pub fn new(inner: ByteStream, strip: bool, done: Box<dyn FnOnce(StreamEnd) + Send>) -> Self {
+        Metered {
+            inner,
+            strip,
+            end: StreamEnd {
+                tokens: None,
+                first_byte: None,
+            },
+            done: Some(done),
+        }
+    }
+
+    /// The read as the client gets it, noting any usage in it.
+    fn inspect(&mut self, read: Bytes) -> Bytes {
+        if memmem::find(&read, b"\"usage\"").is_none() {
+            return read;
+        }
+        // Copy on write: `out` exists only once an event had to change.
+        let mut out: Option<BytesMut> = None;
+        let mut start = 0;
+        while start < read.len() {
+            let end = memmem::find(&read[start..], b"\n\n").map_or(read.len(), |i| start + i + 2);
+            let event = &read[start..end];
+            let kept = self.event(event);
+            match (kept, &mut out) {
+                (Kept::Same, None) => {}
+                (Kept::Same, Some(out)) => out.extend_from_slice(event),
+                (changed, slot) => {
+                    let out = slot.get_or_insert_with(|| BytesMut::from(&read[..start]));
+                    if let Kept::Without(range) = changed {
+                        out.extend_from_slice(&event[..range.start]);
+                        out.extend_from_slice(&event[range.end..]);
+                    }
+                }
+            }
+            start = end;
+        }
+        out.map_or(read, BytesMut::freeze)
+    }
+
+    /// What becomes of one event.
+    fn event(&mut self, event: &[u8]) -> Kept {
+        let Some(at) = memmem::find(event, b"\"usage\"") else {
+            return Kept::Same;
+        };
+        let Some(data) = sse::decode(event).data else {
+            return Kept::Same;
+        };
+        if let Some((tokens, has_choices)) = tokens::in_chunk(&data) {
+            self.end.tokens = Some(tokens);
+            return if self.strip && !has_choices {
+                Kept::Dropped
+            } else {
+                Kept::Same
+            };
+        }
+        if let Some(tokens) = tokens::in_response_event(&data) {
+            self.end.tokens = Some(tokens);
+            return Kept::Same;
+        }
+        match null_usage(event, at) {
+            Some(range) if self.strip => Kept::Without(range),
+            _ => Kept::Same,
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(done) = self.done.take() {
+            done(self.end);
+        }
+    }
+}
+
+/// What an event becomes on its way to the client.
+enum Kept {
+    Same,
+    Dropped,
+    /// The event without these bytes (`,"usage":null`).
+    Without(std::ops::Range<usize>),
+}
+
+/// The bytes of `,"usage":null` (or `"usage":null,`) around the key found at `at`.
+fn null_usage(event: &[u8], at: usize) -> Option<std::ops::Range<usize>> {
+    const NULL: &[u8] = b"\"usage\":null";
+    if !event[at..].starts_with(NULL) {
+        return None;
+    }
+    let end = at + NULL.len();
+    if at > 0 && event[at - 1] == b',' {
+        Some(at - 1..end)
+    } else if event.get(end) == Some(&b',') {
+        Some(at..end + 1)
+    } else {
+        None
+    }
+}
+
+impl Stream for Metered {
+    type Item = Result<Bytes, GatewayError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            let item = match this.inner.as_mut().poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(item) => item,
+            };
+            match item {
+                Some(Ok(read)) => {
+                    this.end.first_byte.get_or_insert_with(Instant::now);
+                    let read = this.inspect(read);
+                    // A read that held only the removed usage chunk: pull the next one.
+                    if !read.is_empty() {
+                        return Poll::Ready(Some(Ok(read)));
+                    }
+                }
+                other => {
+                    this.finish();
+                    return Poll::Ready(other);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Metered {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use futures::StreamExt;
+
+    use super::*;
+
+    async fn relay(reads: &[&str], strip: bool) -> (String, Option<Tokens>) {
+        let reads: Vec<Result<Bytes, GatewayError>> = reads
+            .iter()
+            .map(|r| Ok(Bytes::copy_from_slice(r.as_bytes())))
+            .collect();
+        let seen = Arc::new(Mutex::new(None));
+        let sink = seen.clone();
+        let metered = Metered::new(
+            Box::pin(futures::stream::iter(reads)),
+            strip,
+            Box::new(move |end| *sink.lock().unwrap() = Some(end.tokens)),
+        );
+        let out: Vec<_> = metered.map(|r| r.unwrap()).collect().await;
+        let text = String::from_utf8(out.concat()).unwrap();
+        let tokens = seen.lock().unwrap().expect("done ran");
+        (text, tokens)
+    }
+
+    const CHUNK: &str = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n";
+    const USAGE: &str = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":2,\"total_tokens\":6}}\n\n";
+    const DONE: &str = "data: [DONE]\n\n";
+
+    #[tokio::test]
+    async fn the_usage_chunk_is_read_and_kept_when_the_client_asked() {
+        let (text, tokens) = relay(&[CHUNK, &format!("{USAGE}{DONE}")], false).await;
+        assert_eq!(text, format!("{CHUNK}{USAGE}{DONE}"));
+        assert_eq!(tokens.map(|t| t.total_tokens), Some(6));
+    }
+
+    #[tokio::test]
+    async fn the_usage_the_gateway_asked_for_is_removed_wherever_the_reads_split() {
+        let plain = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n";
+        for reads in [
+            vec![CHUNK.to_owned(), USAGE.to_owned(), DONE.to_owned()],
+            vec![format!("{CHUNK}{USAGE}{DONE}")],
+            vec![format!("{CHUNK}{USAGE}"), DONE.to_owned()],
+        ] {
+            let reads: Vec<&str> = reads.iter().map(String::as_str).collect();
+            let (text, tokens) = relay(&reads, true).await;
+            assert_eq!(text, format!("{plain}{DONE}"));
+            assert_eq!(tokens.map(|t| t.prompt_tokens), Some(4));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_without_usage_reports_none_and_passes_untouched() {
+        let (text, tokens) = relay(&[CHUNK, DONE], false).await;
+        assert_eq!(text, format!("{CHUNK}{DONE}"));
+        assert_eq!(tokens, None);
+    }
+}
