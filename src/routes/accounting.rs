@@ -151,12 +151,10 @@ impl Visit {
                 });
                 ReplyBody::Full(bytes)
             }
-            raw @ ReplyBody::Raw(..) => {
-                closing.close(StreamEnd {
-                    tokens: None,
-                    first_byte: None,
-                });
-                raw
+            // A JSON answer relayed as it comes (OpenAI-compatible upstreams).
+            ReplyBody::Raw(body, length) => {
+                let done = Box::new(move |end: StreamEnd| closing.close(end));
+                ReplyBody::Raw(Box::pin(Metered::json(body, done)), length)
             }
         };
         let mut response = respond(reply);
@@ -226,7 +224,11 @@ impl Closing {
             tracing::debug!(model = %record.model, "the answer reported no usage");
         }
         record.usage = end.tokens;
-        record.ttft_ms = end.first_byte.map(|t| ms(t - received));
+        // Time to first token is a stream's measure; a JSON body's first bytes hold them all.
+        record.ttft_ms = end
+            .first_byte
+            .filter(|_| record.streamed)
+            .map(|t| ms(t - received));
         record.duration_ms = ms(received.elapsed());
         recorder.record(record);
     }

@@ -10,6 +10,9 @@
 //! usage-only chunk is removed and so is each chunk's `"usage":null`, so the client sees the
 //! stream it asked for. A usage value on a chunk that also carries choices is left in place:
 //! removing it would mean rewriting the chunk.
+//!
+//! A JSON answer relayed as it comes (`json`) is not held either: only the bytes from its last
+//! `"usage"` key on are kept (at most 64 KiB), and parsed when the body ends.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -33,27 +36,79 @@ pub struct StreamEnd {
     pub first_byte: Option<Instant>,
 }
 
-/// A relayed stream whose usage is read as it passes; `done` runs once when it ends, fails or
+/// A relayed body whose usage is read as it passes; `done` runs once when it ends, fails or
 /// is dropped (the client went away).
 pub struct Metered {
     inner: ByteStream,
     strip: bool,
+    /// `Some` for a JSON body: its bytes from the last `"usage"` key on.
+    json: Option<JsonTail>,
     end: StreamEnd,
     done: Option<Box<dyn FnOnce(StreamEnd) + Send>>,
 }
 
+/// The most bytes kept after a JSON body's `"usage"` key: far more than a usage object takes.
+const MAX_TAIL: usize = 64 * 1024;
+
+/// The end of a JSON body from its last `"usage"` key, as the body streams past.
+#[derive(Debug, Default)]
+struct JsonTail {
+    tail: BytesMut,
+    /// The last bytes of the previous read, for a key cut in two by the network.
+    carry: Vec<u8>,
+}
+
+impl JsonTail {
+    fn push(&mut self, read: &[u8]) {
+        const KEY: &[u8] = b"\"usage\"";
+        let head = &read[..read.len().min(KEY.len() - 1)];
+        let joined = [self.carry.as_slice(), head].concat();
+        if let Some(at) = memmem::find(&joined, KEY).filter(|at| *at < self.carry.len()) {
+            self.tail.clear();
+            self.tail.extend_from_slice(&self.carry[at..]);
+        }
+        match memmem::rfind(read, KEY) {
+            Some(at) => {
+                self.tail.clear();
+                self.tail.extend_from_slice(&read[at..read.len().min(at + MAX_TAIL)]);
+            }
+            None if !self.tail.is_empty() => {
+                let room = MAX_TAIL.saturating_sub(self.tail.len());
+                self.tail.extend_from_slice(&read[..read.len().min(room)]);
+            }
+            None => {}
+        }
+        // The body's last bytes, however short the reads.
+        self.carry.extend_from_slice(read);
+        let excess = self.carry.len().saturating_sub(KEY.len() - 1);
+        self.carry.drain(..excess);
+    }
+
+    fn tokens(&self) -> Option<Tokens> {
+        tokens::after_usage_key(&self.tail)
+    }
+}
+
 impl Metered {
-    /// Wraps `inner`; `strip` when the client did not ask for usage itself.
+    /// Wraps an event stream; `strip` when the client did not ask for usage itself.
     pub fn new(inner: ByteStream, strip: bool, done: Box<dyn FnOnce(StreamEnd) + Send>) -> Self {
         Metered {
             inner,
             strip,
+            json: None,
             end: StreamEnd {
                 tokens: None,
                 first_byte: None,
             },
             done: Some(done),
         }
+    }
+
+    /// Wraps a JSON body relayed as it comes.
+    pub fn json(inner: ByteStream, done: Box<dyn FnOnce(StreamEnd) + Send>) -> Self {
+        let mut metered = Metered::new(inner, false, done);
+        metered.json = Some(JsonTail::default());
+        metered
     }
 
     /// The read as the client gets it, noting any usage in it.
@@ -111,6 +166,9 @@ impl Metered {
     }
 
     fn finish(&mut self) {
+        if let Some(json) = &self.json {
+            self.end.tokens = json.tokens();
+        }
         if let Some(done) = self.done.take() {
             done(self.end);
         }
@@ -154,6 +212,10 @@ impl Stream for Metered {
             match item {
                 Some(Ok(read)) => {
                     this.end.first_byte.get_or_insert_with(Instant::now);
+                    if let Some(json) = &mut this.json {
+                        json.push(&read);
+                        return Poll::Ready(Some(Ok(read)));
+                    }
                     let read = this.inspect(read);
                     // A read that held only the removed usage chunk: pull the next one.
                     if !read.is_empty() {
@@ -224,6 +286,27 @@ mod tests {
             let (text, tokens) = relay(&reads, true).await;
             assert_eq!(text, format!("{plain}{DONE}"));
             assert_eq!(tokens.map(|t| t.prompt_tokens), Some(4));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_json_bodys_usage_is_found_wherever_the_reads_split() {
+        let body = br#"{"id":"x","choices":[{"message":{"content":"say \"usage\""}}],"usage": {"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}}"#;
+        for cut in 1..body.len() {
+            let seen = Arc::new(Mutex::new(None));
+            let sink = seen.clone();
+            let reads: Vec<Result<Bytes, GatewayError>> = body
+                .chunks(cut)
+                .map(|c| Ok(Bytes::copy_from_slice(c)))
+                .collect();
+            let metered = Metered::json(
+                Box::pin(futures::stream::iter(reads)),
+                Box::new(move |end| *sink.lock().unwrap() = Some(end.tokens)),
+            );
+            let out: Vec<_> = metered.map(|r| r.unwrap()).collect().await;
+            assert_eq!(out.concat(), body.to_vec());
+            let tokens = seen.lock().unwrap().unwrap();
+            assert_eq!(tokens.map(|t| t.total_tokens), Some(7), "reads of {cut}");
         }
     }
 

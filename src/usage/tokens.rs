@@ -90,6 +90,15 @@ pub fn in_json(body: &[u8]) -> Option<Tokens> {
         .map(Tokens::from)
 }
 
+/// The usage object right after a `"usage"` key at the start of `tail` (the rest of a JSON
+/// body, read no further than the object's end).
+pub fn after_usage_key(tail: &[u8]) -> Option<Tokens> {
+    let rest = tail.strip_prefix(b"\"usage\"")?.trim_ascii_start();
+    let rest = rest.strip_prefix(b":")?;
+    let mut values = serde_json::Deserializer::from_slice(rest).into_iter::<Option<WireUsage>>();
+    values.next()?.ok()?.map(Tokens::from)
+}
+
 /// A stream chunk's usage and whether it carries choices (a usage-only chunk has none).
 pub fn in_chunk(data: &[u8]) -> Option<(Tokens, bool)> {
     #[derive(Deserialize)]
