@@ -696,6 +696,16 @@ mod tests {
                 Some("max_requests_reached"),
             ),
             (
+                GatewayError::RateLimited(Box::new(RateLimited {
+                    limit: "requests_per_minute",
+                    retry_after_secs: 3,
+                    headers: Vec::new(),
+                })),
+                429,
+                "requests",
+                Some("rate_limit_exceeded"),
+            ),
+            (
                 GatewayError::NotFound {
                     what: "key",
                     id: "k".into(),

@@ -7,9 +7,9 @@ use arc_swap::ArcSwap;
 use crate::auth::Auth;
 use crate::limits::Limits;
 use crate::limits::rate::{RateLimiter, SystemClock};
-use crate::usage::Recorder;
 use crate::routing::RouteTable;
 use crate::routing::reload::ReloadStatus;
+use crate::usage::Recorder;
 
 /// Shared state of the running gateway.
 #[derive(Clone)]

@@ -202,13 +202,23 @@ impl Admitted {
         let now = self.clock.now();
         let tokens = match self.limit.tokens_per_minute {
             Some(limit) => Some(peek(&bucket.tokens, now, limit).map_err(|wait| {
-                refusal("tokens_per_minute", wait, None, Some(exhausted(&bucket.tokens, now, limit)))
+                refusal(
+                    "tokens_per_minute",
+                    wait,
+                    None,
+                    Some(exhausted(&bucket.tokens, now, limit)),
+                )
             })?),
             None => None,
         };
         let requests = match self.limit.requests_per_minute {
             Some(limit) => Some(take(&bucket.requests, now, limit).map_err(|wait| {
-                refusal("requests_per_minute", wait, Some(exhausted(&bucket.requests, now, limit)), tokens)
+                refusal(
+                    "requests_per_minute",
+                    wait,
+                    Some(exhausted(&bucket.requests, now, limit)),
+                    tokens,
+                )
             })?),
             None => None,
         };
@@ -233,7 +243,11 @@ impl Admitted {
                 let _ = bucket
                     .tokens
                     .fetch_update(Ordering::AcqRel, Ordering::Acquire, |tat| {
-                        Some(tat.max(now).saturating_add(cost).min(now.saturating_add(MAX_DEBT)))
+                        Some(
+                            tat.max(now)
+                                .saturating_add(cost)
+                                .min(now.saturating_add(MAX_DEBT)),
+                        )
                     });
             }
             (None, None) => {}

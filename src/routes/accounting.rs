@@ -104,7 +104,8 @@ impl Visit {
         body: Bytes,
         options: Option<&mut Option<StreamOptions>>,
     ) -> Result<Bytes, GatewayError> {
-        let wanted = self.recorder.is_on() || self.admitted.as_ref().is_some_and(Admitted::counts_tokens);
+        let wanted =
+            self.recorder.is_on() || self.admitted.as_ref().is_some_and(Admitted::counts_tokens);
         let Some(options) = options else {
             return Ok(body);
         };

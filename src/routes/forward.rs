@@ -104,7 +104,14 @@ pub async fn send<T: RoutedRequest>(
     request: &mut T,
 ) -> Result<HttpResponse, GatewayError> {
     let endpoint = usage_name(T::ENDPOINT);
-    let mut visit = Visit::start(req, state, caller, request.model(), endpoint, request.stream());
+    let mut visit = Visit::start(
+        req,
+        state,
+        caller,
+        request.model(),
+        endpoint,
+        request.stream(),
+    );
     match relay(req, state, caller, table, body, request, &mut visit).await {
         Ok(reply) => Ok(visit.respond(reply)),
         Err(err) => {

@@ -28,7 +28,7 @@ pub fn ask_for_usage(
         let open = body
             .iter()
             .position(|b| *b == b'{')
-            .ok_or_else(|| not_an_object())?;
+            .ok_or_else(not_an_object)?;
         let empty = body[open + 1..]
             .iter()
             .find(|b| !b.is_ascii_whitespace())

@@ -70,7 +70,8 @@ impl JsonTail {
         match memmem::rfind(read, KEY) {
             Some(at) => {
                 self.tail.clear();
-                self.tail.extend_from_slice(&read[at..read.len().min(at + MAX_TAIL)]);
+                self.tail
+                    .extend_from_slice(&read[at..read.len().min(at + MAX_TAIL)]);
             }
             None if !self.tail.is_empty() => {
                 let room = MAX_TAIL.saturating_sub(self.tail.len());
@@ -263,7 +264,8 @@ mod tests {
         (text, tokens)
     }
 
-    const CHUNK: &str = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n";
+    const CHUNK: &str =
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n";
     const USAGE: &str = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":2,\"total_tokens\":6}}\n\n";
     const DONE: &str = "data: [DONE]\n\n";
 

@@ -166,6 +166,16 @@ impl Recorder {
         &self.stats
     }
 
+    /// A recorder writing to `log` through a queue of `queue` records.
+    #[cfg(test)]
+    async fn for_test(log: &std::path::Path, queue: usize) -> Self {
+        let config = UsageConfig {
+            log: crate::config::UsageLog::File(log.to_owned()),
+            queue,
+        };
+        Recorder::start(&config).await.unwrap()
+    }
+
     /// Writes out every queued record and stops the writer (at shutdown).
     pub async fn close(&self) {
         let writer = self.writer.lock().ok().and_then(|mut w| w.take());
@@ -175,5 +185,62 @@ impl Recorder {
                 tracing::error!(error = %err, "the usage writer failed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str) -> Record {
+        Record {
+            time: "2026-11-30T12:00:00Z".into(),
+            request_id: id.into(),
+            project: Some("p".into()),
+            key_id: Some("k".into()),
+            endpoint: "chat.completions",
+            model: "up/m".into(),
+            upstream_model: Some("m".into()),
+            route: Some("up/".into()),
+            backend: Some("up".into()),
+            status: 200,
+            streamed: false,
+            usage: Some(Tokens {
+                prompt_tokens: 2,
+                completion_tokens: 1,
+                total_tokens: 3,
+                ..Tokens::default()
+            }),
+            upstream_ms: Some(1.0),
+            gateway_ms: 0.1,
+            ttft_ms: None,
+            duration_ms: 1.2,
+        }
+    }
+
+    // One thread: the writer cannot run while the test fills the queue.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_full_queue_drops_and_counts_and_shutdown_writes_what_was_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("usage.jsonl");
+        let recorder = Recorder::for_test(&log, 2).await;
+        for i in 0..5 {
+            recorder.record(record(&format!("r{i}")));
+        }
+        assert_eq!(recorder.stats().dropped.load(Ordering::Relaxed), 3);
+
+        recorder.close().await;
+
+        let text = std::fs::read_to_string(&log).unwrap();
+        let ids: Vec<String> = text
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["request_id"].to_string()
+            })
+            .collect();
+        assert_eq!(ids, ["\"r0\"", "\"r1\""]);
+        assert_eq!(recorder.stats().written.load(Ordering::Relaxed), 2);
+        let sums = recorder.stats().tokens_by_project_model();
+        assert_eq!(sums[&("p".to_owned(), "up/m".to_owned())].prompt, 4);
     }
 }

@@ -59,7 +59,10 @@ impl From<WireUsage> for Tokens {
         Tokens {
             prompt_tokens: prompt,
             completion_tokens: completion,
-            total_tokens: wire.total_tokens.unwrap_or(prompt + completion).min(2 * MAX_TOKENS),
+            total_tokens: wire
+                .total_tokens
+                .unwrap_or(prompt + completion)
+                .min(2 * MAX_TOKENS),
             cached_tokens: wire
                 .prompt_tokens_details
                 .and_then(|d| d.cached_tokens)
@@ -165,14 +168,22 @@ mod tests {
     #[test]
     fn chunks_and_responses_events_give_their_usage() {
         let last = br#"{"id":"c","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#;
-        assert_eq!(in_chunk(last).map(|(t, c)| (t.total_tokens, c)), Some((3, false)));
-        let with_choice = br#"{"choices":[{"index":0}],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#;
+        assert_eq!(
+            in_chunk(last).map(|(t, c)| (t.total_tokens, c)),
+            Some((3, false))
+        );
+        let with_choice =
+            br#"{"choices":[{"index":0}],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#;
         assert_eq!(in_chunk(with_choice).map(|(_, c)| c), Some(true));
         assert_eq!(in_chunk(br#"{"choices":[],"usage":null}"#), None);
         let completed = br#"{"type":"response.completed","response":{"id":"r","usage":{"input_tokens":7,"output_tokens":3,"total_tokens":10,"output_tokens_details":{"reasoning_tokens":1}}}}"#;
         let tokens = in_response_event(completed).unwrap();
         assert_eq!(
-            (tokens.prompt_tokens, tokens.completion_tokens, tokens.reasoning_tokens),
+            (
+                tokens.prompt_tokens,
+                tokens.completion_tokens,
+                tokens.reasoning_tokens
+            ),
             (7, 3, 1)
         );
     }

@@ -102,7 +102,12 @@ rate_limit = {{ tokens_per_minute = 20 }}
     assert_eq!(third.headers()["x-ratelimit-remaining-tokens"], "0");
     let body: Value = third.json().await.unwrap();
     assert_eq!(body["error"]["code"], "rate_limit_exceeded");
-    assert!(body["error"]["message"].as_str().unwrap().contains("tokens_per_minute"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("tokens_per_minute")
+    );
     assert_eq!(upstream.received_requests().await.unwrap().len(), 2);
 }
 

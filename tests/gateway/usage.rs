@@ -134,7 +134,11 @@ async fn usage_chunks(response: reqwest::Response) -> (Vec<Value>, usize) {
 fn assert_tokens(record: &Value, prompt: u64, completion: u64) {
     assert_eq!(record["usage"]["prompt_tokens"], prompt, "{record}");
     assert_eq!(record["usage"]["completion_tokens"], completion, "{record}");
-    assert_eq!(record["usage"]["total_tokens"], prompt + completion, "{record}");
+    assert_eq!(
+        record["usage"]["total_tokens"],
+        prompt + completion,
+        "{record}"
+    );
 }
 
 #[tokio::test]
@@ -170,7 +174,10 @@ backend = "up"
     // Assert: the client saw exactly what it asked for.
     assert_eq!(plain.status(), 200);
     assert!(unasked.is_empty() && refused.is_empty());
-    assert_eq!(unasked_mentions, 0, "a client that did not ask saw a usage field");
+    assert_eq!(
+        unasked_mentions, 0,
+        "a client that did not ask saw a usage field"
+    );
     assert_eq!(asked.len(), 1, "exactly one usage chunk: {asked:?}");
     assert_eq!(asked[0]["usage"], upstream_usage());
     // The upstream was asked for usage every time it streamed.
@@ -183,8 +190,12 @@ backend = "up"
     // One record per request, each with the upstream's own counts.
     let records = wait_records(&log_path(&gw), 4).await;
     assert_eq!(records.len(), 4);
-    for (id, streamed) in [("plain", false), ("unasked", true), ("refused", true), ("asked", true)]
-    {
+    for (id, streamed) in [
+        ("plain", false),
+        ("unasked", true),
+        ("refused", true),
+        ("asked", true),
+    ] {
         let r = record(&records, id);
         assert_tokens(r, PROMPT, COMPLETION);
         assert_eq!(r["usage"]["cached_tokens"], CACHED);
@@ -192,8 +203,18 @@ backend = "up"
         assert_eq!(r["streamed"], streamed);
         assert_eq!(r["status"], 200);
         assert_eq!(
-            (&r["model"], &r["upstream_model"], &r["route"], &r["backend"]),
-            (&json!("up/gpt-4o"), &json!("gpt-4o"), &json!("up/"), &json!("up"))
+            (
+                &r["model"],
+                &r["upstream_model"],
+                &r["route"],
+                &r["backend"]
+            ),
+            (
+                &json!("up/gpt-4o"),
+                &json!("gpt-4o"),
+                &json!("up/"),
+                &json!("up")
+            )
         );
         assert_eq!(r["endpoint"], "chat.completions");
         assert!(r["upstream_ms"].as_f64().unwrap() >= 0.0);
@@ -207,7 +228,13 @@ async fn records_carry_ollamas_counts_for_plain_and_streamed_answers() {
     // Arrange: an Ollama-like upstream replaying documented transcripts.
     let upstream = OllamaUpstream::start(Pieces::SeveralLines).await;
     upstream.reply("/api/chat", None, Some(false), 200, fixture("chat.json"));
-    upstream.reply("/api/chat", None, Some(true), 200, fixture("chat_stream.ndjson"));
+    upstream.reply(
+        "/api/chat",
+        None,
+        Some(true),
+        200,
+        fixture("chat_stream.ndjson"),
+    );
     let counts = |name: &str| {
         let text = String::from_utf8(fixture(name)).unwrap();
         let last: Value = serde_json::from_str(text.trim().lines().last().unwrap()).unwrap();
@@ -257,10 +284,7 @@ async fn records_carry_the_counts_relayed_through_the_redis_transport() {
     // Arrange: redis, an in-process worker in front of the OpenAI-like upstream, the gateway.
     let redis = TestRedis::start().await;
     let upstream = usage_upstream().await;
-    let worker = RunningWorker::start(worker_config(
-        &redis.url,
-        &format!("{}/v1", upstream.uri()),
-    ));
+    let worker = RunningWorker::start(worker_config(&redis.url, &format!("{}/v1", upstream.uri())));
     let gw = spawn_gateway(&format!(
         r#"
 [usage]
@@ -281,7 +305,8 @@ backend = "dc"
 
     // Act
     let plain = chat(&gw, "plain", ask("dc/m", false, None)).await;
-    let (unasked, mentions) = usage_chunks(chat(&gw, "unasked", ask("dc/m", true, None)).await).await;
+    let (unasked, mentions) =
+        usage_chunks(chat(&gw, "unasked", ask("dc/m", true, None)).await).await;
     let (asked, _) = usage_chunks(chat(&gw, "asked", ask("dc/m", true, Some(true))).await).await;
 
     // Assert
@@ -371,7 +396,10 @@ backend = "up"
     );
     assert!(record(&records, "up/negative")["usage"].is_null());
     for r in &records {
-        assert_eq!((&r["project"], &r["key_id"]), (&json!(project), &json!(key_id)));
+        assert_eq!(
+            (&r["project"], &r["key_id"]),
+            (&json!(project), &json!(key_id))
+        );
     }
     let text = std::fs::read_to_string(log_path(&gw)).unwrap();
     for secret in [key.as_str(), BACKEND_KEY, ADMIN_TOKEN, MASTER_KEY] {

@@ -23,7 +23,10 @@ impl Validator<'_> {
         let text = self.resolve(&raw.log)?;
         let log = match text.trim() {
             "" => {
-                self.error(raw.log.span(), "`log` must be \"-\" (stdout) or a file path");
+                self.error(
+                    raw.log.span(),
+                    "`log` must be \"-\" (stdout) or a file path",
+                );
                 return None;
             }
             "-" => UsageLog::Stdout,
@@ -43,11 +46,16 @@ impl Validator<'_> {
             return LimitsConfig::default();
         };
         if !matches!(
-            url::Url::parse(&text).map(|u| u.scheme().to_owned()).as_deref(),
+            url::Url::parse(&text)
+                .map(|u| u.scheme().to_owned())
+                .as_deref(),
             Ok("redis" | "rediss")
         ) {
             // Never quote the value: it may hold a password.
-            self.error(url.span(), "`redis_url` must be a redis:// or rediss:// URL");
+            self.error(
+                url.span(),
+                "`redis_url` must be a redis:// or rediss:// URL",
+            );
         }
         LimitsConfig {
             redis_url: Some(SecretString::from(text)),
@@ -65,7 +73,11 @@ impl Validator<'_> {
             "tokens_per_minute",
             MAX_PER_MINUTE,
         );
-        let concurrent = self.bounded(raw.max_concurrent.as_ref(), "max_concurrent", MAX_CONCURRENT);
+        let concurrent = self.bounded(
+            raw.max_concurrent.as_ref(),
+            "max_concurrent",
+            MAX_CONCURRENT,
+        );
         RateLimit {
             requests_per_minute: requests,
             tokens_per_minute: tokens,
@@ -83,5 +95,62 @@ impl Validator<'_> {
             self.error(value.span(), format!("`{key}` must be from 1 to {max}"));
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{RateLimit, UsageLog, validate};
+
+    fn errors(source: &str) -> Vec<String> {
+        match validate(source, "/etc/sy/routes.toml", &|_| None) {
+            Ok(_) => Vec::new(),
+            Err(e) => {
+                e.0.into_iter()
+                    .map(|e| format!("{}:{}: {}", e.line, e.col, e.message))
+                    .collect()
+            }
+        }
+    }
+
+    const ROUTE: &str =
+        "[backends.e]\nkind = \"echo\"\n[[routes]]\nprefix = \"e/\"\nbackend = \"e\"\n";
+
+    #[test]
+    fn usage_limits_and_rate_limits_are_read() {
+        let source = format!(
+            "[usage]\nlog = \"usage.jsonl\"\nqueue = 5\n[limits]\nredis_url = \"redis://127.0.0.1:1/0\"\n{ROUTE}rate_limit = {{ requests_per_minute = 60, max_concurrent = 2 }}\n"
+        );
+        let config = validate(&source, "/etc/sy/routes.toml", &|_| None).unwrap();
+        let usage = config.usage.unwrap();
+        assert_eq!(usage.log, UsageLog::File("/etc/sy/usage.jsonl".into()));
+        assert_eq!(usage.queue, 5);
+        assert!(config.limits.redis_url.is_some());
+        assert_eq!(
+            config.routes[0].rate_limit,
+            Some(RateLimit {
+                requests_per_minute: Some(60),
+                tokens_per_minute: None,
+                max_concurrent: Some(2),
+            })
+        );
+    }
+
+    #[test]
+    fn negative_huge_and_empty_values_are_refused_at_their_position() {
+        let source = format!(
+            "[usage]\nlog = \"\"\nqueue = 0\n[limits]\nredis_url = \"http://x\"\n{ROUTE}rate_limit = {{ requests_per_minute = -1, tokens_per_minute = 99999999999, max_concurrent = 0 }}\n"
+        );
+        assert_eq!(
+            errors(&source),
+            [
+                "11:38: `requests_per_minute` must be from 1 to 60000000",
+                "11:62: `tokens_per_minute` must be from 1 to 60000000",
+                "11:92: `max_concurrent` must be from 1 to 1000000",
+                "3:9: `queue` must be from 1 to 1000000",
+                "2:7: `log` must be \"-\" (stdout) or a file path",
+                "5:13: `redis_url` must be a redis:// or rediss:// URL",
+            ]
+        );
     }
 }

@@ -108,7 +108,12 @@ impl SharedLimits {
         let requests = limit.requests_per_minute.map(|l| budget(req_reset, l));
         let tokens = limit.tokens_per_minute.map(|l| budget(tok_reset, l));
         match refused {
-            1 => Err(refusal("requests_per_minute", wait * 1000, requests, tokens)),
+            1 => Err(refusal(
+                "requests_per_minute",
+                wait * 1000,
+                requests,
+                tokens,
+            )),
             2 => Err(refusal("tokens_per_minute", wait * 1000, requests, tokens)),
             _ => Ok((requests, tokens)),
         }
