@@ -79,6 +79,7 @@ own, so they are not described here; without a backend to relay to, the answer i
         routes::admin::create_key,
         routes::admin::list_keys,
         routes::admin::revoke_key,
+        routes::admin::usage,
     ),
     // Types reached only through a media type other than JSON are listed so they get a name.
     components(schemas(schema::ChatCompletionChunk, schema::ResponseStreamEvent)),

@@ -87,7 +87,8 @@ pub async fn load_state_with_clock(
         state.auth = Some(Arc::new(auth));
     }
     if let Some(usage) = &config.usage {
-        let recorder = Recorder::start(usage)
+        let store = state.auth.as_ref().map(|auth| auth.store().clone());
+        let recorder = Recorder::start(usage, store)
             .await
             .map_err(|e| StartError::Usage(format!("cannot open the usage log: {e}")))?;
         state.usage = Arc::new(recorder);

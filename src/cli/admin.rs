@@ -17,6 +17,7 @@ use crate::auth::clock::SystemClock;
 use crate::config;
 use crate::error::GatewayError;
 use crate::store::Store;
+use crate::usage::report::{UsageQuery, report};
 
 /// What `switchyard admin` does.
 #[derive(Debug, Subcommand)]
@@ -89,6 +90,24 @@ pub enum AdminCommand {
     RevokeKey {
         /// Key id.
         id: String,
+    },
+    /// Usage summed from the store, per model, key or day.
+    Usage {
+        /// Only this project (id).
+        #[arg(long)]
+        project: Option<String>,
+        /// Only this key (id).
+        #[arg(long)]
+        key: Option<String>,
+        /// From this time: `2026-11-30`, RFC 3339 or Unix seconds.
+        #[arg(long)]
+        from: Option<String>,
+        /// Before this time.
+        #[arg(long)]
+        to: Option<String>,
+        /// `model` (default), `key` or `day`.
+        #[arg(long)]
+        group_by: Option<String>,
     },
     /// Re-seal every upstream credential under `[auth] master_key`, opening those sealed under
     /// a key of `previous_master_keys`.
@@ -203,6 +222,22 @@ async fn execute(auth: &Auth, command: AdminCommand) -> Result<String, GatewayEr
         RevokeKey { id } => {
             auth.revoke_key(&id).await?;
             json(&serde_json::json!({"revoked": id}))
+        }
+        Usage {
+            project,
+            key,
+            from,
+            to,
+            group_by,
+        } => {
+            let query = UsageQuery {
+                project,
+                key,
+                from,
+                to,
+                group_by,
+            };
+            json(&report(auth.store(), &query).await?)
         }
         RotateMasterKey => json(&serde_json::json!({"resealed": auth.rotate_master_key().await?})),
     })

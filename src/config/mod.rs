@@ -46,8 +46,8 @@ pub struct Config {
 /// `[usage]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageConfig {
-    /// Where records go.
-    pub log: UsageLog,
+    /// The JSONL log, if any (records also go to the store with `[auth]`).
+    pub log: Option<UsageLog>,
     /// How many records may wait for the writer before new ones are dropped.
     pub queue: usize,
 }

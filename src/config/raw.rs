@@ -71,8 +71,10 @@ pub struct RawConfig {
     /// `[auth]`: projects and gateway keys; its presence turns keys on.
     #[schemars(with = "Option<RawAuth>")]
     pub auth: Option<Spanned<RawAuth>>,
-    /// `[usage]`: one record per request (tokens, latencies, who asked), written as JSONL.
-    pub usage: Option<RawUsage>,
+    /// `[usage]`: one record per request (tokens, latencies, who asked), written as JSONL
+    /// and, with `[auth]`, summed in the store.
+    #[schemars(with = "Option<RawUsage>")]
+    pub usage: Option<Spanned<RawUsage>>,
     /// `[limits]`: where the rate limits' budgets are kept.
     pub limits: Option<RawLimits>,
 }
@@ -82,8 +84,9 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub struct RawUsage {
     /// `"-"` for stdout, or a file appended to (relative to the routes file's directory).
-    #[schemars(with = "String")]
-    pub log: Spanned<String>,
+    /// Without it records go only to the store, which `[auth]` opens.
+    #[schemars(with = "Option<String>")]
+    pub log: Option<Spanned<String>>,
     /// Records that may wait for the writer; past it new records are dropped and counted,
     /// never waited for (default 10000).
     #[schemars(with = "Option<u32>", range(min = 1, max = 1_000_000))]

@@ -89,7 +89,7 @@ pub fn validate(
     }
     let auth = raw.auth.as_ref().map(|a| v.auth(a));
     let store = v.store(raw.store.as_ref(), auth.is_some());
-    let usage = raw.usage.as_ref().and_then(|u| v.usage(u));
+    let usage = raw.usage.as_ref().and_then(|u| v.usage(u, store.is_some()));
     let limits = v.limits(raw.limits.as_ref());
     if v.errors.is_empty() {
         Ok(Config {

@@ -12,6 +12,7 @@ use std::time::Instant;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse};
 use bytes::Bytes;
+use time::format_description::well_known::Rfc3339;
 
 use super::caller::Caller;
 use super::reply::respond;
@@ -50,10 +51,12 @@ impl Visit {
             .get::<RequestId>()
             .map(|id| id.0.to_string())
             .unwrap_or_default();
+        let now = time::OffsetDateTime::now_utc();
         Visit {
             recorder: state.usage.clone(),
             record: Record {
-                time: now_rfc3339(),
+                time: now.format(&Rfc3339).unwrap_or_default(),
+                minute: now.unix_timestamp().div_euclid(60),
                 request_id,
                 project: caller.as_ref().map(|g| g.project_id.clone()),
                 key_id: caller.as_ref().map(|g| g.key_id.clone()),
@@ -237,10 +240,4 @@ impl Closing {
 
 fn ms(d: std::time::Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }

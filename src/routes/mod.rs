@@ -84,7 +84,8 @@ fn configure_admin(cfg: &mut ServiceConfig) {
             .route(web::post().to(admin::create_key))
             .route(web::get().to(admin::list_keys)),
     )
-    .service(web::resource("/admin/v1/keys/{id}").route(web::delete().to(admin::revoke_key)));
+    .service(web::resource("/admin/v1/keys/{id}").route(web::delete().to(admin::revoke_key)))
+    .service(web::resource("/admin/v1/usage").route(web::get().to(admin::usage)));
 }
 
 async fn unknown_url(req: HttpRequest) -> Result<HttpResponse, GatewayError> {

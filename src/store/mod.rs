@@ -8,6 +8,7 @@
 
 mod keys;
 mod projects;
+mod usage;
 
 use std::time::Duration;
 
@@ -17,13 +18,17 @@ use sqlx::{AnyPool, Executor, SqlSafeStr};
 
 pub use keys::{KeyGrantRow, KeyRow, NewKey};
 pub use projects::{CredentialRow, ProjectRow};
+pub use usage::{MAX_GROUPS, UsageFilter, UsageGroup, UsageKey, UsageSums};
 
 /// The migrations, in order. Never edit one that has shipped: add the next.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "projects and keys",
-    include_str!("migrations/0001_projects_and_keys.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "projects and keys",
+        include_str!("migrations/0001_projects_and_keys.sql"),
+    ),
+    (2, "usage", include_str!("migrations/0002_usage.sql")),
+];
 
 /// How long a request waits for a database connection before the store counts as down: a
 /// stopped PostgreSQL must turn into a prompt 503, not a hung request.

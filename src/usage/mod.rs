@@ -8,13 +8,16 @@
 //!
 //! Records leave the request through a bounded queue: a full queue drops the record and counts
 //! it (`Stats::dropped`), and never makes a request wait. One task drains the queue into the
-//! sink (`sink`: JSONL in a file or on stdout, `[usage] log`); shutdown flushes it (`close`).
+//! sinks (`sink`): JSONL in a file or on stdout (`[usage] log`), and the store (with `[auth]`),
+//! summed per project, key, model and minute and read back by `report`. Shutdown flushes them
+//! (`close`).
 //!
 //! Not here: HTTP (the handlers in `crate::routes` build records), rate limits
 //! (`crate::limits::rate`, which the handlers charge with the same tokens).
 
 mod ask;
 pub mod meter;
+pub mod report;
 mod sink;
 pub mod tokens;
 
@@ -31,12 +34,16 @@ pub use meter::{Metered, StreamEnd};
 pub use tokens::Tokens;
 
 use crate::config::UsageConfig;
+use crate::store::Store;
 
 /// One request's usage, as written to the log (one JSON object per line).
 #[derive(Debug, Clone, Serialize)]
 pub struct Record {
     /// When the request arrived, RFC 3339 UTC.
     pub time: String,
+    /// The same, in Unix minutes (the store's rows).
+    #[serde(skip)]
+    pub minute: i64,
     /// The request id (`x-request-id`).
     pub request_id: String,
     /// The caller's project id, with `[auth]`.
@@ -89,6 +96,8 @@ pub struct Stats {
     pub written: AtomicU64,
     /// Records dropped because the queue was full.
     pub dropped: AtomicU64,
+    /// Store rows (minute, project, key, model) that could not be written.
+    pub store_failed: AtomicU64,
     /// Tokens of written records by (project, model); `""` for no project.
     tokens: Mutex<BTreeMap<(String, String), TokenTotals>>,
 }
@@ -99,6 +108,7 @@ impl Stats {
         self.tokens.lock().map(|t| t.clone()).unwrap_or_default()
     }
 
+    /// Counts a written record.
     fn count(&self, record: &Record) {
         self.written.fetch_add(1, Ordering::Relaxed);
         let (Some(usage), Ok(mut sums)) = (record.usage, self.tokens.lock()) else {
@@ -131,9 +141,10 @@ impl Recorder {
         Recorder::default()
     }
 
-    /// Opens the sink `config` names and starts draining into it. Must run in a tokio runtime.
-    pub async fn start(config: &UsageConfig) -> std::io::Result<Self> {
-        let sink = sink::Sink::open(&config.log).await?;
+    /// Opens the sinks (`config`'s log, and `store` when there is one) and starts draining
+    /// into them. Must run in a tokio runtime.
+    pub async fn start(config: &UsageConfig, store: Option<Store>) -> std::io::Result<Self> {
+        let sink = sink::Sinks::open(config.log.as_ref(), store).await?;
         let (queue, records) = mpsc::channel(config.queue);
         let stats = Arc::new(Stats::default());
         let stop = Arc::new(Notify::new());
@@ -170,10 +181,10 @@ impl Recorder {
     #[cfg(test)]
     async fn for_test(log: &std::path::Path, queue: usize) -> Self {
         let config = UsageConfig {
-            log: crate::config::UsageLog::File(log.to_owned()),
+            log: Some(crate::config::UsageLog::File(log.to_owned())),
             queue,
         };
-        Recorder::start(&config).await.unwrap()
+        Recorder::start(&config, None).await.unwrap()
     }
 
     /// Writes out every queued record and stops the writer (at shutdown).
@@ -195,6 +206,7 @@ mod tests {
     fn record(id: &str) -> Record {
         Record {
             time: "2026-11-30T12:00:00Z".into(),
+            minute: 0,
             request_id: id.into(),
             project: Some("p".into()),
             key_id: Some("k".into()),

@@ -1,44 +1,103 @@
-//! Where records go: one JSON object per line, appended to a file or written to stdout.
+//! Where records go: one JSON object per line (a file or stdout), and the store, summed per
+//! project, key, model and minute.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::{Notify, mpsc};
 
 use super::{Record, Stats};
 use crate::config::UsageLog;
+use crate::store::{Store, UsageKey, UsageSums};
 
-/// The open JSONL destination.
-pub struct Sink(BufWriter<Box<dyn AsyncWrite + Send + Unpin>>);
+/// The most (minute, project, key, model) rows summed before they are written to the store.
+const MAX_PENDING_ROWS: usize = 1024;
 
-impl Sink {
-    /// Opens `log` (a file is created when missing and appended to).
-    pub async fn open(log: &UsageLog) -> std::io::Result<Sink> {
-        let out: Box<dyn AsyncWrite + Send + Unpin> = match log {
-            UsageLog::Stdout => Box::new(tokio::io::stdout()),
-            UsageLog::File(path) => Box::new(
+/// The open destinations.
+pub struct Sinks {
+    log: Option<BufWriter<Box<dyn AsyncWrite + Send + Unpin>>>,
+    store: Option<Store>,
+    pending: BTreeMap<UsageKey, UsageSums>,
+}
+
+impl Sinks {
+    /// Opens `log` (a file is created when missing and appended to), next to `store`.
+    pub async fn open(log: Option<&UsageLog>, store: Option<Store>) -> std::io::Result<Sinks> {
+        let log: Option<Box<dyn AsyncWrite + Send + Unpin>> = match log {
+            None => None,
+            Some(UsageLog::Stdout) => Some(Box::new(tokio::io::stdout())),
+            Some(UsageLog::File(path)) => Some(Box::new(
                 tokio::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(path)
                     .await?,
-            ),
+            )),
         };
-        Ok(Sink(BufWriter::new(out)))
+        Ok(Sinks {
+            log: log.map(BufWriter::new),
+            store,
+            pending: BTreeMap::new(),
+        })
     }
 
-    async fn write(&mut self, record: &Record) -> std::io::Result<()> {
-        let mut line = serde_json::to_vec(record).map_err(std::io::Error::other)?;
-        line.push(b'\n');
-        self.0.write_all(&line).await
+    async fn write(&mut self, record: &Record, stats: &Stats) {
+        if let Some(log) = &mut self.log {
+            let mut line = serde_json::to_vec(record).unwrap_or_default();
+            line.push(b'\n');
+            if let Err(err) = log.write_all(&line).await {
+                tracing::error!(error = %err, "cannot write a usage record");
+                return;
+            }
+        }
+        if self.store.is_some() {
+            self.sum(record);
+        }
+        stats.count(record);
+    }
+
+    fn sum(&mut self, record: &Record) {
+        let key = (
+            record.minute,
+            record.project.clone().unwrap_or_default(),
+            record.key_id.clone().unwrap_or_default(),
+            record.model.clone(),
+        );
+        let sums = self.pending.entry(key).or_default();
+        let tokens = record.usage.unwrap_or_default();
+        let add = |sum: &mut i64, n: u64| *sum = sum.saturating_add(i64::try_from(n).unwrap_or(i64::MAX));
+        add(&mut sums.requests, 1);
+        add(&mut sums.prompt_tokens, tokens.prompt_tokens);
+        add(&mut sums.completion_tokens, tokens.completion_tokens);
+        add(&mut sums.total_tokens, tokens.total_tokens);
+        add(&mut sums.cached_tokens, tokens.cached_tokens);
+        add(&mut sums.reasoning_tokens, tokens.reasoning_tokens);
+    }
+
+    async fn flush(&mut self, stats: &Stats) {
+        if let Some(log) = &mut self.log
+            && let Err(err) = log.flush().await
+        {
+            tracing::error!(error = %err, "cannot flush the usage log");
+        }
+        let (Some(store), false) = (&self.store, self.pending.is_empty()) else {
+            return;
+        };
+        let rows: Vec<_> = std::mem::take(&mut self.pending).into_iter().collect();
+        if let Err(err) = store.add_usage(&rows).await {
+            stats.store_failed.fetch_add(rows.len() as u64, Ordering::Relaxed);
+            tracing::error!(error = %err, rows = rows.len(), "cannot add usage to the store");
+        }
     }
 }
 
-/// Drains `records` into `sink`, flushing whenever the queue is empty, until `stop`; then
-/// writes what is still queued and flushes once more.
+/// Drains `records` into `sinks`, flushing whenever the queue is empty (or many rows are
+/// pending), until `stop`; then writes what is still queued and flushes once more.
 pub async fn drain(
     mut records: mpsc::Receiver<Record>,
-    mut sink: Sink,
+    mut sinks: Sinks,
     stats: Arc<Stats>,
     stop: Arc<Notify>,
 ) {
@@ -52,23 +111,10 @@ pub async fn drain(
             }
         };
         let Some(record) = record else { break };
-        write(&mut sink, &record, &stats).await;
-        if records.is_empty() {
-            flush(&mut sink).await;
+        sinks.write(&record, &stats).await;
+        if records.is_empty() || sinks.pending.len() >= MAX_PENDING_ROWS {
+            sinks.flush(&stats).await;
         }
     }
-    flush(&mut sink).await;
-}
-
-async fn write(sink: &mut Sink, record: &Record, stats: &Stats) {
-    match sink.write(record).await {
-        Ok(()) => stats.count(record),
-        Err(err) => tracing::error!(error = %err, "cannot write a usage record"),
-    }
-}
-
-async fn flush(sink: &mut Sink) {
-    if let Err(err) = sink.0.flush().await {
-        tracing::error!(error = %err, "cannot flush the usage log");
-    }
+    sinks.flush(&stats).await;
 }

@@ -406,3 +406,112 @@ backend = "up"
         assert!(!text.contains(secret), "a secret in the usage log");
     }
 }
+
+#[tokio::test]
+async fn the_admin_api_and_cli_report_usage_summed_in_the_store_and_refuse_bogus_queries() {
+    // Arrange: keys on, usage to the store only; two keys of one project.
+    let upstream = usage_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = crate::support::spawn_gateway_in(
+        &format!(
+            r#"
+[usage]
+
+[store]
+url = "sqlite://keys.db"
+
+[auth]
+master_key = "{MASTER_KEY}"
+admin_token = "{ADMIN_TOKEN}"
+
+[backends.up]
+kind = "openai"
+base_url = "{}"
+
+[[routes]]
+prefix = "up/"
+backend = "up"
+"#,
+            upstream.uri()
+        ),
+        std::sync::Arc::new(switchyard::auth::clock::SystemClock),
+        dir,
+    )
+    .await;
+    let project = gw.create_project("team", &["up/"]).await;
+    let (a_id, a) = gw.create_key(&project, json!({})).await;
+    let (b_id, b) = gw.create_key(&project, json!({})).await;
+
+    // Act: a sends 2 requests (one streamed, without asking for usage), b sends 1.
+    for (key, model, stream) in [(&a, "up/x", false), (&a, "up/y", true), (&b, "up/x", false)] {
+        let response = gw
+            .client
+            .post(format!("{}/v1/chat/completions", gw.base))
+            .bearer_auth(key)
+            .json(&ask(model, stream, None))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.bytes().await.unwrap();
+    }
+
+    // Assert: by model, by key, by day; from the API and from the CLI alike.
+    let by = |group: &str| format!("/usage?group_by={group}&project={project}");
+    eventually(Duration::from_secs(10), "usage summed in the store", || async {
+        gw.admin(reqwest::Method::GET, &by("model"), None).await.1["data"][0]["requests"] == 2
+    })
+    .await;
+    let (status, models) = gw.admin(reqwest::Method::GET, &by("model"), None).await;
+    assert_eq!(status, 200);
+    let groups: Vec<(&str, u64, u64)> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| (g["group"].as_str().unwrap(), g["requests"].as_u64().unwrap(), g["total_tokens"].as_u64().unwrap()))
+        .collect();
+    let total = PROMPT + COMPLETION;
+    assert_eq!(groups, [("up/x", 2, 2 * total), ("up/y", 1, total)]);
+    let (_, keys) = gw.admin(reqwest::Method::GET, &by("key"), None).await;
+    let mut expected = vec![(a_id.clone(), 2), (b_id.clone(), 1)];
+    expected.sort();
+    let got: Vec<(String, u64)> = keys["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| (g["group"].as_str().unwrap().to_owned(), g["requests"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(got, expected);
+    let (_, days) = gw.admin(reqwest::Method::GET, &by("day"), None).await;
+    let today = time::OffsetDateTime::now_utc().date().to_string();
+    assert_eq!(days["data"][0]["group"], today);
+    assert_eq!(days["data"][0]["cached_tokens"], 3 * CACHED);
+    let (_, only_b) = gw
+        .admin(reqwest::Method::GET, &format!("/usage?key={b_id}&from={today}"), None)
+        .await;
+    assert_eq!(only_b["data"][0]["requests"], 1);
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["admin", "--config"])
+        .arg(&gw.routes_path)
+        .args(["usage", "--group-by", "key", "--project", &project])
+        .output()
+        .unwrap();
+    assert!(cli.status.success(), "{}", String::from_utf8_lossy(&cli.stderr));
+    assert_eq!(serde_json::from_slice::<Value>(&cli.stdout).unwrap(), keys);
+
+    // Hostile queries: each a 400 naming what is wrong.
+    let long = "p".repeat(200);
+    for (query, param) in [
+        ("group_by=week", json!("group_by")),
+        ("from=yesterday", json!("from")),
+        ("to=-5", json!("to")),
+        ("from=2026-12-01&to=2026-11-01", json!("to")),
+        (&*format!("project={long}"), json!("project")),
+        ("bogus=1", Value::Null),
+        ("group_by=model&group_by=key", Value::Null),
+    ] {
+        let (status, body) = gw.admin(reqwest::Method::GET, &format!("/usage?{query}"), None).await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert_eq!(body["error"]["param"], param, "{query}: {body}");
+    }
+}

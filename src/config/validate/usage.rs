@@ -18,24 +18,36 @@ const MAX_PER_MINUTE: i64 = 60_000_000;
 const MAX_CONCURRENT: i64 = 1_000_000;
 
 impl Validator<'_> {
-    pub(super) fn usage(&mut self, raw: &RawUsage) -> Option<UsageConfig> {
-        let queue = self.bounded(raw.queue.as_ref(), "queue", MAX_QUEUE);
-        let text = self.resolve(&raw.log)?;
-        let log = match text.trim() {
-            "" => {
+    /// `[usage]`; `store` says whether records also have a store to go to.
+    pub(super) fn usage(&mut self, raw: &Spanned<RawUsage>, store: bool) -> Option<UsageConfig> {
+        let queue = self.bounded(raw.get_ref().queue.as_ref(), "queue", MAX_QUEUE);
+        let log = match &raw.get_ref().log {
+            Some(log) => Some(self.usage_log(log)?),
+            None if store => None,
+            None => {
                 self.error(
-                    raw.log.span(),
-                    "`log` must be \"-\" (stdout) or a file path",
+                    raw.span(),
+                    "[usage] needs `log` (or [auth], whose store records go to)",
                 );
                 return None;
             }
-            "-" => UsageLog::Stdout,
-            path => UsageLog::File(self.beside_config(path)),
         };
         Some(UsageConfig {
             log,
             queue: queue.map_or(DEFAULT_QUEUE, |n| n as usize),
         })
+    }
+
+    fn usage_log(&mut self, log: &Spanned<String>) -> Option<UsageLog> {
+        let text = self.resolve(log)?;
+        match text.trim() {
+            "" => {
+                self.error(log.span(), "`log` must be \"-\" (stdout) or a file path");
+                None
+            }
+            "-" => Some(UsageLog::Stdout),
+            path => Some(UsageLog::File(self.beside_config(path))),
+        }
     }
 
     pub(super) fn limits(&mut self, raw: Option<&RawLimits>) -> LimitsConfig {
@@ -123,7 +135,7 @@ mod tests {
         );
         let config = validate(&source, "/etc/sy/routes.toml", &|_| None).unwrap();
         let usage = config.usage.unwrap();
-        assert_eq!(usage.log, UsageLog::File("/etc/sy/usage.jsonl".into()));
+        assert_eq!(usage.log, Some(UsageLog::File("/etc/sy/usage.jsonl".into())));
         assert_eq!(usage.queue, 5);
         assert!(config.limits.redis_url.is_some());
         assert_eq!(
