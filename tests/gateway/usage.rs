@@ -515,3 +515,44 @@ backend = "up"
         assert_eq!(body["error"]["param"], param, "{query}: {body}");
     }
 }
+
+#[tokio::test]
+async fn usage_rows_sum_across_writers_and_group_alike_on_sqlite_and_postgresql() {
+    use switchyard::store::{Store, UsageFilter, UsageGroup, UsageSums};
+
+    let dir = tempfile::tempdir().unwrap();
+    let pg = crate::support::postgres::TestPostgres::start();
+    let sqlite = format!("sqlite://{}", dir.path().join("s.db").display());
+    for url in [sqlite.as_str(), pg.url.as_str()] {
+        // Arrange: two instances writing the same minute, project, key and model.
+        let (a, b) = (Store::open(url).await.unwrap(), Store::open(url).await.unwrap());
+        let sums = |n: i64| UsageSums {
+            requests: n,
+            prompt_tokens: 10 * n,
+            completion_tokens: n,
+            total_tokens: 11 * n,
+            cached_tokens: 0,
+            reasoning_tokens: 0,
+        };
+        let row = |minute: i64, model: &str, n: i64| {
+            ((minute, "p".to_owned(), "k".to_owned(), model.to_owned()), sums(n))
+        };
+        // Act
+        a.add_usage(&[row(100, "m1", 1), row(1500, "m2", 4)]).await.unwrap();
+        b.add_usage(&[row(100, "m1", 2)]).await.unwrap();
+        // Assert
+        let all = UsageFilter::default();
+        let models = a.usage(&all, UsageGroup::Model).await.unwrap();
+        assert_eq!(models, [("m1".to_owned(), sums(3)), ("m2".to_owned(), sums(4))], "{url}");
+        let days = b.usage(&all, UsageGroup::Day).await.unwrap();
+        assert_eq!(days, [("0".to_owned(), sums(3)), ("1440".to_owned(), sums(4))], "{url}");
+        let later = UsageFilter {
+            from: Some(1000),
+            project: Some("p".into()),
+            ..UsageFilter::default()
+        };
+        assert_eq!(a.usage(&later, UsageGroup::Key).await.unwrap(), [("k".to_owned(), sums(4))]);
+        a.close().await;
+        b.close().await;
+    }
+}
