@@ -80,6 +80,8 @@ own, so they are not described here; without a backend to relay to, the answer i
         routes::admin::list_keys,
         routes::admin::revoke_key,
         routes::admin::usage,
+        routes::admin::set_project_rate_limit,
+        routes::admin::set_key_rate_limit,
     ),
     // Types reached only through a media type other than JSON are listed so they get a name.
     components(schemas(schema::ChatCompletionChunk, schema::ResponseStreamEvent)),

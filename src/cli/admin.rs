@@ -14,9 +14,10 @@ use serde::Serialize;
 use crate::auth::Auth;
 use crate::auth::admin::{CredentialSpec, KeySpec, ProjectPatch, ProjectSpec};
 use crate::auth::clock::SystemClock;
+use crate::auth::rate_limits::RateLimitSpec;
 use crate::config;
 use crate::error::GatewayError;
-use crate::store::Store;
+use crate::store::{LimitOwner, Store};
 use crate::usage::report::{UsageQuery, report};
 
 /// What `switchyard admin` does.
@@ -90,6 +91,25 @@ pub enum AdminCommand {
     RevokeKey {
         /// Key id.
         id: String,
+    },
+    /// Set the rate limit of a project (all its keys together) or of one key; no limit given
+    /// removes it.
+    SetRateLimit {
+        /// A project id.
+        #[arg(long, conflicts_with = "key", required_unless_present = "key")]
+        project: Option<String>,
+        /// A key id.
+        #[arg(long)]
+        key: Option<String>,
+        /// Requests per minute.
+        #[arg(long)]
+        requests_per_minute: Option<i64>,
+        /// Tokens per minute.
+        #[arg(long)]
+        tokens_per_minute: Option<i64>,
+        /// Requests in progress at once.
+        #[arg(long)]
+        max_concurrent: Option<i64>,
     },
     /// Usage summed from the store, per model, key or day.
     Usage {
@@ -222,6 +242,25 @@ async fn execute(auth: &Auth, command: AdminCommand) -> Result<String, GatewayEr
         RevokeKey { id } => {
             auth.revoke_key(&id).await?;
             json(&serde_json::json!({"revoked": id}))
+        }
+        SetRateLimit {
+            project,
+            key,
+            requests_per_minute,
+            tokens_per_minute,
+            max_concurrent,
+        } => {
+            let spec = RateLimitSpec {
+                requests_per_minute,
+                tokens_per_minute,
+                max_concurrent,
+            };
+            let (owner, id) = match (project, key) {
+                (Some(project), _) => (LimitOwner::Project, project),
+                (None, Some(key)) => (LimitOwner::Key, key),
+                (None, None) => (LimitOwner::Key, String::new()),
+            };
+            json(&auth.set_rate_limit(owner, &id, spec).await?)
         }
         Usage {
             project,

@@ -69,7 +69,8 @@ pub struct LimitsConfig {
     pub redis_url: Option<SecretString>,
 }
 
-/// A caller's rate limits (`rate_limit = { … }`); `None` is no limit of that kind.
+/// A caller's rate limits (`rate_limit = { … }`, or set through the admin API); `None` is no
+/// limit of that kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RateLimit {
     /// Requests per minute.
@@ -78,6 +79,14 @@ pub struct RateLimit {
     pub tokens_per_minute: Option<u64>,
     /// Requests in progress at once.
     pub max_concurrent: Option<u32>,
+}
+
+impl RateLimit {
+    /// The largest per-minute budget: one request or token per microsecond, the resolution the
+    /// shared (Redis) budgets keep.
+    pub const MAX_PER_MINUTE: u64 = 60_000_000;
+    /// The most requests in progress one caller may be allowed.
+    pub const MAX_CONCURRENT: u32 = 1_000_000;
 }
 
 /// `[store]`.

@@ -258,11 +258,15 @@ impl Admitted {
     pub fn counts_tokens(&self) -> bool {
         self.limit.tokens_per_minute.is_some()
     }
+}
 
-    /// The `x-ratelimit-*` headers of an admitted request, as OpenAI sends them.
-    pub fn headers(&self) -> Vec<(&'static str, String)> {
-        budget_headers(self.requests, self.tokens)
-    }
+/// The `x-ratelimit-*` headers of a request admitted under `budgets`, as OpenAI sends them:
+/// of each kind, the budget with the least left.
+pub fn headers(budgets: &[Admitted]) -> Vec<(&'static str, String)> {
+    let least = |pick: fn(&Admitted) -> Option<Budget>| {
+        budgets.iter().filter_map(pick).min_by_key(|b| b.remaining)
+    };
+    budget_headers(least(|a| a.requests), least(|a| a.tokens))
 }
 
 impl Drop for Admitted {

@@ -18,7 +18,7 @@ use super::caller::Caller;
 use super::reply::respond;
 use crate::backends::{ReplyBody, UpstreamReply};
 use crate::error::GatewayError;
-use crate::limits::rate::Admitted;
+use crate::limits::rate::{self, Admitted};
 use crate::routing::Route;
 use crate::schema::chat::StreamOptions;
 use crate::state::AppState;
@@ -31,7 +31,8 @@ pub struct Visit {
     record: Record,
     received: Instant,
     sent: Option<Instant>,
-    admitted: Option<Admitted>,
+    /// The budgets the request was admitted under (key, project, route), most often none.
+    admitted: Vec<Admitted>,
     /// The gateway asked the upstream for usage the client did not ask for.
     asked: bool,
 }
@@ -75,13 +76,14 @@ impl Visit {
             },
             received: Instant::now(),
             sent: None,
-            admitted: None,
+            admitted: Vec::new(),
             asked: false,
         }
     }
 
-    /// Takes the request from its caller's budget on `route` (per key with `[auth]`, else the
-    /// route's own), or refuses it with a 429.
+    /// Takes the request from each budget it falls under: its key's and its project's (set
+    /// through the admin API) and the route's `rate_limit` (per key with `[auth]`, else the
+    /// route's own); the first one spent refuses it with a 429.
     pub async fn admit(
         &mut self,
         state: &AppState,
@@ -89,14 +91,18 @@ impl Visit {
         route: &Route,
     ) -> Result<(), GatewayError> {
         self.record.route = Some(route.prefix.clone());
-        let Some(limit) = &route.rate_limit else {
-            return Ok(());
-        };
-        let scope = match caller {
-            Some(grant) => format!("key:{}:{}", grant.key_id, route.prefix),
-            None => format!("route:{}", route.prefix),
-        };
-        self.admitted = Some(state.rate.check(&scope, limit).await?);
+        let grant = caller.as_deref();
+        let scopes = [
+            grant.and_then(|g| Some((format!("key:{}", g.key_id), g.key_rate_limit?))),
+            grant.and_then(|g| Some((format!("project:{}", g.project_id), g.project_rate_limit?))),
+            route.rate_limit.map(|limit| match grant {
+                Some(g) => (format!("key:{}:route:{}", g.key_id, route.prefix), limit),
+                None => (format!("route:{}", route.prefix), limit),
+            }),
+        ];
+        for (scope, limit) in scopes.into_iter().flatten() {
+            self.admitted.push(state.rate.check(&scope, &limit).await?);
+        }
         Ok(())
     }
 
@@ -107,8 +113,7 @@ impl Visit {
         body: Bytes,
         options: Option<&mut Option<StreamOptions>>,
     ) -> Result<Bytes, GatewayError> {
-        let wanted =
-            self.recorder.is_on() || self.admitted.as_ref().is_some_and(Admitted::counts_tokens);
+        let wanted = self.recorder.is_on() || self.admitted.iter().any(Admitted::counts_tokens);
         let Some(options) = options else {
             return Ok(body);
         };
@@ -140,7 +145,7 @@ impl Visit {
         let answered = Instant::now();
         self.record.status = reply.status.as_u16();
         self.record.upstream_ms = self.sent.map(|s| ms(answered - s));
-        let headers = self.admitted.as_ref().map(Admitted::headers);
+        let headers = rate::headers(&self.admitted);
         let closing = Closing::from(self);
         reply.body = match reply.body {
             ReplyBody::EventStream(stream) => {
@@ -162,7 +167,7 @@ impl Visit {
             }
         };
         let mut response = respond(reply);
-        for (name, value) in headers.into_iter().flatten() {
+        for (name, value) in headers {
             if let Ok(value) = HeaderValue::from_str(&value) {
                 response
                     .headers_mut()
@@ -194,7 +199,7 @@ struct Closing {
     recorder: Arc<Recorder>,
     record: Record,
     received: Instant,
-    admitted: Option<Admitted>,
+    admitted: Vec<Admitted>,
     asked: bool,
 }
 
@@ -221,8 +226,10 @@ impl Closing {
             admitted,
             ..
         } = self;
-        if let (Some(admitted), Some(tokens)) = (&admitted, end.tokens) {
-            admitted.charge(tokens.total_tokens);
+        if let Some(tokens) = end.tokens {
+            for budget in &admitted {
+                budget.charge(tokens.total_tokens);
+            }
         }
         if end.tokens.is_none() && (200..300).contains(&record.status) && recorder.is_on() {
             tracing::debug!(model = %record.model, "the answer reported no usage");

@@ -12,9 +12,11 @@ use crate::auth::Auth;
 use crate::auth::admin::{
     CreatedKey, CredentialSpec, KeyInfo, KeySpec, Project, ProjectPatch, ProjectSpec,
 };
+use crate::auth::rate_limits::RateLimitSpec;
 use crate::error::GatewayError;
 use crate::schema::ErrorBody;
 use crate::state::AppState;
+use crate::store::LimitOwner;
 use crate::usage::report::{UsageQuery, UsageReport, report};
 
 /// Admin bodies are a few small fields: anything bigger is refused before it is parsed.
@@ -270,4 +272,50 @@ pub async fn usage(
         })?
         .into_inner();
     Ok(Json(report(auth.store(), &query).await?))
+}
+
+/// Sets a project's rate limit, shared by all its keys (`{}` removes it).
+#[utoipa::path(put, path = "/admin/v1/projects/{id}/rate_limit", tag = "admin", security(("admin_token" = [])),
+    params(("id" = String, Path, description = "Project id")),
+    request_body = RateLimitSpec,
+    responses(
+        (status = 200, description = "The limit now in force (every instance within a second)", body = RateLimitSpec),
+        (status = 400, description = "A value is out of bounds (`param` names it)", body = ErrorBody),
+        (status = 401, description = "Missing or wrong admin token", body = ErrorBody),
+        (status = 404, description = "No such project, or `[auth]` is off", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ))]
+pub async fn set_project_rate_limit(
+    req: HttpRequest,
+    id: Path<String>,
+    payload: Payload,
+    state: Data<AppState>,
+) -> Result<Json<RateLimitSpec>, GatewayError> {
+    let auth = admin(&req, &state)?;
+    let spec: RateLimitSpec = parse(&req, payload, &state).await?;
+    Ok(Json(
+        auth.set_rate_limit(LimitOwner::Project, &id, spec).await?,
+    ))
+}
+
+/// Sets a key's own rate limit (`{}` removes it).
+#[utoipa::path(put, path = "/admin/v1/keys/{id}/rate_limit", tag = "admin", security(("admin_token" = [])),
+    params(("id" = String, Path, description = "Key id")),
+    request_body = RateLimitSpec,
+    responses(
+        (status = 200, description = "The limit now in force (every instance within a second)", body = RateLimitSpec),
+        (status = 400, description = "A value is out of bounds (`param` names it)", body = ErrorBody),
+        (status = 401, description = "Missing or wrong admin token", body = ErrorBody),
+        (status = 404, description = "No such key, or `[auth]` is off", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ))]
+pub async fn set_key_rate_limit(
+    req: HttpRequest,
+    id: Path<String>,
+    payload: Payload,
+    state: Data<AppState>,
+) -> Result<Json<RateLimitSpec>, GatewayError> {
+    let auth = admin(&req, &state)?;
+    let spec: RateLimitSpec = parse(&req, payload, &state).await?;
+    Ok(Json(auth.set_rate_limit(LimitOwner::Key, &id, spec).await?))
 }

@@ -85,7 +85,15 @@ fn configure_admin(cfg: &mut ServiceConfig) {
             .route(web::get().to(admin::list_keys)),
     )
     .service(web::resource("/admin/v1/keys/{id}").route(web::delete().to(admin::revoke_key)))
-    .service(web::resource("/admin/v1/usage").route(web::get().to(admin::usage)));
+    .service(web::resource("/admin/v1/usage").route(web::get().to(admin::usage)))
+    .service(
+        web::resource("/admin/v1/projects/{id}/rate_limit")
+            .route(web::put().to(admin::set_project_rate_limit)),
+    )
+    .service(
+        web::resource("/admin/v1/keys/{id}/rate_limit")
+            .route(web::put().to(admin::set_key_rate_limit)),
+    );
 }
 
 async fn unknown_url(req: HttpRequest) -> Result<HttpResponse, GatewayError> {

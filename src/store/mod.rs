@@ -8,6 +8,7 @@
 
 mod keys;
 mod projects;
+mod rate_limits;
 mod usage;
 
 use std::time::Duration;
@@ -18,6 +19,7 @@ use sqlx::{AnyPool, Executor, SqlSafeStr};
 
 pub use keys::{KeyGrantRow, KeyRow, NewKey};
 pub use projects::{CredentialRow, ProjectRow};
+pub use rate_limits::LimitOwner;
 pub use usage::{MAX_GROUPS, UsageFilter, UsageGroup, UsageKey, UsageSums};
 
 /// The migrations, in order. Never edit one that has shipped: add the next.
@@ -28,6 +30,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("migrations/0001_projects_and_keys.sql"),
     ),
     (2, "usage", include_str!("migrations/0002_usage.sql")),
+    (
+        3,
+        "rate limits",
+        include_str!("migrations/0003_rate_limits.sql"),
+    ),
 ];
 
 /// How long a request waits for a database connection before the store counts as down: a

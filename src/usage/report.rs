@@ -61,7 +61,12 @@ pub async fn report(store: &Store, query: &UsageQuery) -> Result<UsageReport, Ga
         "model" => (UsageGroup::Model, "model"),
         "key" => (UsageGroup::Key, "key"),
         "day" => (UsageGroup::Day, "day"),
-        _ => return Err(invalid("group_by", "`group_by` must be `model`, `key` or `day`")),
+        _ => {
+            return Err(invalid(
+                "group_by",
+                "`group_by` must be `model`, `key` or `day`",
+            ));
+        }
     };
     let filter = UsageFilter {
         project: id(query.project.as_deref(), "project")?,
@@ -136,7 +141,8 @@ fn minute(value: Option<&str>, param: &'static str) -> Result<Option<i64>, Gatew
                 .map(|t| t.unix_timestamp())
         })
         .or_else(|| {
-            let format = time::format_description::parse_borrowed::<2>("[year]-[month]-[day]").ok()?;
+            let format =
+                time::format_description::parse_borrowed::<2>("[year]-[month]-[day]").ok()?;
             let date = time::Date::parse(text, &format).ok()?;
             Some(date.midnight().assume_utc().unix_timestamp())
         });

@@ -67,7 +67,8 @@ impl Sinks {
         );
         let sums = self.pending.entry(key).or_default();
         let tokens = record.usage.unwrap_or_default();
-        let add = |sum: &mut i64, n: u64| *sum = sum.saturating_add(i64::try_from(n).unwrap_or(i64::MAX));
+        let add =
+            |sum: &mut i64, n: u64| *sum = sum.saturating_add(i64::try_from(n).unwrap_or(i64::MAX));
         add(&mut sums.requests, 1);
         add(&mut sums.prompt_tokens, tokens.prompt_tokens);
         add(&mut sums.completion_tokens, tokens.completion_tokens);
@@ -87,7 +88,9 @@ impl Sinks {
         };
         let rows: Vec<_> = std::mem::take(&mut self.pending).into_iter().collect();
         if let Err(err) = store.add_usage(&rows).await {
-            stats.store_failed.fetch_add(rows.len() as u64, Ordering::Relaxed);
+            stats
+                .store_failed
+                .fetch_add(rows.len() as u64, Ordering::Relaxed);
             tracing::error!(error = %err, rows = rows.len(), "cannot add usage to the store");
         }
     }

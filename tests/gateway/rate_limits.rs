@@ -148,3 +148,83 @@ rate_limit = {{ requests_per_minute = 5 }}
     assert_eq!(last.headers()["x-ratelimit-remaining-requests"], "0");
     assert!(last.headers().contains_key("retry-after"));
 }
+
+#[tokio::test]
+async fn limits_set_through_the_admin_api_bind_a_projects_keys_together_and_bogus_ones_are_refused()
+{
+    // Arrange: keys on; a project with two keys.
+    use crate::support::auth::auth_routes;
+    use reqwest::Method;
+    let gw = spawn_gateway(&auth_routes("sqlite://keys.db", "http://127.0.0.1:9")).await;
+    let project = gw.create_project("team", &["echo/"]).await;
+    let (_, a) = gw.create_key(&project, json!({})).await;
+    let (b_id, b) = gw.create_key(&project, json!({})).await;
+
+    // Act: 3 requests a minute for the whole project.
+    let limit = format!("/projects/{project}/rate_limit");
+    let (status, body) = gw
+        .admin(Method::PUT, &limit, Some(json!({"requests_per_minute": 3})))
+        .await;
+    assert_eq!((status, body), (200, json!({"requests_per_minute": 3})));
+    let statuses = [
+        gw.chat_as(&a, "echo/hi").await,
+        gw.chat_as(&a, "echo/hi").await,
+        gw.chat_as(&b, "echo/hi").await,
+        gw.chat_as(&b, "echo/hi").await,
+        gw.chat_as(&a, "echo/hi").await,
+    ];
+
+    // Assert: the keys drew on one budget.
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+    // A key's own limit applies on top; `{}` removes the project's.
+    let (status, _) = gw.admin(Method::PUT, &limit, Some(json!({}))).await;
+    assert_eq!(status, 200);
+    assert_eq!(gw.chat_as(&b, "echo/hi").await, 200);
+    let key_limit = format!("/keys/{b_id}/rate_limit");
+    let (status, _) = gw
+        .admin(
+            Method::PUT,
+            &key_limit,
+            Some(json!({"requests_per_minute": 1})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(gw.chat_as(&b, "echo/hi").await, 200);
+    assert_eq!(gw.chat_as(&b, "echo/hi").await, 429);
+    assert_eq!(gw.chat_as(&a, "echo/hi").await, 200);
+
+    // Hostile values: each a 400 naming the field (or 404 for no such key).
+    for (body, param) in [
+        (
+            json!({"requests_per_minute": -1}),
+            json!("requests_per_minute"),
+        ),
+        (
+            json!({"tokens_per_minute": 60_000_001}),
+            json!("tokens_per_minute"),
+        ),
+        (json!({"max_concurrent": 0}), json!("max_concurrent")),
+        (
+            json!({"requests_per_minute": 1e30}),
+            json!("requests_per_minute"),
+        ),
+        (
+            json!({"requests_per_minute": 18446744073709551615u64}),
+            json!("requests_per_minute"),
+        ),
+    ] {
+        let (status, error) = gw.admin(Method::PUT, &key_limit, Some(body.clone())).await;
+        assert_eq!(status, 400, "{body}: {error}");
+        assert_eq!(error["error"]["param"], param, "{body}: {error}");
+    }
+    let (status, _) = gw
+        .admin(Method::PUT, &key_limit, Some(json!({"per_hour": 5})))
+        .await;
+    assert_eq!(status, 400);
+    let (status, _) = gw
+        .admin(Method::PUT, "/keys/no-such-key/rate_limit", Some(json!({})))
+        .await;
+    assert_eq!(status, 404);
+    // The refused values changed nothing: b is still at 1 a minute, and spent.
+    assert_eq!(gw.chat_as(&b, "echo/hi").await, 429);
+}

@@ -458,9 +458,13 @@ backend = "up"
 
     // Assert: by model, by key, by day; from the API and from the CLI alike.
     let by = |group: &str| format!("/usage?group_by={group}&project={project}");
-    eventually(Duration::from_secs(10), "usage summed in the store", || async {
-        gw.admin(reqwest::Method::GET, &by("model"), None).await.1["data"][0]["requests"] == 2
-    })
+    eventually(
+        Duration::from_secs(10),
+        "usage summed in the store",
+        || async {
+            gw.admin(reqwest::Method::GET, &by("model"), None).await.1["data"][0]["requests"] == 2
+        },
+    )
     .await;
     let (status, models) = gw.admin(reqwest::Method::GET, &by("model"), None).await;
     assert_eq!(status, 200);
@@ -468,7 +472,13 @@ backend = "up"
         .as_array()
         .unwrap()
         .iter()
-        .map(|g| (g["group"].as_str().unwrap(), g["requests"].as_u64().unwrap(), g["total_tokens"].as_u64().unwrap()))
+        .map(|g| {
+            (
+                g["group"].as_str().unwrap(),
+                g["requests"].as_u64().unwrap(),
+                g["total_tokens"].as_u64().unwrap(),
+            )
+        })
         .collect();
     let total = PROMPT + COMPLETION;
     assert_eq!(groups, [("up/x", 2, 2 * total), ("up/y", 1, total)]);
@@ -479,7 +489,12 @@ backend = "up"
         .as_array()
         .unwrap()
         .iter()
-        .map(|g| (g["group"].as_str().unwrap().to_owned(), g["requests"].as_u64().unwrap()))
+        .map(|g| {
+            (
+                g["group"].as_str().unwrap().to_owned(),
+                g["requests"].as_u64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(got, expected);
     let (_, days) = gw.admin(reqwest::Method::GET, &by("day"), None).await;
@@ -487,7 +502,11 @@ backend = "up"
     assert_eq!(days["data"][0]["group"], today);
     assert_eq!(days["data"][0]["cached_tokens"], 3 * CACHED);
     let (_, only_b) = gw
-        .admin(reqwest::Method::GET, &format!("/usage?key={b_id}&from={today}"), None)
+        .admin(
+            reqwest::Method::GET,
+            &format!("/usage?key={b_id}&from={today}"),
+            None,
+        )
         .await;
     assert_eq!(only_b["data"][0]["requests"], 1);
     let cli = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
@@ -496,7 +515,11 @@ backend = "up"
         .args(["usage", "--group-by", "key", "--project", &project])
         .output()
         .unwrap();
-    assert!(cli.status.success(), "{}", String::from_utf8_lossy(&cli.stderr));
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
     assert_eq!(serde_json::from_slice::<Value>(&cli.stdout).unwrap(), keys);
 
     // Hostile queries: each a 400 naming what is wrong.
@@ -510,7 +533,9 @@ backend = "up"
         ("bogus=1", Value::Null),
         ("group_by=model&group_by=key", Value::Null),
     ] {
-        let (status, body) = gw.admin(reqwest::Method::GET, &format!("/usage?{query}"), None).await;
+        let (status, body) = gw
+            .admin(reqwest::Method::GET, &format!("/usage?{query}"), None)
+            .await;
         assert_eq!(status, 400, "{query}: {body}");
         assert_eq!(body["error"]["param"], param, "{query}: {body}");
     }
@@ -525,7 +550,10 @@ async fn usage_rows_sum_across_writers_and_group_alike_on_sqlite_and_postgresql(
     let sqlite = format!("sqlite://{}", dir.path().join("s.db").display());
     for url in [sqlite.as_str(), pg.url.as_str()] {
         // Arrange: two instances writing the same minute, project, key and model.
-        let (a, b) = (Store::open(url).await.unwrap(), Store::open(url).await.unwrap());
+        let (a, b) = (
+            Store::open(url).await.unwrap(),
+            Store::open(url).await.unwrap(),
+        );
         let sums = |n: i64| UsageSums {
             requests: n,
             prompt_tokens: 10 * n,
@@ -535,23 +563,39 @@ async fn usage_rows_sum_across_writers_and_group_alike_on_sqlite_and_postgresql(
             reasoning_tokens: 0,
         };
         let row = |minute: i64, model: &str, n: i64| {
-            ((minute, "p".to_owned(), "k".to_owned(), model.to_owned()), sums(n))
+            (
+                (minute, "p".to_owned(), "k".to_owned(), model.to_owned()),
+                sums(n),
+            )
         };
         // Act
-        a.add_usage(&[row(100, "m1", 1), row(1500, "m2", 4)]).await.unwrap();
+        a.add_usage(&[row(100, "m1", 1), row(1500, "m2", 4)])
+            .await
+            .unwrap();
         b.add_usage(&[row(100, "m1", 2)]).await.unwrap();
         // Assert
         let all = UsageFilter::default();
         let models = a.usage(&all, UsageGroup::Model).await.unwrap();
-        assert_eq!(models, [("m1".to_owned(), sums(3)), ("m2".to_owned(), sums(4))], "{url}");
+        assert_eq!(
+            models,
+            [("m1".to_owned(), sums(3)), ("m2".to_owned(), sums(4))],
+            "{url}"
+        );
         let days = b.usage(&all, UsageGroup::Day).await.unwrap();
-        assert_eq!(days, [("0".to_owned(), sums(3)), ("1440".to_owned(), sums(4))], "{url}");
+        assert_eq!(
+            days,
+            [("0".to_owned(), sums(3)), ("1440".to_owned(), sums(4))],
+            "{url}"
+        );
         let later = UsageFilter {
             from: Some(1000),
             project: Some("p".into()),
             ..UsageFilter::default()
         };
-        assert_eq!(a.usage(&later, UsageGroup::Key).await.unwrap(), [("k".to_owned(), sums(4))]);
+        assert_eq!(
+            a.usage(&later, UsageGroup::Key).await.unwrap(),
+            [("k".to_owned(), sums(4))]
+        );
         a.close().await;
         b.close().await;
     }

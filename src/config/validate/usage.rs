@@ -11,11 +11,8 @@ use crate::config::{LimitsConfig, RateLimit, UsageConfig, UsageLog};
 const DEFAULT_QUEUE: usize = 10_000;
 /// The most records allowed to wait (each is a few hundred bytes).
 const MAX_QUEUE: i64 = 1_000_000;
-/// The largest per-minute budget: one request or token per microsecond, the resolution the
-/// shared (Redis) budgets keep.
-const MAX_PER_MINUTE: i64 = 60_000_000;
-/// The most requests in progress one caller may be allowed.
-const MAX_CONCURRENT: i64 = 1_000_000;
+const MAX_PER_MINUTE: i64 = RateLimit::MAX_PER_MINUTE as i64;
+const MAX_CONCURRENT: i64 = RateLimit::MAX_CONCURRENT as i64;
 
 impl Validator<'_> {
     /// `[usage]`; `store` says whether records also have a store to go to.
@@ -135,7 +132,10 @@ mod tests {
         );
         let config = validate(&source, "/etc/sy/routes.toml", &|_| None).unwrap();
         let usage = config.usage.unwrap();
-        assert_eq!(usage.log, Some(UsageLog::File("/etc/sy/usage.jsonl".into())));
+        assert_eq!(
+            usage.log,
+            Some(UsageLog::File("/etc/sy/usage.jsonl".into()))
+        );
         assert_eq!(usage.queue, 5);
         assert!(config.limits.redis_url.is_some());
         assert_eq!(
