@@ -17,15 +17,27 @@ use crate::store::LimitOwner;
 #[serde(deny_unknown_fields)]
 pub struct RateLimitSpec {
     /// Requests per minute, 1 to 60000000 (a minute's worth may come in a burst).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::schema::integer::optional"
+    )]
     #[schema(minimum = 1, maximum = 60_000_000)]
     pub requests_per_minute: Option<i64>,
     /// Tokens per minute, 1 to 60000000, charged from each answer's usage.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::schema::integer::optional"
+    )]
     #[schema(minimum = 1, maximum = 60_000_000)]
     pub tokens_per_minute: Option<i64>,
     /// Requests in progress at once (in each instance), 1 to 1000000.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::schema::integer::optional"
+    )]
     #[schema(minimum = 1, maximum = 1_000_000)]
     pub max_concurrent: Option<i64>,
 }

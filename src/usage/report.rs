@@ -20,11 +20,33 @@ pub struct UsageQuery {
     /// Only this key (its id).
     pub key: Option<String>,
     /// From this time on: `2026-11-30` (UTC midnight), RFC 3339, or Unix seconds.
+    #[param(
+        pattern = r"^([0-9]{1,12}|[0-9]{4}-[0-9]{2}-[0-9]{2}(T.+)?)$",
+        example = "2026-11-30"
+    )]
     pub from: Option<String>,
     /// Before this time, in the same forms.
+    #[param(
+        pattern = r"^([0-9]{1,12}|[0-9]{4}-[0-9]{2}-[0-9]{2}(T.+)?)$",
+        example = "2026-12-01"
+    )]
     pub to: Option<String>,
     /// `model` (default), `key` or `day`.
+    #[param(inline, value_type = Option<GroupByName>)]
     pub group_by: Option<String>,
+}
+
+/// The values of `group_by` (the document's enum; `report` checks the same).
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)] // Only its schema is used: the value is read as text for a clear message.
+pub enum GroupByName {
+    /// By the model asked for.
+    Model,
+    /// By key id.
+    Key,
+    /// By UTC day.
+    Day,
 }
 
 /// Usage grouped as asked.
