@@ -47,22 +47,30 @@ impl Visit {
         endpoint: &'static str,
         streamed: bool,
     ) -> Self {
+        // Without a sink nothing is recorded: the record's text is not even built.
+        let on = state.usage.is_on();
         let request_id = req
             .extensions()
             .get::<RequestId>()
+            .filter(|_| on)
             .map(|id| id.0.to_string())
             .unwrap_or_default();
         let now = time::OffsetDateTime::now_utc();
+        let grant = caller.as_ref().filter(|_| on);
         Visit {
             recorder: state.usage.clone(),
             record: Record {
-                time: now.format(&Rfc3339).unwrap_or_default(),
+                time: if on {
+                    now.format(&Rfc3339).unwrap_or_default()
+                } else {
+                    String::new()
+                },
                 minute: now.unix_timestamp().div_euclid(60),
                 request_id,
-                project: caller.as_ref().map(|g| g.project_id.clone()),
-                key_id: caller.as_ref().map(|g| g.key_id.clone()),
+                project: grant.map(|g| g.project_id.clone()),
+                key_id: grant.map(|g| g.key_id.clone()),
                 endpoint,
-                model: model.to_owned(),
+                model: if on { model.to_owned() } else { String::new() },
                 upstream_model: None,
                 route: None,
                 backend: None,
@@ -90,7 +98,9 @@ impl Visit {
         caller: &Caller,
         route: &Route,
     ) -> Result<(), GatewayError> {
-        self.record.route = Some(route.prefix.clone());
+        if self.recorder.is_on() {
+            self.record.route = Some(route.prefix.clone());
+        }
         let grant = caller.as_deref();
         let scopes = [
             grant.and_then(|g| Some((format!("key:{}", g.key_id), g.key_rate_limit?))),
@@ -127,6 +137,9 @@ impl Visit {
 
     /// Notes which backend is being tried, with which model name.
     pub fn trying(&mut self, backend: &str, upstream_model: &str) {
+        if !self.recorder.is_on() {
+            return;
+        }
         if self.record.backend.as_deref() != Some(backend) {
             self.record.backend = Some(backend.to_owned());
         }
@@ -142,6 +155,10 @@ impl Visit {
 
     /// The client's response for the upstream's `reply`; its usage is recorded when it ends.
     pub fn respond(mut self, mut reply: UpstreamReply) -> HttpResponse {
+        // Nothing to record and no budget to charge or give back: the answer goes as it is.
+        if !self.recorder.is_on() && self.admitted.is_empty() {
+            return respond(reply);
+        }
         let answered = Instant::now();
         self.record.status = reply.status.as_u16();
         self.record.upstream_ms = self.sent.map(|s| ms(answered - s));

@@ -50,22 +50,32 @@ pub struct Metered {
 /// The most bytes kept after a JSON body's `"usage"` key: far more than a usage object takes.
 const MAX_TAIL: usize = 64 * 1024;
 
+/// The key a JSON body's usage follows.
+const USAGE_KEY: &[u8] = b"\"usage\"";
+/// One byte less than the key: the most of it a read can end with.
+const EDGE: usize = USAGE_KEY.len() - 1;
+
 /// The end of a JSON body from its last `"usage"` key, as the body streams past.
 #[derive(Debug, Default)]
 struct JsonTail {
     tail: BytesMut,
-    /// The last bytes of the previous read, for a key cut in two by the network.
-    carry: Vec<u8>,
+    /// The body's last bytes so far (`carry[..carried]`), for a key cut in two by the network.
+    carry: [u8; EDGE],
+    carried: usize,
 }
 
 impl JsonTail {
     fn push(&mut self, read: &[u8]) {
-        const KEY: &[u8] = b"\"usage\"";
-        let head = &read[..read.len().min(KEY.len() - 1)];
-        let joined = [self.carry.as_slice(), head].concat();
-        if let Some(at) = memmem::find(&joined, KEY).filter(|at| *at < self.carry.len()) {
+        const KEY: &[u8] = USAGE_KEY;
+        // A key that starts in the bytes carried over and ends in this read.
+        let head = &read[..read.len().min(EDGE)];
+        let mut joined = [0u8; 2 * EDGE];
+        joined[..self.carried].copy_from_slice(&self.carry[..self.carried]);
+        joined[self.carried..self.carried + head.len()].copy_from_slice(head);
+        let joined = &joined[..self.carried + head.len()];
+        if let Some(at) = memmem::find(joined, KEY).filter(|at| *at < self.carried) {
             self.tail.clear();
-            self.tail.extend_from_slice(&self.carry[at..]);
+            self.tail.extend_from_slice(&self.carry[at..self.carried]);
         }
         match memmem::rfind(read, KEY) {
             Some(at) => {
@@ -80,9 +90,15 @@ impl JsonTail {
             None => {}
         }
         // The body's last bytes, however short the reads.
-        self.carry.extend_from_slice(read);
-        let excess = self.carry.len().saturating_sub(KEY.len() - 1);
-        self.carry.drain(..excess);
+        let mut last = [0u8; 2 * EDGE];
+        let kept = &self.carry[..self.carried];
+        let recent = &read[read.len().saturating_sub(EDGE)..];
+        last[..kept.len()].copy_from_slice(kept);
+        last[kept.len()..kept.len() + recent.len()].copy_from_slice(recent);
+        let len = kept.len() + recent.len();
+        let from = len.saturating_sub(EDGE);
+        self.carried = len - from;
+        self.carry[..self.carried].copy_from_slice(&last[from..len]);
     }
 
     fn tokens(&self) -> Option<Tokens> {
