@@ -98,6 +98,7 @@ pub struct RateLimiter {
     buckets: moka::sync::Cache<String, Arc<Bucket>>,
     clock: Arc<dyn Clock>,
     budgets: Budgets,
+    refused: AtomicU64,
 }
 
 /// What a budget looks like after a check, for the `x-ratelimit-*` headers.
@@ -136,6 +137,7 @@ impl RateLimiter {
                 .build(),
             clock,
             budgets: Budgets::Local,
+            refused: AtomicU64::new(0),
         }
     }
 
@@ -149,6 +151,19 @@ impl RateLimiter {
 
     /// Admits one request of the caller `scope` under `limit`, or refuses it with a 429.
     pub async fn check(&self, scope: &str, limit: &RateLimit) -> Result<Admitted, GatewayError> {
+        let checked = self.take(scope, limit).await;
+        if checked.is_err() {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        checked
+    }
+
+    /// Requests refused with a 429 so far (for `/metrics`).
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    async fn take(&self, scope: &str, limit: &RateLimit) -> Result<Admitted, GatewayError> {
         let bucket = self.buckets.get_with_by_ref(scope, Arc::default);
         let concurrent = match limit.max_concurrent {
             Some(max) => take_place(&bucket, max)?,
@@ -448,6 +463,7 @@ mod tests {
         );
         drop(held);
         assert!(limiter.check("k", &limit).await.is_ok());
+        assert_eq!(limiter.refused(), 1);
     }
 
     #[test]
