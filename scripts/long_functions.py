@@ -20,12 +20,14 @@ FN = re.compile(r"^(\s*)(pub(\([^)]*\))?\s+)?(const\s+)?(async\s+)?(unsafe\s+)?f
 
 
 def is_one_match(body, indent):
-    """Whether `body` (the lines between the braces) is one `match` plus a few lines before."""
+    """Whether `body` (the lines between the braces) is one `match` plus a few lines before;
+    the match may be the value of `Ok(...)` (`Ok(match x {` ... `})`)."""
     inner = indent + "    "
     for i, line in enumerate(body):
-        if line.startswith(inner + "match ") and line.rstrip().endswith("{"):
-            ends = [j for j in range(i + 1, len(body)) if body[j] == inner + "}"]
-            return i <= AROUND_MATCH and bool(ends) and ends[0] == len(body) - 1
+        for start, end in (("match ", "}"), ("Ok(match ", "})")):
+            if line.startswith(inner + start) and line.rstrip().endswith("{"):
+                ends = [j for j in range(i + 1, len(body)) if body[j] == inner + end]
+                return i <= AROUND_MATCH and bool(ends) and ends[0] == len(body) - 1
     return False
 
 

@@ -95,6 +95,10 @@ pub enum GatewayError {
     /// The key's `max_requests` are used up.
     #[error("this key has used all the requests it was allowed")]
     RequestLimitReached,
+    /// A per-caller rate limit (`requests_per_minute`, `tokens_per_minute`, `max_concurrent`)
+    /// is reached; the client may retry after the time it is told.
+    #[error("rate limit reached: {}; retry after {} s", .0.limit, .0.retry_after_secs)]
+    RateLimited(Box<RateLimited>),
     /// An admin resource that does not exist.
     #[error("no {what} with id `{id}`")]
     NotFound {
@@ -252,6 +256,17 @@ impl IdempotencyRefusal {
     }
 }
 
+/// What a 429 of the gateway's rate limits tells the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimited {
+    /// The limit reached, as routes.toml names it.
+    pub limit: &'static str,
+    /// Whole seconds until a retry can succeed (`retry-after`).
+    pub retry_after_secs: u64,
+    /// The `x-ratelimit-*` headers, as OpenAI sends them.
+    pub headers: Vec<(&'static str, String)>,
+}
+
 impl GatewayError {
     /// The status and OpenAI error body a client sees: the one mapping of errors to the wire.
     pub fn to_openai(&self) -> (StatusCode, ErrorBody) {
@@ -325,6 +340,16 @@ impl GatewayError {
                     "rate_limit_error",
                     None,
                     Some("max_requests_reached"),
+                ),
+            ),
+            // OpenAI's own shape for its rate limits: the SDKs raise `RateLimitError`.
+            RateLimited(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorBody::new(
+                    self.to_string(),
+                    "requests",
+                    None,
+                    Some("rate_limit_exceeded"),
                 ),
             ),
             NotFound { .. } => (
@@ -432,6 +457,7 @@ impl GatewayError {
                 | InvalidAdminToken
                 | ModelNotPermitted { .. }
                 | RequestLimitReached
+                | RateLimited(_)
                 | NotFound { .. }
                 | Conflict { .. }
                 | Idempotency(_)
@@ -468,6 +494,7 @@ impl GatewayError {
             | InvalidAdminToken
             | ModelNotPermitted { .. }
             | RequestLimitReached
+            | RateLimited(_)
             | NotFound { .. }
             | Conflict { .. }
             | Idempotency(_)
@@ -553,6 +580,12 @@ impl ResponseError for GatewayError {
             GatewayError::RequestLimitReached => {
                 response.insert_header(("x-should-retry", "false"));
             }
+            GatewayError::RateLimited(limited) => {
+                response.insert_header((header::RETRY_AFTER, limited.retry_after_secs));
+                for (name, value) in &limited.headers {
+                    response.insert_header((*name, value.as_str()));
+                }
+            }
             _ => {}
         }
         response
@@ -572,6 +605,7 @@ mod tests {
             more_caller_errors(),
             gateway_and_upstream_errors(),
             more_gateway_and_upstream_errors(),
+            idempotency_errors(),
         ]
         .into_iter()
         .flatten();
@@ -744,44 +778,9 @@ mod tests {
         ]
     }
 
-    /// More errors of the gateway, its store and its upstreams.
-    fn more_gateway_and_upstream_errors() -> Vec<Case> {
+    /// The refusals of an `Idempotency-Key`.
+    fn idempotency_errors() -> Vec<Case> {
         vec![
-            (
-                GatewayError::InvalidAdminToken,
-                401,
-                "invalid_request_error",
-                Some("invalid_api_key"),
-            ),
-            (
-                GatewayError::ModelNotPermitted { model: "m".into() },
-                403,
-                "permission_error",
-                Some("model_not_permitted"),
-            ),
-            (
-                GatewayError::RequestLimitReached,
-                429,
-                "rate_limit_error",
-                Some("max_requests_reached"),
-            ),
-            (
-                GatewayError::NotFound {
-                    what: "key",
-                    id: "k".into(),
-                },
-                404,
-                "invalid_request_error",
-                Some("not_found"),
-            ),
-            (
-                GatewayError::Conflict {
-                    message: "taken".into(),
-                },
-                409,
-                "invalid_request_error",
-                Some("conflict"),
-            ),
             (
                 GatewayError::Idempotency(IdempotencyRefusal::InvalidKey),
                 400,
@@ -805,6 +804,57 @@ mod tests {
                 409,
                 "invalid_request_error",
                 Some("idempotent_answer_not_kept"),
+            ),
+        ]
+    }
+
+    /// More errors of the gateway, its store and its upstreams.
+    fn more_gateway_and_upstream_errors() -> Vec<Case> {
+        vec![
+            (
+                GatewayError::InvalidAdminToken,
+                401,
+                "invalid_request_error",
+                Some("invalid_api_key"),
+            ),
+            (
+                GatewayError::ModelNotPermitted { model: "m".into() },
+                403,
+                "permission_error",
+                Some("model_not_permitted"),
+            ),
+            (
+                GatewayError::RequestLimitReached,
+                429,
+                "rate_limit_error",
+                Some("max_requests_reached"),
+            ),
+            (
+                GatewayError::RateLimited(Box::new(RateLimited {
+                    limit: "requests_per_minute",
+                    retry_after_secs: 3,
+                    headers: Vec::new(),
+                })),
+                429,
+                "requests",
+                Some("rate_limit_exceeded"),
+            ),
+            (
+                GatewayError::NotFound {
+                    what: "key",
+                    id: "k".into(),
+                },
+                404,
+                "invalid_request_error",
+                Some("not_found"),
+            ),
+            (
+                GatewayError::Conflict {
+                    message: "taken".into(),
+                },
+                409,
+                "invalid_request_error",
+                Some("conflict"),
             ),
             (
                 GatewayError::StoreUnavailable {

@@ -60,4 +60,5 @@ pub mod server;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod usage;
 pub mod worker;

@@ -5,6 +5,11 @@
 //! Past a limit a request is refused at once with a 503 and `retry-after` rather than queued:
 //! a queue would hold the very memory and connections the limits protect. The limits are read
 //! when the server starts; a reload does not change them (like `listen` and `workers`).
+//!
+//! Per-caller rate limits (requests and tokens per minute, 429s) are a different concept, in
+//! `rate`.
+
+pub mod rate;
 
 use std::pin::Pin;
 use std::sync::Arc;

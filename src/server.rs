@@ -27,11 +27,13 @@ use crate::auth::Auth;
 use crate::auth::clock::{Clock, SystemClock};
 use crate::config::{self, ConfigErrors};
 use crate::idempotency::Idempotency;
+use crate::limits::rate::{RateLimiter, SharedLimits};
 use crate::observe::{self, Metrics};
 use crate::routing;
 use crate::routing::reload::{self, ReloadStatus};
 use crate::state::AppState;
 use crate::store::Store;
+use crate::usage::Recorder;
 use crate::{limits, routes, telemetry};
 
 mod head_deadline;
@@ -45,6 +47,9 @@ pub enum StartError {
     /// The store could not be opened or migrated.
     #[error("store {0}")]
     Store(String),
+    /// The usage log could not be opened, or `[limits]` is unusable.
+    #[error("{0}")]
+    Usage(String),
     /// The TLS certificate or key could not be loaded.
     #[error("tls: {0}")]
     Tls(String),
@@ -80,22 +85,33 @@ pub async fn load_state_with_clock(
     }
     // A store is opened only when the file has one, or has what defaults one ([auth],
     // [idempotency]); without it, no database at all.
-    let Some(store) = &config.store else {
-        return Ok(state);
-    };
-    let opened = Store::open(store.url.expose_secret())
-        .await
-        .map_err(|e| StartError::Store(format!("{}: {e}", store.display)))?;
-    state.idempotency = Some(Arc::new(Idempotency::new(
-        opened.clone(),
-        clock.clone(),
-        config.idempotency,
-    )));
-    if let Some(auth) = &config.auth {
-        let auth = Auth::new(opened, auth, clock)
+    if let Some(store) = &config.store {
+        let opened = Store::open(store.url.expose_secret())
             .await
             .map_err(|e| StartError::Store(format!("{}: {e}", store.display)))?;
-        state.auth = Some(Arc::new(auth));
+        state.idempotency = Some(Arc::new(Idempotency::new(
+            opened.clone(),
+            clock.clone(),
+            config.idempotency,
+        )));
+        if let Some(auth) = &config.auth {
+            let auth = Auth::new(opened, auth, clock)
+                .await
+                .map_err(|e| StartError::Store(format!("{}: {e}", store.display)))?;
+            state.auth = Some(Arc::new(auth));
+        }
+    }
+    if let Some(usage) = &config.usage {
+        let store = state.auth.as_ref().map(|auth| auth.store().clone());
+        let recorder = Recorder::start(usage, store)
+            .await
+            .map_err(|e| StartError::Usage(format!("cannot open the usage log: {e}")))?;
+        state.usage = Arc::new(recorder.with_metrics(state.metrics.clone()));
+    }
+    if let Some(url) = &config.limits.redis_url {
+        let shared = SharedLimits::new(url.expose_secret())
+            .map_err(|e| StartError::Usage(format!("[limits] redis_url: {e}")))?;
+        state.rate = Arc::new(RateLimiter::shared(shared));
     }
     Ok(state)
 }
@@ -324,8 +340,10 @@ pub fn serve(config_path: &Path, listen: Option<SocketAddr>) -> Result<(), Start
         // The bound address, not the requested one: with port 0 the OS picks it.
         let bound = listener.local_addr().unwrap_or(addr);
         tracing::info!(addr = %bound, config = %config_path.display(), "switchyard listening");
-        start(listener, state)?
-            .await
-            .map_err(|source| StartError::Bind { addr, source })
+        let usage = state.usage.clone();
+        let served = start(listener, state)?.await;
+        // In-flight requests have ended: their records are queued; write them out.
+        usage.close().await;
+        served.map_err(|source| StartError::Bind { addr, source })
     })
 }

@@ -7,9 +7,11 @@ use arc_swap::ArcSwap;
 use crate::auth::Auth;
 use crate::idempotency::Idempotency;
 use crate::limits::Limits;
+use crate::limits::rate::{RateLimiter, SystemClock};
 use crate::observe::Metrics;
 use crate::routing::RouteTable;
 use crate::routing::reload::{ReloadStatus, Reloadable};
+use crate::usage::Recorder;
 
 /// Shared state of the running gateway.
 #[derive(Clone)]
@@ -29,6 +31,10 @@ pub struct AppState {
     pub metrics: Option<Arc<Metrics>>,
     /// `[metrics] listen`: `/metrics` is served there, and not on the main listener.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Usage records (`[usage]`), fixed at start.
+    pub usage: Arc<Recorder>,
+    /// Per-caller rate limits (the routes' `rate_limit`, budgets per `[limits]`).
+    pub rate: Arc<RateLimiter>,
 }
 
 impl AppState {
@@ -42,6 +48,8 @@ impl AppState {
             idempotency: None,
             metrics: None,
             metrics_listen: None,
+            usage: Arc::new(Recorder::off()),
+            rate: Arc::new(RateLimiter::local(Arc::new(SystemClock::default()))),
         }
     }
 

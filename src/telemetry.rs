@@ -6,6 +6,7 @@
 
 use std::time::Instant;
 
+use actix_web::HttpMessage;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
@@ -115,6 +116,10 @@ impl<W: std::io::Write> std::io::Write for OneLinePerEvent<W> {
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// The request's id, as `request_span` chose it, for handlers (usage records).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub std::sync::Arc<str>);
+
 /// Middleware: one span per request carrying its id (the client's `x-request-id` when it sent
 /// a sane one, else a new UUID), echoed in the response, and one line when it is answered.
 pub async fn request_span(
@@ -129,6 +134,7 @@ pub async fn request_span(
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.path());
     let started = Instant::now();
+    req.extensions_mut().insert(RequestId(id.as_str().into()));
     let mut response = next.call(req).instrument(span.clone()).await?;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, value);

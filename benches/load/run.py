@@ -21,6 +21,10 @@ mock to CPU 0, and prints one Markdown table measured in one run:
   - a third gateway, "switchyard+metrics", with [metrics] on (and scraped once a second, as a
     busy Prometheus would): its CPU per request minus the first gateway's is the cost of
     recording the metrics (timing headers are on in every gateway).
+  - "switchyard+usage", with `[usage] log` (a JSONL file in the temp dir; streams ask the
+    upstream for usage and the extra chunk is removed), and "switchyard+limits", with a route
+    `rate_limit` on all three kinds set too high to refuse anything: their CPU per request minus
+    the plain row's is the cost of usage accounting and of the rate-limit check (issue 15).
 """
 
 import argparse
@@ -185,6 +189,18 @@ def start_metrics_gateway(tmp, mock_port, port):
     return gw, stop
 
 
+def start_plain_gateway(tmp, mock_port, port, name, extra, route_extra):
+    """A gateway like the plain one, with `extra` top-level tables and `route_extra` route keys."""
+    routes = os.path.join(tmp, f"routes-{name}.toml")
+    with open(routes, "w") as f:
+        f.write(f'{extra}[backends.mock]\nkind = "openai"\nbase_url = "http://127.0.0.1:{mock_port}/v1"\n'
+                f'[[routes]]\nprefix = "mock/"\nbackend = "mock"\n{route_extra}')
+    gw = subprocess.Popen(["taskset", "-c", "1", os.path.join(RELEASE, "switchyard"), "serve", "--config", routes,
+                           "--listen", f"127.0.0.1:{port}"], env={**os.environ, "RUST_LOG": "warn"})
+    wait_http(f"http://127.0.0.1:{port}/health")
+    return gw
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=10)
@@ -238,6 +254,17 @@ http {{ access_log off; upstream mock {{ server 127.0.0.1:{mock_port}; keepalive
                                   "mock/mock-model", auth_gw.pid),
                                  ("switchyard+metrics", f"http://127.0.0.1:{metrics_port}/v1/chat/completions",
                                   "mock/mock-model", metrics_gw.pid)]
+        # Issue 15: usage accounting on, and rate limits on (never refusing), against the plain row.
+        for name, extra, route_extra in (
+            ("switchyard+usage", f'[usage]\nlog = "{tmp}/usage.jsonl"\n', ""),
+            ("switchyard+limits", "", "rate_limit = { requests_per_minute = 60000000, "
+                                      "tokens_per_minute = 60000000, max_concurrent = 1000000 }\n"),
+        ):
+            port = free_port()
+            extra_gw = start_plain_gateway(tmp, mock_port, port, name.split("+")[1], extra, route_extra)
+            procs.append(extra_gw)
+            wrk_targets.append((name, f"http://127.0.0.1:{port}/v1/chat/completions", "mock/mock-model",
+                                extra_gw.pid))
 
         sampler = RssSampler(gw.pid)
         sampler.start()

@@ -126,7 +126,7 @@ fn invalid(param: &str, message: impl Into<String>) -> GatewayError {
     }
 }
 
-fn store_error(err: StoreError) -> GatewayError {
+pub(super) fn store_error(err: StoreError) -> GatewayError {
     match err {
         StoreError::Conflict(what) => GatewayError::Conflict {
             message: format!("{what} already exists"),

@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod clock;
+pub mod rate_limits;
 pub mod seal;
 pub mod token;
 
@@ -28,10 +29,11 @@ use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::AuthConfig;
+use crate::config::{AuthConfig, RateLimit};
 use crate::error::GatewayError;
 use crate::store::{KeyGrantRow, Store, StoreError};
 use clock::Clock;
+use rate_limits::RateLimitSpec;
 use seal::MasterKey;
 
 /// How often each instance reads the store's revision: revocations take effect within this
@@ -53,6 +55,10 @@ pub struct Grant {
     capped: bool,
     /// Backend name → `Bearer <credential>`, marked sensitive.
     credentials: HashMap<String, HeaderValue>,
+    /// The key's own rate limit, if set.
+    pub key_rate_limit: Option<RateLimit>,
+    /// Its project's rate limit (shared by the project's keys), if set.
+    pub project_rate_limit: Option<RateLimit>,
 }
 
 impl Grant {
@@ -308,6 +314,8 @@ fn grant(row: KeyGrantRow, credentials: HashMap<String, HeaderValue>) -> Grant {
         expires_at: row.expires_at,
         capped: row.max_requests.is_some(),
         credentials,
+        key_rate_limit: RateLimitSpec::decode(row.rate_limit.as_deref()),
+        project_rate_limit: RateLimitSpec::decode(row.project_rate_limit.as_deref()),
     }
 }
 

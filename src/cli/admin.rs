@@ -14,9 +14,11 @@ use serde::Serialize;
 use crate::auth::Auth;
 use crate::auth::admin::{CredentialSpec, KeySpec, ProjectPatch, ProjectSpec};
 use crate::auth::clock::SystemClock;
+use crate::auth::rate_limits::RateLimitSpec;
 use crate::config;
 use crate::error::GatewayError;
-use crate::store::Store;
+use crate::store::{LimitOwner, Store};
+use crate::usage::report::{UsageQuery, report};
 
 /// What `switchyard admin` does.
 #[derive(Debug, Subcommand)]
@@ -89,6 +91,43 @@ pub enum AdminCommand {
     RevokeKey {
         /// Key id.
         id: String,
+    },
+    /// Set the rate limit of a project (all its keys together) or of one key; no limit given
+    /// removes it.
+    SetRateLimit {
+        /// A project id.
+        #[arg(long, conflicts_with = "key", required_unless_present = "key")]
+        project: Option<String>,
+        /// A key id.
+        #[arg(long)]
+        key: Option<String>,
+        /// Requests per minute.
+        #[arg(long)]
+        requests_per_minute: Option<i64>,
+        /// Tokens per minute.
+        #[arg(long)]
+        tokens_per_minute: Option<i64>,
+        /// Requests in progress at once.
+        #[arg(long)]
+        max_concurrent: Option<i64>,
+    },
+    /// Usage summed from the store, per model, key or day.
+    Usage {
+        /// Only this project (id).
+        #[arg(long)]
+        project: Option<String>,
+        /// Only this key (id).
+        #[arg(long)]
+        key: Option<String>,
+        /// From this time: `2026-11-30`, RFC 3339 or Unix seconds.
+        #[arg(long)]
+        from: Option<String>,
+        /// Before this time.
+        #[arg(long)]
+        to: Option<String>,
+        /// `model` (default), `key` or `day`.
+        #[arg(long)]
+        group_by: Option<String>,
     },
     /// Re-seal every upstream credential under `[auth] master_key`, opening those sealed under
     /// a key of `previous_master_keys`.
@@ -185,27 +224,60 @@ async fn execute(auth: &Auth, command: AdminCommand) -> Result<String, GatewayEr
             max_requests,
         } => {
             let models = (!models.is_empty()).then_some(models);
-            json(
-                &auth
-                    .create_key(
-                        &id,
-                        KeySpec {
-                            name,
-                            models,
-                            expires_in,
-                            max_requests,
-                        },
-                    )
-                    .await?,
-            )
+            let spec = KeySpec {
+                name,
+                models,
+                expires_in,
+                max_requests,
+            };
+            json(&auth.create_key(&id, spec).await?)
         }
         ListKeys { id } => json(&auth.list_keys(&id).await?),
         RevokeKey { id } => {
             auth.revoke_key(&id).await?;
             json(&serde_json::json!({"revoked": id}))
         }
+        SetRateLimit {
+            project,
+            key,
+            requests_per_minute,
+            tokens_per_minute,
+            max_concurrent,
+        } => {
+            let spec = RateLimitSpec {
+                requests_per_minute,
+                tokens_per_minute,
+                max_concurrent,
+            };
+            let (owner, id) = limit_owner(project, key);
+            json(&auth.set_rate_limit(owner, &id, spec).await?)
+        }
+        Usage {
+            project,
+            key,
+            from,
+            to,
+            group_by,
+        } => {
+            let query = UsageQuery {
+                project,
+                key,
+                from,
+                to,
+                group_by,
+            };
+            json(&report(auth.store(), &query).await?)
+        }
         RotateMasterKey => json(&serde_json::json!({"resealed": auth.rotate_master_key().await?})),
     })
+}
+
+/// Whose rate limit `set-rate-limit` sets: the project's when given, else the key's.
+fn limit_owner(project: Option<String>, key: Option<String>) -> (LimitOwner, String) {
+    match (project, key) {
+        (Some(project), _) => (LimitOwner::Project, project),
+        (None, key) => (LimitOwner::Key, key.unwrap_or_default()),
+    }
 }
 
 /// The credential from stdin: one line, at most 4 KiB (more is refused, not truncated).

@@ -41,6 +41,10 @@ pub struct Config {
     pub idempotency: IdempotencyConfig,
     /// `[metrics]`: Prometheus metrics are on when present.
     pub metrics: Option<MetricsConfig>,
+    /// `[usage]`: usage records are written when present.
+    pub usage: Option<UsageConfig>,
+    /// `[limits]`: where rate-limit budgets are kept.
+    pub limits: LimitsConfig,
 }
 
 /// `[idempotency]`, with defaults applied.
@@ -75,6 +79,52 @@ pub enum CorsOrigins {
     Any,
     /// These origins, each `scheme://host[:port]` exactly as browsers send it.
     List(Vec<String>),
+}
+
+/// `[usage]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageConfig {
+    /// The JSONL log, if any (records also go to the store with `[auth]`).
+    pub log: Option<UsageLog>,
+    /// How many records may wait for the writer before new ones are dropped.
+    pub queue: usize,
+}
+
+/// `[usage] log`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UsageLog {
+    /// `"-"`: one JSON object per line on stdout.
+    Stdout,
+    /// A file, appended to (relative paths resolved against the file's directory).
+    File(std::path::PathBuf),
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Default)]
+pub struct LimitsConfig {
+    /// Redis keeping the request and token budgets shared by every instance; `None` keeps them
+    /// in this process.
+    pub redis_url: Option<SecretString>,
+}
+
+/// A caller's rate limits (`rate_limit = { … }`, or set through the admin API); `None` is no
+/// limit of that kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Requests per minute.
+    pub requests_per_minute: Option<u64>,
+    /// Tokens per minute (charged from each answer's usage).
+    pub tokens_per_minute: Option<u64>,
+    /// Requests in progress at once.
+    pub max_concurrent: Option<u32>,
+}
+
+impl RateLimit {
+    /// The largest per-minute budget: one request or token per microsecond, the resolution the
+    /// shared (Redis) budgets keep.
+    pub const MAX_PER_MINUTE: u64 = 60_000_000;
+    /// The most requests in progress one caller may be allowed.
+    pub const MAX_CONCURRENT: u32 = 1_000_000;
 }
 
 /// `[store]`.
@@ -284,6 +334,8 @@ pub struct RouteConfig {
     pub models: Vec<String>,
     /// Also list the backend's own models.
     pub discover: bool,
+    /// Each caller's rate limits on this route (per key with `[auth]`, else for the route).
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl RouteConfig {
@@ -375,6 +427,13 @@ pub fn fixed_at_start(config: &Config) -> String {
     }
     if let Some(metrics) = &config.metrics {
         hash.update(format!("\0metrics\0{metrics:?}").as_bytes());
+    }
+    if let Some(usage) = &config.usage {
+        hash.update(format!("\0usage\0{usage:?}").as_bytes());
+    }
+    if let Some(url) = &config.limits.redis_url {
+        hash.update(b"\0limits\0");
+        hash.update(url.expose_secret().as_bytes());
     }
     if let Some(tls) = &config.server.tls {
         hash.update(b"\0tls\0");

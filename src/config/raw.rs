@@ -78,6 +78,12 @@ pub struct RawConfig {
     /// `[metrics]`: Prometheus metrics at `/metrics`; its presence (even empty) turns them on.
     #[schemars(with = "Option<RawMetrics>")]
     pub metrics: Option<Spanned<RawMetrics>>,
+    /// `[usage]`: one record per request (tokens, latencies, who asked), written as JSONL
+    /// and, with `[auth]`, summed in the store.
+    #[schemars(with = "Option<RawUsage>")]
+    pub usage: Option<Spanned<RawUsage>>,
+    /// `[limits]`: where the rate limits' budgets are kept.
+    pub limits: Option<RawLimits>,
 }
 
 /// `[idempotency]`.
@@ -111,6 +117,45 @@ pub struct RawCors {
     /// (`["https://app.example"]`), or `["*"]` for any.
     #[schemars(with = "Vec<String>")]
     pub allowed_origins: Vec<Spanned<String>>,
+}
+
+/// `[usage]`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawUsage {
+    /// `"-"` for stdout, or a file appended to (relative to the routes file's directory).
+    /// Without it records go only to the store, which `[auth]` opens.
+    #[schemars(with = "Option<String>")]
+    pub log: Option<Spanned<String>>,
+    /// Records that may wait for the writer; past it new records are dropped and counted,
+    /// never waited for (default 10000).
+    #[schemars(with = "Option<u32>", range(min = 1, max = 1_000_000))]
+    pub queue: Option<Spanned<i64>>,
+}
+
+/// `[limits]`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Redis URL (`redis://…`, `${VAR}` allowed) keeping request and token budgets shared by
+    /// every instance; without it each instance keeps its own.
+    #[schemars(with = "Option<String>")]
+    pub redis_url: Option<Spanned<String>>,
+}
+
+/// A route's `rate_limit = { … }`: each caller's budget (per key with `[auth]`).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    /// Requests per minute (a minute's worth may come in a burst).
+    #[schemars(with = "Option<u64>", range(min = 1, max = 60_000_000))]
+    pub requests_per_minute: Option<Spanned<i64>>,
+    /// Tokens per minute, charged from each answer's usage.
+    #[schemars(with = "Option<u64>", range(min = 1, max = 60_000_000))]
+    pub tokens_per_minute: Option<Spanned<i64>>,
+    /// Requests in progress at once (in each instance).
+    #[schemars(with = "Option<u32>", range(min = 1, max = 1_000_000))]
+    pub max_concurrent: Option<Spanned<i64>>,
 }
 
 /// `[store]`.
@@ -317,6 +362,9 @@ pub struct RawRoute {
     /// Also list the backend's own models under the prefix (default false). Cached 30 s; a
     /// backend that is down or slow is left out of the listing, never fails it.
     pub discover: Option<bool>,
+    /// Each caller's rate limits on this route: `{ requests_per_minute = 60,
+    /// tokens_per_minute = 100000, max_concurrent = 4 }` (per key with `[auth]`).
+    pub rate_limit: Option<RawRateLimit>,
 }
 
 /// One entry of a route's `backends = [...]`.

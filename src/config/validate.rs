@@ -16,6 +16,7 @@ use url::Url;
 mod auth;
 mod idempotency;
 mod observe;
+mod usage;
 
 use super::raw::{RawBackend, RawConfig, RawRoute, RawServer, RawWeightedBackend};
 use super::{
@@ -95,6 +96,8 @@ pub fn validate(
         auth.is_some() || raw.idempotency.is_some(),
     );
     let metrics = raw.metrics.as_ref().map(|m| v.metrics(m.get_ref()));
+    let usage = raw.usage.as_ref().and_then(|u| v.usage(u, store.is_some()));
+    let limits = v.limits(raw.limits.as_ref());
     if v.errors.is_empty() {
         Ok(Config {
             server,
@@ -104,6 +107,8 @@ pub fn validate(
             auth: auth.flatten(),
             idempotency,
             metrics,
+            usage,
+            limits,
         })
     } else {
         Err(ConfigErrors(v.errors))
@@ -547,6 +552,7 @@ impl Validator<'_> {
                 strip_prefix: r.strip_prefix.unwrap_or(true),
                 models,
                 discover: r.discover.unwrap_or(false),
+                rate_limit: r.rate_limit.as_ref().map(|l| self.rate_limit(l)),
             });
         }
         routes

@@ -70,6 +70,27 @@ struct OutcomeLabels {
     outcome: ReloadOutcome,
 }
 
+/// The label a model's series carry: the model when its route (`prefix`) lists it in
+/// `advertised`, else `other`, so that a client cannot mint series by inventing names.
+pub fn model_label<'a>(model: &'a str, prefix: &str, advertised: &[String]) -> &'a str {
+    let listed = model
+        .strip_prefix(prefix)
+        .is_some_and(|m| advertised.iter().any(|a| a == m));
+    if listed { model } else { "other" }
+}
+
+impl RateLimit {
+    /// The limit named as routes.toml names it, if it is one.
+    pub fn named(name: &str) -> Option<Self> {
+        match name {
+            "requests_per_minute" => Some(RateLimit::requests_per_minute),
+            "tokens_per_minute" => Some(RateLimit::tokens_per_minute),
+            "max_concurrent" => Some(RateLimit::max_concurrent),
+            _ => None,
+        }
+    }
+}
+
 /// Which count of tokens.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)] // The label values, as written.
@@ -306,12 +327,15 @@ impl Metrics {
         kind: TokenKind,
         n: u64,
     ) {
-        let listed = model
-            .strip_prefix(prefix)
-            .is_some_and(|m| advertised.iter().any(|a| a == m));
+        self.tokens_of(project, model_label(model, prefix, advertised), kind, n);
+    }
+
+    /// `n` tokens of `kind` for `project` and a model already reduced to its label
+    /// (`model_label`).
+    pub fn tokens_of(&self, project: &str, model_label: &str, kind: TokenKind, n: u64) {
         let labels = TokenLabels {
             project: intern(project),
-            model: intern(if listed { model } else { "other" }),
+            model: intern(model_label),
             kind,
         };
         self.tokens.get_or_create(&labels).inc_by(n);

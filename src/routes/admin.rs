@@ -1,4 +1,4 @@
-//! `/admin/v1`: projects, their upstream credentials and their gateway keys, guarded by
+//! `/admin/v1`: projects, their upstream credentials and their gateway keys, and usage, guarded by
 //! `[auth] admin_token`. Each handler checks the token, parses, and calls the one matching
 //! function of `crate::auth::admin` (the same ones `switchyard admin` calls). Without `[auth]`
 //! these paths do not exist (404 `unknown_url`), exactly as before.
@@ -12,9 +12,12 @@ use crate::auth::Auth;
 use crate::auth::admin::{
     CreatedKey, CredentialSpec, KeyInfo, KeySpec, Project, ProjectPatch, ProjectSpec,
 };
+use crate::auth::rate_limits::RateLimitSpec;
 use crate::error::GatewayError;
 use crate::schema::ErrorBody;
 use crate::state::AppState;
+use crate::store::LimitOwner;
+use crate::usage::report::{UsageQuery, UsageReport, report};
 
 /// Admin bodies are a few small fields: anything bigger is refused before it is parsed.
 const MAX_ADMIN_BODY: usize = 64 * 1024;
@@ -244,4 +247,75 @@ pub async fn revoke_key(
 ) -> Result<HttpResponse, GatewayError> {
     admin(&req, &state)?.revoke_key(&id).await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// Usage per model, key or day, summed from the records of every gateway instance sharing the
+/// store (written within a second of each answer's end).
+#[utoipa::path(get, path = "/admin/v1/usage", tag = "admin", security(("admin_token" = [])),
+    params(UsageQuery),
+    responses(
+        (status = 200, description = "The sums", body = UsageReport),
+        (status = 400, description = "A parameter is invalid or unknown (`param` names it)", body = ErrorBody),
+        (status = 401, description = "Missing or wrong admin token", body = ErrorBody),
+        (status = 404, description = "`[auth]` is off: no admin API (`unknown_url`)", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ))]
+pub async fn usage(
+    req: HttpRequest,
+    state: Data<AppState>,
+) -> Result<Json<UsageReport>, GatewayError> {
+    let auth = admin(&req, &state)?;
+    let query = actix_web::web::Query::<UsageQuery>::from_query(req.query_string())
+        .map_err(|e| GatewayError::InvalidField {
+            param: None,
+            message: format!("invalid query: {e}"),
+        })?
+        .into_inner();
+    Ok(Json(report(auth.store(), &query).await?))
+}
+
+/// Sets a project's rate limit, shared by all its keys (`{}` removes it).
+#[utoipa::path(put, path = "/admin/v1/projects/{id}/rate_limit", tag = "admin", security(("admin_token" = [])),
+    params(("id" = String, Path, description = "Project id")),
+    request_body = RateLimitSpec,
+    responses(
+        (status = 200, description = "The limit now in force (every instance within a second)", body = RateLimitSpec),
+        (status = 400, description = "A value is out of bounds (`param` names it)", body = ErrorBody),
+        (status = 401, description = "Missing or wrong admin token", body = ErrorBody),
+        (status = 404, description = "No such project, or `[auth]` is off", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ))]
+pub async fn set_project_rate_limit(
+    req: HttpRequest,
+    id: Path<String>,
+    payload: Payload,
+    state: Data<AppState>,
+) -> Result<Json<RateLimitSpec>, GatewayError> {
+    let auth = admin(&req, &state)?;
+    let spec: RateLimitSpec = parse(&req, payload, &state).await?;
+    Ok(Json(
+        auth.set_rate_limit(LimitOwner::Project, &id, spec).await?,
+    ))
+}
+
+/// Sets a key's own rate limit (`{}` removes it).
+#[utoipa::path(put, path = "/admin/v1/keys/{id}/rate_limit", tag = "admin", security(("admin_token" = [])),
+    params(("id" = String, Path, description = "Key id")),
+    request_body = RateLimitSpec,
+    responses(
+        (status = 200, description = "The limit now in force (every instance within a second)", body = RateLimitSpec),
+        (status = 400, description = "A value is out of bounds (`param` names it)", body = ErrorBody),
+        (status = 401, description = "Missing or wrong admin token", body = ErrorBody),
+        (status = 404, description = "No such key, or `[auth]` is off", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ))]
+pub async fn set_key_rate_limit(
+    req: HttpRequest,
+    id: Path<String>,
+    payload: Payload,
+    state: Data<AppState>,
+) -> Result<Json<RateLimitSpec>, GatewayError> {
+    let auth = admin(&req, &state)?;
+    let spec: RateLimitSpec = parse(&req, payload, &state).await?;
+    Ok(Json(auth.set_rate_limit(LimitOwner::Key, &id, spec).await?))
 }

@@ -59,7 +59,7 @@ impl OptionalEndpoint for CompletionRequest {
     const API: OptionalApi = OptionalApi::Completions;
 
     /// Ollama and echo answer legacy completions themselves, through the typed flow.
-    async fn serve(routed: Routed<'_>, request: Self) -> Result<HttpResponse, GatewayError> {
+    async fn serve(routed: Routed<'_>, mut request: Self) -> Result<HttpResponse, GatewayError> {
         let Routed {
             req,
             state,
@@ -68,6 +68,6 @@ impl OptionalEndpoint for CompletionRequest {
             body,
             ..
         } = routed;
-        send_resolved(req, state, caller, resolved, body, &request).await
+        send_resolved(req, state, caller, resolved, body, &mut request).await
     }
 }

@@ -5,14 +5,15 @@ use actix_web::web::{Data, Payload};
 use actix_web::{HttpRequest, HttpResponse};
 use bytes::Bytes;
 
+use super::accounting::Visit;
 use super::body::{parse_request, read_body};
 use super::caller::{self, Caller};
 use super::idempotent;
-use super::reply::respond;
 use crate::backends::{Endpoint, ParsedRequest, UpstreamCall, UpstreamReply};
 use crate::error::GatewayError;
 use crate::routing::rewrite::{peek_model, replace_model};
 use crate::routing::{Resolved, RouteTable, failover};
+use crate::schema::chat::StreamOptions;
 use crate::schema::{ChatCompletionRequest, CompletionRequest, EmbeddingRequest};
 use crate::state::AppState;
 
@@ -26,6 +27,10 @@ pub trait RoutedRequest: for<'de> serde::Deserialize<'de> {
     fn stream(&self) -> bool;
     /// The typed view handed to backends.
     fn parsed(&self) -> ParsedRequest<'_>;
+    /// Its `stream_options`, when the endpoint has them (so the gateway can ask for usage).
+    fn stream_options(&mut self) -> Option<&mut Option<StreamOptions>> {
+        None
+    }
 }
 
 impl RoutedRequest for ChatCompletionRequest {
@@ -38,6 +43,9 @@ impl RoutedRequest for ChatCompletionRequest {
     }
     fn parsed(&self) -> ParsedRequest<'_> {
         ParsedRequest::Chat(self)
+    }
+    fn stream_options(&mut self) -> Option<&mut Option<StreamOptions>> {
+        Some(&mut self.stream_options)
     }
 }
 
@@ -65,6 +73,9 @@ impl RoutedRequest for CompletionRequest {
     fn parsed(&self) -> ParsedRequest<'_> {
         ParsedRequest::Completion(self)
     }
+    fn stream_options(&mut self) -> Option<&mut Option<StreamOptions>> {
+        Some(&mut self.stream_options)
+    }
 }
 
 /// Serves one typed request end to end.
@@ -78,44 +89,92 @@ pub async fn forward<T: RoutedRequest>(
     let table = state.routes.load_full();
     // `_held` keeps the body's share of the body budget until the upstream has answered.
     let (body, _held) = read_body(&req, payload, &table.server, &state.limits).await?;
-    let request: T = parse_request(&body)?;
-    let serve = send(&req, &state, &caller, &table, body.clone(), &request);
-    idempotent::once(&req, &state, &caller, &body, || request.stream(), serve).await
+    let mut request: T = parse_request(&body)?;
+    let stream = request.stream();
+    let serve = send(&req, &state, &caller, &table, body.clone(), &mut request);
+    idempotent::once(&req, &state, &caller, &body, || stream, serve).await
 }
 
 /// Resolves `request`'s model and sends it (its bytes, `body`) through its route's backends,
-/// once the caller's key may use that model and has a request left.
+/// once the caller's key may use that model, is within its rate limits and has a request
+/// left; its usage is recorded when the answer ends (`accounting`).
 pub async fn send<T: RoutedRequest>(
     req: &HttpRequest,
     state: &AppState,
     caller: &Caller,
     table: &RouteTable,
     body: Bytes,
-    request: &T,
+    request: &mut T,
 ) -> Result<HttpResponse, GatewayError> {
-    let resolved = route(caller, table, request.model())?;
+    // Owned: the typed request may be changed on the way (to ask for usage) while its route,
+    // resolved from the name, is in use.
+    let model = request.model().to_owned();
+    let resolved = route(caller, table, &model)?;
     send_resolved(req, state, caller, resolved, body, request).await
 }
 
-/// Sends `request` (its bytes, `body`) on its route `resolved`, once the caller's key has a
-/// request left.
+/// Sends `request` (its bytes, `body`) on its route `resolved`, once the caller is within its
+/// rate limits and its key has a request left; its usage is recorded when the answer ends
+/// (`accounting`).
 pub async fn send_resolved<T: RoutedRequest>(
     req: &HttpRequest,
     state: &AppState,
     caller: &Caller,
     resolved: Resolved<'_>,
     body: Bytes,
-    request: &T,
+    request: &mut T,
 ) -> Result<HttpResponse, GatewayError> {
-    let model = request.model();
-    caller::admit(state, caller, model).await?;
+    let endpoint = usage_name(T::ENDPOINT);
+    let mut visit = Visit::start(
+        req,
+        state,
+        caller,
+        request.model(),
+        endpoint,
+        request.stream(),
+    );
+    match relay(req, state, caller, resolved, body, request, &mut visit).await {
+        Ok(reply) => Ok(visit.respond(reply)),
+        Err(err) => {
+            visit.failed(&err);
+            Err(err)
+        }
+    }
+}
+
+/// The accounted part of `send_resolved`: rate limits, the key's cap, usage asked for, then
+/// the route's backends.
+async fn relay<T: RoutedRequest>(
+    req: &HttpRequest,
+    state: &AppState,
+    caller: &Caller,
+    resolved: Resolved<'_>,
+    body: Bytes,
+    request: &mut T,
+    visit: &mut Visit,
+) -> Result<UpstreamReply, GatewayError> {
+    let model = request.model().to_owned();
+    visit.admit(state, caller, resolved.route, &model).await?;
+    caller::admit(state, caller, &model).await?;
+    let body = visit.prepare(body, request.stream_options())?;
+    visit.sending();
     let shape = CallShape {
         endpoint: T::ENDPOINT,
         stream: request.stream(),
         parsed: request.parsed(),
     };
-    let reply = send_routed(req, caller, resolved, model, &body, shape).await?;
-    Ok(respond(reply))
+    let trying = |backend: &str, upstream_model: &str| visit.trying(backend, upstream_model);
+    send_routed(req, caller, resolved, &model, &body, shape, trying).await
+}
+
+/// The endpoint as usage records name it.
+fn usage_name(endpoint: Endpoint<'_>) -> &'static str {
+    match endpoint {
+        Endpoint::ChatCompletions => "chat.completions",
+        Endpoint::Embeddings => "embeddings",
+        Endpoint::Completions => "completions",
+        Endpoint::Raw { .. } => "raw",
+    }
 }
 
 /// The routing step of every request that names a model, typed or relayed: the caller's scope
@@ -147,7 +206,8 @@ pub struct CallShape<'a> {
 }
 
 /// Sends the client's `body` (naming `model`) through `resolved`'s backends, failing over
-/// before the first byte; each backend gets the body with its own model name spliced in.
+/// before the first byte; each backend gets the body with its own model name spliced in, and
+/// `trying` is told which backend and model name each attempt takes.
 pub async fn send_routed<'a>(
     req: &'a HttpRequest,
     caller: &'a Caller,
@@ -155,8 +215,10 @@ pub async fn send_routed<'a>(
     model: &'a str,
     body: &Bytes,
     shape: CallShape<'a>,
+    mut trying: impl FnMut(&str, &str),
 ) -> Result<UpstreamReply, GatewayError> {
     failover::send(resolved, |backend, upstream_model| {
+        trying(backend, upstream_model);
         Ok(UpstreamCall {
             endpoint: shape.endpoint,
             body: with_model(body, model, upstream_model)?,

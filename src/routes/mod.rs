@@ -1,6 +1,7 @@
 //! HTTP handlers only; each file is one endpoint family. `configure` is THE route list, used by
 //! the server and the tests alike.
 
+mod accounting;
 pub mod admin;
 mod body;
 mod caller;
@@ -89,7 +90,16 @@ fn configure_admin(cfg: &mut ServiceConfig) {
             .route(web::post().to(admin::create_key))
             .route(web::get().to(admin::list_keys)),
     )
-    .service(web::resource("/admin/v1/keys/{id}").route(web::delete().to(admin::revoke_key)));
+    .service(web::resource("/admin/v1/keys/{id}").route(web::delete().to(admin::revoke_key)))
+    .service(web::resource("/admin/v1/usage").route(web::get().to(admin::usage)))
+    .service(
+        web::resource("/admin/v1/projects/{id}/rate_limit")
+            .route(web::put().to(admin::set_project_rate_limit)),
+    )
+    .service(
+        web::resource("/admin/v1/keys/{id}/rate_limit")
+            .route(web::put().to(admin::set_key_rate_limit)),
+    );
 }
 
 async fn unknown_url(req: HttpRequest) -> Result<HttpResponse, GatewayError> {

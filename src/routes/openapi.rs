@@ -86,6 +86,9 @@ reaching the upstream. Answers are kept for `[idempotency] ttl` (24 h).
         routes::admin::create_key,
         routes::admin::list_keys,
         routes::admin::revoke_key,
+        routes::admin::usage,
+        routes::admin::set_project_rate_limit,
+        routes::admin::set_key_rate_limit,
     ),
     // Types reached only through a media type other than JSON are listed so they get a name.
     components(schemas(schema::ChatCompletionChunk, schema::ResponseStreamEvent)),

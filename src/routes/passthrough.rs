@@ -72,7 +72,7 @@ pub(super) async fn relay_resolved(
         stream: false,
         parsed: ParsedRequest::Opaque,
     };
-    let reply = send_routed(req, caller, resolved, model, &body, shape).await?;
+    let reply = send_routed(req, caller, resolved, model, &body, shape, |_, _| {}).await?;
     Ok(respond(reply))
 }
 

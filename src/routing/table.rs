@@ -35,6 +35,8 @@ pub struct Route {
     pub models: Vec<String>,
     /// List the backend's own models too.
     pub discover: bool,
+    /// Each caller's rate limits on this route.
+    pub rate_limit: Option<crate::config::RateLimit>,
 }
 
 /// One backend of a route.
@@ -281,6 +283,7 @@ fn build_route(
         strip_prefix: r.strip_prefix,
         models: r.models.clone(),
         discover: r.discover,
+        rate_limit: r.rate_limit,
     })
 }
 

@@ -68,6 +68,10 @@ pub struct KeyGrantRow {
     pub expires_at: Option<i64>,
     /// Request cap.
     pub max_requests: Option<i64>,
+    /// The key's rate limit (JSON), if set.
+    pub rate_limit: Option<String>,
+    /// Its project's rate limit (JSON), if set.
+    pub project_rate_limit: Option<String>,
 }
 
 fn optional_models(row: &AnyRow, column: &str) -> Result<Option<Vec<String>>, StoreError> {
@@ -144,7 +148,8 @@ impl Store {
     pub async fn key_grant(&self, hash: &str) -> Result<Option<KeyGrantRow>, StoreError> {
         let row = sqlx::query(
             "SELECT k.id, k.project_id, k.hash, k.models, p.models AS project_models, \
-             k.expires_at, k.max_requests FROM gateway_keys k \
+             k.expires_at, k.max_requests, k.rate_limit, p.rate_limit AS project_rate_limit \
+             FROM gateway_keys k \
              JOIN projects p ON p.id = k.project_id WHERE k.hash = $1",
         )
         .bind(hash)
@@ -159,6 +164,8 @@ impl Store {
             project_models: decode_models(&row.try_get::<String, _>("project_models")?)?,
             expires_at: row.try_get("expires_at")?,
             max_requests: row.try_get("max_requests")?,
+            rate_limit: row.try_get("rate_limit")?,
+            project_rate_limit: row.try_get("project_rate_limit")?,
         }))
     }
 

@@ -9,6 +9,8 @@
 mod idempotency;
 mod keys;
 mod projects;
+mod rate_limits;
+mod usage;
 
 use std::time::Duration;
 
@@ -19,6 +21,8 @@ use sqlx::{AnyPool, Executor, SqlSafeStr};
 pub use idempotency::{AnswerRow, ClaimRow, Claimed};
 pub use keys::{KeyGrantRow, KeyRow, NewKey};
 pub use projects::{CredentialRow, ProjectRow};
+pub use rate_limits::LimitOwner;
+pub use usage::{MAX_GROUPS, UsageFilter, UsageGroup, UsageKey, UsageSums};
 
 /// The migrations, in order. Never edit one that has shipped: add the next.
 const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -31,6 +35,12 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "idempotent answers",
         include_str!("migrations/0002_idempotency.sql"),
+    ),
+    (3, "usage", include_str!("migrations/0003_usage.sql")),
+    (
+        4,
+        "rate limits",
+        include_str!("migrations/0004_rate_limits.sql"),
     ),
 ];
 

@@ -579,3 +579,44 @@ async fn the_worker_serves_its_job_counts_on_its_own_metrics_listener() {
         "{scrape}"
     );
 }
+
+#[tokio::test]
+async fn tokens_and_rate_limit_refusals_reach_the_metrics() {
+    // Arrange: an upstream reporting usage, a route allowing 2 requests a minute, metrics on.
+    let upstream = MockServer::start().await;
+    let mut answer = completion();
+    answer["usage"] = json!({"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10,
+                             "prompt_tokens_details": {"cached_tokens": 2}});
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(answer))
+        .mount(&upstream)
+        .await;
+    let routes = format!(
+        "[metrics]\n[backends.up]\nkind = \"openai\"\nbase_url = \"{}/v1\"\n\n[[routes]]\n\
+         prefix = \"up/\"\nbackend = \"up\"\nmodels = [\"gpt-4o\"]\n\
+         rate_limit = {{ requests_per_minute = 2 }}\n",
+        upstream.uri()
+    );
+    let gw = spawn_gateway(&routes).await;
+
+    // Act: two answered requests, a third refused by the limit.
+    let body = json!({"model": "up/gpt-4o", "messages": [{"role": "user", "content": "hi"}]});
+    let statuses = [
+        gw.post_json("/v1/chat/completions", &body).await.status(),
+        gw.post_json("/v1/chat/completions", &body).await.status(),
+        gw.post_json("/v1/chat/completions", &body).await.status(),
+    ];
+    assert_eq!(statuses.map(|s| s.as_u16()), [200, 200, 429]);
+
+    // Assert: the answers' tokens by kind, and the refusal, are in the scrape.
+    let text = gw.get("/metrics").await.text().await.unwrap();
+    for line in [
+        r#"switchyard_tokens_total{project="-",model="up/gpt-4o",kind="prompt"} 14"#,
+        r#"switchyard_tokens_total{project="-",model="up/gpt-4o",kind="completion"} 6"#,
+        r#"switchyard_tokens_total{project="-",model="up/gpt-4o",kind="cached"} 4"#,
+        r#"switchyard_rate_limited_requests_total{project="-",limit="requests_per_minute"} 1"#,
+    ] {
+        assert!(text.contains(line), "{line} not in:\n{text}");
+    }
+}

@@ -136,7 +136,7 @@ impl Validator<'_> {
     }
 
     /// A relative path is relative to the config file's directory, not the working directory.
-    fn beside_config(&self, path: &str) -> PathBuf {
+    pub(super) fn beside_config(&self, path: &str) -> PathBuf {
         let path = Path::new(path);
         match Path::new(self.file).parent() {
             Some(dir) if path.is_relative() => dir.join(path),
