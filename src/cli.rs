@@ -437,6 +437,16 @@ fn write_table(out: &mut impl Write, path: &Path, config: &Config) -> std::io::R
                 humantime::format_duration(redis.timeout),
                 humantime::format_duration(redis.pickup_timeout)
             )?,
+            BackendSettings::Batch(batch) => writeln!(
+                out,
+                "  {:<16} {:<6} {}  window={} poll={} max_lines={}",
+                b.name,
+                b.settings.kind(),
+                crate::telemetry::redacted_url(&batch.http.base_url),
+                humantime::format_duration(batch.window),
+                humantime::format_duration(batch.poll),
+                batch.max_lines
+            )?,
         }
     }
     if let (Some(auth), Some(store)) = (&config.auth, &config.store) {

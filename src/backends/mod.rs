@@ -5,6 +5,7 @@
 //! `AnyBackend`: adding a kind means adding a variant, and the compiler lists every `match` to
 //! extend. No routing and no HTTP-server concerns here.
 
+pub mod batch;
 mod echo;
 mod http;
 mod ollama;
@@ -22,6 +23,7 @@ use actix_web::http::{Method, StatusCode};
 use bytes::Bytes;
 use futures::Stream;
 
+pub use batch::BatchBackend;
 pub use echo::EchoBackend;
 pub use ollama::OllamaBackend;
 pub use openai::OpenAIBackend;
@@ -174,6 +176,8 @@ pub enum AnyBackend {
     Echo(EchoBackend),
     /// An openai-rq queue on Redis.
     Redis(RedisBackend),
+    /// OpenAI Batch API jobs.
+    Batch(BatchBackend),
 }
 
 impl AnyBackend {
@@ -193,6 +197,9 @@ impl AnyBackend {
             BackendSettings::Redis(settings) => {
                 AnyBackend::Redis(RedisBackend::new(&config.name, settings)?)
             }
+            BackendSettings::Batch(settings) => {
+                AnyBackend::Batch(BatchBackend::new(&config.name, settings)?)
+            }
         })
     }
 
@@ -204,7 +211,7 @@ impl AnyBackend {
             AnyBackend::OpenAI(b) => {
                 api == OptionalApi::Completions || b.responses() == ResponsesMode::Native
             }
-            AnyBackend::Proxy(_) | AnyBackend::Redis(_) => true,
+            AnyBackend::Proxy(_) | AnyBackend::Redis(_) | AnyBackend::Batch(_) => true,
             AnyBackend::Ollama(_) | AnyBackend::Echo(_) => false,
         }
     }
@@ -217,6 +224,7 @@ impl AnyBackend {
             AnyBackend::Ollama(_) => "ollama",
             AnyBackend::Echo(_) => "echo",
             AnyBackend::Redis(_) => "redis",
+            AnyBackend::Batch(_) => "batch",
         }
     }
 }
@@ -229,6 +237,7 @@ impl Backend for AnyBackend {
             AnyBackend::Ollama(b) => b.send(call).await,
             AnyBackend::Echo(b) => b.send(call).await,
             AnyBackend::Redis(b) => b.send(call).await,
+            AnyBackend::Batch(b) => b.send(call).await,
         }
     }
 
@@ -239,6 +248,7 @@ impl Backend for AnyBackend {
             AnyBackend::Ollama(b) => b.list_models().await,
             AnyBackend::Echo(b) => b.list_models().await,
             AnyBackend::Redis(b) => b.list_models().await,
+            AnyBackend::Batch(b) => b.list_models().await,
         }
     }
 }
