@@ -94,16 +94,17 @@ impl Store {
 
     /// The answer of line `id`, once it has one.
     pub async fn batch_line_outcome(&self, id: &str) -> Result<Option<LineOutcome>, StoreError> {
-        let row = sqlx::query(
-            "SELECT status, result FROM batch_lines WHERE id = $1 AND state = 'done'",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row =
+            sqlx::query("SELECT status, result FROM batch_lines WHERE id = $1 AND state = 'done'")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
         let Some(row) = row else { return Ok(None) };
         Ok(Some(LineOutcome {
             status: row.try_get::<Option<i64>, _>("status")?.unwrap_or(502),
-            body: row.try_get::<Option<String>, _>("result")?.unwrap_or_default(),
+            body: row
+                .try_get::<Option<String>, _>("result")?
+                .unwrap_or_default(),
         }))
     }
 
@@ -127,10 +128,11 @@ impl Store {
         .bind(now)
         .execute(&self.pool)
         .await?;
-        let holder: String = sqlx::query_scalar("SELECT owner FROM batch_leases WHERE backend = $1")
-            .bind(backend)
-            .fetch_one(&self.pool)
-            .await?;
+        let holder: String =
+            sqlx::query_scalar("SELECT owner FROM batch_leases WHERE backend = $1")
+                .bind(backend)
+                .fetch_one(&self.pool)
+                .await?;
         Ok(holder == owner)
     }
 
@@ -237,7 +239,11 @@ impl Store {
     }
 
     /// The batches of `backend` due for work at `now`.
-    pub async fn due_batches(&self, backend: &str, now: i64) -> Result<Vec<BatchJobRow>, StoreError> {
+    pub async fn due_batches(
+        &self,
+        backend: &str,
+        now: i64,
+    ) -> Result<Vec<BatchJobRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, endpoint, state, upstream_id, pause FROM batch_jobs WHERE backend = $1 \
              AND state <> 'done' AND next_poll <= $2 ORDER BY created_at",
@@ -281,7 +287,12 @@ impl Store {
     }
 
     /// Sets when batch `id` is next looked at.
-    pub async fn batch_next_poll(&self, id: &str, next_poll: i64, pause: i64) -> Result<(), StoreError> {
+    pub async fn batch_next_poll(
+        &self,
+        id: &str,
+        next_poll: i64,
+        pause: i64,
+    ) -> Result<(), StoreError> {
         sqlx::query("UPDATE batch_jobs SET next_poll = $2, pause = $3 WHERE id = $1")
             .bind(id)
             .bind(next_poll)

@@ -41,10 +41,17 @@ async fn sdk_clients_get_their_own_lines_and_the_upstream_sees_each_once() {
     upstream.release();
     let gw = spawn_gateway(&routes(&sqlite(&dir), &upstream.base_url)).await;
 
-    run_pytest("test_batch.py", &[("SWITCHYARD_BASE_URL", format!("{}/v1", gw.base))]).await;
+    run_pytest(
+        "test_batch.py",
+        &[("SWITCHYARD_BASE_URL", format!("{}/v1", gw.base))],
+    )
+    .await;
 
     assert_eq!(upstream.sent_twice(), Vec::<String>::new());
-    assert!(!upstream.broke_the_rules(), "one model per file, ending in a newline");
+    assert!(
+        !upstream.broke_the_rules(),
+        "one model per file, ending in a newline"
+    );
     // 200 chats, 10 embeddings, FAIL/LOSE/fine, EXPIRE/fine; the stream never became a line.
     assert_eq!(upstream.lines_sent(), 215);
     assert!(!upstream.was_sent("x"));
@@ -62,7 +69,11 @@ fn send_all(base: &str) -> Vec<tokio::task::JoinHandle<Result<reqwest::Response,
         .unwrap();
     (0..20)
         .map(|i| {
-            let model = if i % 2 == 0 { "cheap/gpt-a" } else { "cheap/gpt-b" };
+            let model = if i % 2 == 0 {
+                "cheap/gpt-a"
+            } else {
+                "cheap/gpt-b"
+            };
             let request = client
                 .post(format!("{base}/v1/chat/completions"))
                 .bearer_auth("sk-client")
@@ -95,7 +106,10 @@ async fn after_a_kill_9_every_retry_gets_its_answer_and_nothing_is_sent_twice() 
     dead.child.kill().unwrap();
     dead.child.wait().unwrap();
     for request in lost {
-        assert!(request.await.unwrap().is_err(), "the client lost its connection");
+        assert!(
+            request.await.unwrap().is_err(),
+            "the client lost its connection"
+        );
     }
 
     // Act: the gateway starts again on the same store; every client retries with its key.
@@ -109,7 +123,10 @@ async fn after_a_kill_9_every_retry_gets_its_answer_and_nothing_is_sent_twice() 
         let response = retry.await.unwrap().unwrap();
         assert_eq!(response.status(), 200);
         let body: Value = response.json().await.unwrap();
-        assert_eq!(body["choices"][0]["message"]["content"], format!("echo: restart-{i}"));
+        assert_eq!(
+            body["choices"][0]["message"]["content"],
+            format!("echo: restart-{i}")
+        );
     }
     assert_eq!(upstream.sent_twice(), Vec::<String>::new());
     assert_eq!(upstream.lines_sent(), 20);

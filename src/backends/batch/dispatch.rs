@@ -53,7 +53,11 @@ impl Shared {
         if !held.await.map_err(|e| e.to_string())? {
             return Ok(());
         }
-        for job in store.due_batches(&self.name, now).await.map_err(|e| e.to_string())? {
+        for job in store
+            .due_batches(&self.name, now)
+            .await
+            .map_err(|e| e.to_string())?
+        {
             if let Err(err) = self.work_on(&job).await {
                 tracing::warn!(backend = %self.name, batch = %job.id, error = %err, "batch");
             }
@@ -112,7 +116,11 @@ impl Shared {
             None => match self.upstream.find(&job.id).await? {
                 Some(batch) => batch,
                 None => {
-                    let lines = self.store.batch_lines(&job.id).await.map_err(|e| e.to_string())?;
+                    let lines = self
+                        .store
+                        .batch_lines(&job.id)
+                        .await
+                        .map_err(|e| e.to_string())?;
                     self.upload_and_create(job, &lines).await?
                 }
             },
@@ -129,7 +137,10 @@ impl Shared {
         job: &BatchJobRow,
         lines: &[SentLine],
     ) -> Result<BatchObject, String> {
-        let file_id = self.upstream.upload(input_file(&job.endpoint, lines)).await?;
+        let file_id = self
+            .upstream
+            .upload(input_file(&job.endpoint, lines))
+            .await?;
         self.upstream.create(&file_id, &job.endpoint, &job.id).await
     }
 
@@ -145,13 +156,19 @@ impl Shared {
             "failed" => {
                 let (message, code) = first_error(batch);
                 let outcome = failure(502, &message, code.as_deref());
-                let ended = self.store.end_batch(&job.id, Some(&outcome), expires_at).await;
+                let ended = self
+                    .store
+                    .end_batch(&job.id, Some(&outcome), expires_at)
+                    .await;
                 ended.map_err(|e| e.to_string())?;
             }
             // validating, in_progress, finalizing, cancelling, and statuses yet unknown.
             _ => {
                 let poll = i64::try_from(self.settings.poll.as_millis()).unwrap_or(i64::MAX);
-                let pause = job.pause.saturating_mul(2).clamp(poll, poll.saturating_mul(10));
+                let pause = job
+                    .pause
+                    .saturating_mul(2)
+                    .clamp(poll, poll.saturating_mul(10));
                 let next = self.store.batch_next_poll(&job.id, now_ms() + pause, pause);
                 return next.await.map_err(|e| e.to_string());
             }
@@ -164,14 +181,19 @@ impl Shared {
     /// in neither fail.
     async fn settle(&self, job: &BatchJobRow, batch: &BatchObject) -> Result<(), String> {
         let expires_at = now_ms() + RESULT_TTL_MS;
-        for file_id in [&batch.output_file_id, &batch.error_file_id].into_iter().flatten() {
+        for file_id in [&batch.output_file_id, &batch.error_file_id]
+            .into_iter()
+            .flatten()
+        {
             let content = self.upstream.content(file_id).await?;
             for text in content.split(|b| *b == b'\n') {
                 let Some((line, outcome)) = std::str::from_utf8(text).ok().and_then(answer_of)
                 else {
                     continue;
                 };
-                let answered = self.store.answer_batch_line(&job.id, &line, &outcome, expires_at);
+                let answered = self
+                    .store
+                    .answer_batch_line(&job.id, &line, &outcome, expires_at);
                 answered.await.map_err(|e| e.to_string())?;
             }
         }

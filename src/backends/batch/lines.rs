@@ -95,14 +95,16 @@ struct LineError {
 pub fn answer_of(text: &str) -> Option<(String, LineOutcome)> {
     let line: OutputLine = serde_json::from_str(text).ok()?;
     let id = line.custom_id?;
-    if let Some(response) = line.response {
-        if let (Some(status), Some(body)) = (response.status_code, response.body) {
-            let outcome = LineOutcome {
-                status: i64::from(status),
-                body: body.to_string(),
-            };
-            return Some((id, outcome));
-        }
+    if let Some(OutputResponse {
+        status_code: Some(status),
+        body: Some(body),
+    }) = line.response
+    {
+        let outcome = LineOutcome {
+            status: i64::from(status),
+            body: body.to_string(),
+        };
+        return Some((id, outcome));
     }
     let error = line.error?;
     let message = error
@@ -139,7 +141,10 @@ mod tests {
         assert!(answer_of("{not json").is_none());
         assert!(answer_of(r#"{"custom_id":"c"}"#).is_none());
         assert!(request_line(br#"{"model":"m","stream":true}"#, false).is_err());
-        let line = request_line(br#"{"model":"m","stream":false,"stream_options":{}}"#, false);
+        let line = request_line(
+            br#"{"model":"m","stream":false,"stream_options":{}}"#,
+            false,
+        );
         assert_eq!(line.unwrap().body, r#"{"model":"m"}"#);
         let file = input_file(
             "/v1/embeddings",

@@ -65,7 +65,11 @@ impl BatchBackend {
         let store = Store::connect_lazy(url.expose_secret())
             .map_err(|e| format!("backend `{name}`: {e}"))?;
         let upstream = upstream::FilesAndBatches::new(name, &settings.http)?;
-        let key = settings.http.api_key.as_ref().map_or("", |k| k.expose_secret());
+        let key = settings
+            .http
+            .api_key
+            .as_ref()
+            .map_or("", |k| k.expose_secret());
         let shared = Arc::new(Shared {
             name: name.to_owned(),
             store,

@@ -163,7 +163,9 @@ impl FilesAndBatches {
                 let ours = batch.pointer(&format!("/metadata/{METADATA_KEY}"))
                     == Some(&Value::String(gateway_id.to_owned()));
                 if ours {
-                    return serde_json::from_value(batch).map(Some).map_err(|e| e.to_string());
+                    return serde_json::from_value(batch)
+                        .map(Some)
+                        .map_err(|e| e.to_string());
                 }
             }
             match (page.has_more, page.last_id) {

@@ -123,7 +123,11 @@ impl Respond for Responder {
             ("POST", "/files") => upload(&mut state, request),
             ("POST", "/batches") => create(&mut state, request),
             ("GET", "/batches") => {
-                let data: Vec<Value> = state.batches.iter().map(|b| object(b, "in_progress", None)).collect();
+                let data: Vec<Value> = state
+                    .batches
+                    .iter()
+                    .map(|b| object(b, "in_progress", None))
+                    .collect();
                 ResponseTemplate::new(200)
                     .set_body_json(json!({"object": "list", "data": data, "has_more": false}))
             }
@@ -142,7 +146,10 @@ impl Respond for Responder {
 
 fn upload(state: &mut State, request: &Request) -> ResponseTemplate {
     let body = String::from_utf8_lossy(&request.body).into_owned();
-    assert!(body.contains("name=\"purpose\"\r\n\r\nbatch\r\n"), "purpose=batch");
+    assert!(
+        body.contains("name=\"purpose\"\r\n\r\nbatch\r\n"),
+        "purpose=batch"
+    );
     let Some(start) = body.find("application/jsonl\r\n\r\n") else {
         return ResponseTemplate::new(400);
     };
@@ -156,7 +163,8 @@ fn upload(state: &mut State, request: &Request) -> ResponseTemplate {
     }
     let id = format!("file-{}", state.files.len());
     state.files.insert(id.clone(), jsonl.as_bytes().to_vec());
-    ResponseTemplate::new(200).set_body_json(json!({"id": id, "object": "file", "purpose": "batch"}))
+    ResponseTemplate::new(200)
+        .set_body_json(json!({"id": id, "object": "file", "purpose": "batch"}))
 }
 
 fn create(state: &mut State, request: &Request) -> ResponseTemplate {
@@ -168,7 +176,10 @@ fn create(state: &mut State, request: &Request) -> ResponseTemplate {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let mut models: Vec<&str> = lines.iter().filter_map(|l| l["body"]["model"].as_str()).collect();
+    let mut models: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l["body"]["model"].as_str())
+        .collect();
     models.dedup();
     state.mixed_models |= models.len() > 1;
     for line in &lines {
@@ -229,7 +240,11 @@ fn poll(state: &mut State, id: &str) -> ResponseTemplate {
 
 /// The output and error files of `lines`, shuffled, with a malformed and a stranger's line.
 fn answers(lines: &[Value]) -> (Vec<u8>, Vec<u8>) {
-    let mut output = vec!["{not json".to_owned(), json!({"custom_id": "someone-else", "response": {"status_code": 200, "body": {}}}).to_string()];
+    let mut output = vec![
+        "{not json".to_owned(),
+        json!({"custom_id": "someone-else", "response": {"status_code": 200, "body": {}}})
+            .to_string(),
+    ];
     let mut errors = Vec::new();
     for line in lines {
         let text = text_of(line);
@@ -246,7 +261,12 @@ fn answers(lines: &[Value]) -> (Vec<u8>, Vec<u8>) {
         output.push(json!({"id": "r", "custom_id": id, "response": {"status_code": 200, "request_id": "q", "body": body}, "error": null, "a_field_from_the_future": 1}).to_string());
     }
     fastrand::shuffle(&mut output);
-    let join = |v: Vec<String>| v.into_iter().map(|l| l + "\n").collect::<String>().into_bytes();
+    let join = |v: Vec<String>| {
+        v.into_iter()
+            .map(|l| l + "\n")
+            .collect::<String>()
+            .into_bytes()
+    };
     (join(output), join(errors))
 }
 
