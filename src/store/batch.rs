@@ -136,41 +136,53 @@ impl Store {
         Ok(holder == owner)
     }
 
-    /// The groups of `backend` ready to go: their oldest line waited since `since`, or they
-    /// hold `full` lines.
+    /// The groups of `backend` ready to go, with their endpoint: their oldest line waited
+    /// since `since`, or they hold `full` lines.
     pub async fn ripe_batch_groups(
         &self,
         backend: &str,
         since: i64,
         full: i64,
-    ) -> Result<Vec<String>, StoreError> {
-        let groups = sqlx::query_scalar(
-            "SELECT grp FROM batch_lines WHERE backend = $1 AND state = 'waiting' GROUP BY grp \
-             HAVING MIN(created_at) <= $2 OR COUNT(*) >= $3",
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT grp, MIN(endpoint) AS endpoint FROM batch_lines WHERE backend = $1 \
+             AND state = 'waiting' GROUP BY grp HAVING MIN(created_at) <= $2 OR COUNT(*) >= $3",
         )
         .bind(backend)
         .bind(since)
         .bind(full)
         .fetch_all(&self.pool)
         .await?;
-        Ok(groups)
+        rows.iter()
+            .map(|row| Ok((row.try_get("grp")?, row.try_get("endpoint")?)))
+            .collect()
     }
 
-    /// Records batch `id` (state `intent`) holding the oldest waiting lines of `group`, at most
-    /// `max_lines` and `max_bytes` of bodies; returns their endpoint and the lines (none:
-    /// nothing was waiting).
+    /// Records batch `id` (state `intent`) holding the oldest waiting lines of `group` (all
+    /// for `endpoint`), at most `max_lines` and `max_bytes` of bodies; returns the lines (none:
+    /// nothing was waiting, and no batch is recorded).
     pub async fn form_batch(
         &self,
-        backend: &str,
-        group: &str,
+        (backend, group, endpoint): (&str, &str, &str),
         id: &str,
-        limits: (i64, usize),
+        (max_lines, max_bytes): (i64, usize),
         now: i64,
-    ) -> Result<(String, Vec<SentLine>), StoreError> {
-        let (max_lines, max_bytes) = limits;
+    ) -> Result<Vec<SentLine>, StoreError> {
         let mut tx = self.pool.begin().await?;
+        // Written first, so that SQLite takes its write lock before reading: a transaction
+        // that reads and then writes cannot wait for another writer and fails instead.
+        sqlx::query(
+            "INSERT INTO batch_jobs (id, backend, endpoint, state, next_poll, pause, created_at) \
+             VALUES ($1, $2, $3, 'intent', $4, 0, $4)",
+        )
+        .bind(id)
+        .bind(backend)
+        .bind(endpoint)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
         let rows = sqlx::query(
-            "SELECT id, endpoint, body FROM batch_lines WHERE backend = $1 AND grp = $2 \
+            "SELECT id, body FROM batch_lines WHERE backend = $1 AND grp = $2 \
              AND state = 'waiting' ORDER BY created_at LIMIT $3",
         )
         .bind(backend)
@@ -178,7 +190,7 @@ impl Store {
         .bind(max_lines)
         .fetch_all(&mut *tx)
         .await?;
-        let (mut lines, mut bytes, mut endpoint) = (Vec::new(), 0usize, String::new());
+        let (mut lines, mut bytes) = (Vec::new(), 0usize);
         for row in rows {
             let line = SentLine {
                 id: row.try_get("id")?,
@@ -188,7 +200,6 @@ impl Store {
             if bytes > max_bytes && !lines.is_empty() {
                 break;
             }
-            endpoint = row.try_get("endpoint")?;
             // Guarded by its state: a line another dispatcher took is left to it.
             let taken = sqlx::query(
                 "UPDATE batch_lines SET state = 'sent', batch_id = $2 WHERE id = $1 \
@@ -202,21 +213,10 @@ impl Store {
                 lines.push(line);
             }
         }
-        if lines.is_empty() {
-            return Ok((endpoint, lines));
+        if !lines.is_empty() {
+            tx.commit().await?;
         }
-        sqlx::query(
-            "INSERT INTO batch_jobs (id, backend, endpoint, state, next_poll, pause, created_at) \
-             VALUES ($1, $2, $3, 'intent', $4, 0, $4)",
-        )
-        .bind(id)
-        .bind(backend)
-        .bind(&endpoint)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok((endpoint, lines))
+        Ok(lines)
     }
 
     /// The lines of batch `id` still waiting for their answer.
@@ -371,5 +371,104 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(key: &str, now: i64) -> NewLine {
+        NewLine {
+            id: format!("id-{key}-{now}"),
+            request_key: key.into(),
+            backend: "cheap".into(),
+            group: "g".into(),
+            endpoint: "/v1/embeddings".into(),
+            body: format!("{{\"input\":\"{key}\"}}"),
+            now,
+        }
+    }
+
+    #[tokio::test]
+    async fn one_dispatcher_one_batch_per_line_and_a_retry_finds_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let (store, other) = (
+            Store::open(&url).await.unwrap(),
+            Store::open(&url).await.unwrap(),
+        );
+
+        // One lease holder at a time, until its lease runs out.
+        assert!(store.take_batch_lease("cheap", "a", 100, 0).await.unwrap());
+        assert!(!other.take_batch_lease("cheap", "b", 100, 50).await.unwrap());
+        assert!(
+            other
+                .take_batch_lease("cheap", "b", 200, 101)
+                .await
+                .unwrap()
+        );
+
+        // A retry (same request key) finds the line it has; a group ripens with its window.
+        let first = store.record_batch_line(&line("k1", 10)).await.unwrap();
+        assert_eq!(
+            other.record_batch_line(&line("k1", 20)).await.unwrap(),
+            first
+        );
+        store.record_batch_line(&line("k2", 30)).await.unwrap();
+        assert!(
+            store
+                .ripe_batch_groups("cheap", 9, 5)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let ripe = store.ripe_batch_groups("cheap", 10, 5).await.unwrap();
+        assert_eq!(ripe, [("g".to_owned(), "/v1/embeddings".to_owned())]);
+        let group = ("cheap", "g", "/v1/embeddings");
+
+        // Two dispatchers forming batches at once never share a line.
+        let (a, b) = tokio::join!(
+            store.form_batch(group, "b1", (1, 1 << 20), 40),
+            other.form_batch(group, "b2", (5, 1 << 20), 40)
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_eq!(a.len() + b.len(), 2, "{a:?} {b:?}");
+
+        // Answers settle only their own batch's lines; the rest of a batch ends with `rest`.
+        let ok = LineOutcome {
+            status: 200,
+            body: "{}".into(),
+        };
+        let batch_of_first = if a.iter().any(|l| l.id == first) {
+            "b1"
+        } else {
+            "b2"
+        };
+        store
+            .answer_batch_line("elsewhere", &first, &ok, 99)
+            .await
+            .unwrap();
+        assert_eq!(store.batch_line_outcome(&first).await.unwrap(), None);
+        store
+            .answer_batch_line(batch_of_first, &first, &ok, 99)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.batch_line_outcome(&first).await.unwrap(),
+            Some(ok.clone())
+        );
+        // A batch ended without `rest` (token limit) puts its lines back to wait.
+        let other_batch = if batch_of_first == "b1" { "b2" } else { "b1" };
+        store.end_batch(other_batch, None, 99).await.unwrap();
+        assert_eq!(store.ripe_batch_groups("cheap", 40, 5).await.unwrap(), ripe);
+
+        // Expired answers go; a key whose answer expired gets a new line.
+        store.purge_batches(99).await.unwrap();
+        assert_eq!(store.batch_line_outcome(&first).await.unwrap(), None);
+        assert_ne!(
+            store.record_batch_line(&line("k1", 100)).await.unwrap(),
+            first
+        );
     }
 }

@@ -75,11 +75,12 @@ impl Shared {
             .ripe_batch_groups(&self.name, now.saturating_sub(window), max_lines)
             .await
             .map_err(|e| e.to_string())?;
-        for group in groups {
+        for (group, endpoint) in groups {
             let id = uuid::Uuid::new_v4().to_string();
             let limits = (max_lines, MAX_INPUT_BYTES);
-            let formed = self.store.form_batch(&self.name, &group, &id, limits, now);
-            let (endpoint, lines) = formed.await.map_err(|e| e.to_string())?;
+            let of = (self.name.as_str(), group.as_str(), endpoint.as_str());
+            let formed = self.store.form_batch(of, &id, limits, now);
+            let lines = formed.await.map_err(|e| e.to_string())?;
             if lines.is_empty() {
                 continue;
             }

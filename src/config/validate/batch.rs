@@ -99,3 +99,63 @@ impl Validator<'_> {
         self.forbid(&backend.max_lines, "max_lines", kind);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use secrecy::ExposeSecret;
+
+    use crate::config::BackendSettings;
+    use crate::config::validate::validate;
+
+    const ROUTE: &str = "[[routes]]\nprefix = \"cheap/\"\nbackend = \"cheap\"\n";
+
+    fn errors(backend: &str) -> Vec<String> {
+        let source = format!("[backends.cheap]\n{backend}{ROUTE}");
+        match validate(&source, "routes.toml", &|_| None) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn a_batch_backend_needs_a_key_defaults_a_store_and_refuses_other_kinds_keys() {
+        let source = format!(
+            "[backends.cheap]\nkind = \"batch\"\nbase_url = \"https://api.openai.com/v1\"\n\
+             api_key = \"${{KEY}}\"\nwindow = \"250ms\"\nmax_lines = 10\n{ROUTE}"
+        );
+        let env = |name: &str| (name == "KEY").then(|| "sk-secret".to_owned());
+        let config = validate(&source, "routes.toml", &env).unwrap();
+        let BackendSettings::Batch(batch) = &config.backends[0].settings else {
+            panic!("a batch backend");
+        };
+        assert_eq!(batch.window, std::time::Duration::from_millis(250));
+        assert_eq!((batch.poll.as_secs(), batch.max_lines), (30, 10));
+        // No `[store]`: the default SQLite file, handed to the backend.
+        let store = batch.store_url.0.as_ref().unwrap().expose_secret();
+        assert!(store.starts_with("sqlite://"), "{store}");
+        assert!(!format!("{batch:?}").contains("sk-secret"));
+
+        let errs = errors("kind = \"batch\"\nbase_url = \"http://x\"\n");
+        assert!(
+            errs[0].contains("kind `batch` needs an `api_key`"),
+            "{errs:?}"
+        );
+        let errs = errors(
+            "kind = \"batch\"\nbase_url = \"http://x\"\napi_key = \"k\"\nmax_lines = 50001\ntimeout = \"1s\"\n",
+        );
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("`max_lines` must be between 1 and 50000"))
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("`timeout` does not apply to kind `batch`"))
+        );
+        let errs = errors("kind = \"openai\"\nbase_url = \"http://x\"\nwindow = \"1s\"\n");
+        assert!(
+            errs[0].contains("`window` does not apply to kind `openai`"),
+            "{errs:?}"
+        );
+    }
+}
