@@ -82,6 +82,12 @@ def test_an_expired_batch_answers_its_finished_lines_and_fails_the_rest():
     assert fine == "echo: fine-d"
 
 
+def test_the_responses_api_is_batched_too():
+    sync = openai.OpenAI(base_url=BASE_URL, api_key="sk-a", max_retries=0, timeout=TIMEOUT)
+    response = sync.responses.create(model="cheap/gpt-a", input="responses-1")
+    assert response.output_text == "echo: responses-1"
+
+
 def test_a_stream_is_refused_with_a_clear_400():
     sync = openai.OpenAI(base_url=BASE_URL, api_key="sk-a", max_retries=0, timeout=TIMEOUT)
     with pytest.raises(openai.BadRequestError) as refused:

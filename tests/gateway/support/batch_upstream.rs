@@ -181,7 +181,8 @@ fn create(state: &mut State, request: &Request) -> ResponseTemplate {
         .filter_map(|l| l["body"]["model"].as_str())
         .collect();
     models.dedup();
-    state.mixed_models |= models.len() > 1;
+    // One model per file, and the upstream's own name for it (the route's prefix stripped).
+    state.mixed_models |= models.len() > 1 || models.iter().any(|m| m.contains('/'));
     for line in &lines {
         assert_eq!(line["url"], body["endpoint"]);
     }
@@ -272,6 +273,13 @@ fn answers(lines: &[Value]) -> (Vec<u8>, Vec<u8>) {
 
 fn answer(line: &Value, text: &str) -> Value {
     let model = line["body"]["model"].clone();
+    if line["url"] == "/v1/responses" {
+        let content =
+            json!([{"type": "output_text", "text": format!("echo: {text}"), "annotations": []}]);
+        return json!({"id": "resp_1", "object": "response", "created_at": 0, "model": model,
+            "status": "completed", "parallel_tool_calls": false, "tool_choice": "auto", "tools": [],
+            "output": [{"type": "message", "id": "msg_1", "role": "assistant", "status": "completed", "content": content}]});
+    }
     if line["url"] == "/v1/embeddings" {
         return json!({"object": "list", "model": model, "usage": {"prompt_tokens": 1, "total_tokens": 1},
             "data": [{"object": "embedding", "index": 0, "embedding": [text.len() as f64, 0.5]}]});
