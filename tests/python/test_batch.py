@@ -82,6 +82,15 @@ def test_an_expired_batch_answers_its_finished_lines_and_fails_the_rest():
     assert fine == "echo: fine-d"
 
 
+def test_a_batch_the_upstream_refuses_fails_its_clients_instead_of_hanging():
+    sync = openai.OpenAI(base_url=BASE_URL, api_key="sk-a", max_retries=0, timeout=TIMEOUT)
+    with pytest.raises(openai.APIStatusError) as refused:
+        sync.chat.completions.create(
+            model="cheap/refused", messages=[{"role": "user", "content": "refused-1"}]
+        )
+    assert refused.value.status_code == 502 and refused.value.code == "batch_refused"
+
+
 def test_the_responses_api_is_batched_too():
     sync = openai.OpenAI(base_url=BASE_URL, api_key="sk-a", max_retries=0, timeout=TIMEOUT)
     response = sync.responses.create(model="cheap/gpt-a", input="responses-1")

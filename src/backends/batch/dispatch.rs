@@ -12,7 +12,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::lines::{answer_of, failure, input_file};
-use super::upstream::BatchObject;
+use super::upstream::{BatchObject, Fault};
 use super::{Shared, now_ms};
 use crate::store::{BatchJobRow, SentLine};
 
@@ -28,13 +28,15 @@ pub fn spawn(shared: Weak<Shared>) {
     let owner = uuid::Uuid::new_v4().to_string();
     tokio::spawn(async move {
         loop {
+            // A tick first: the gateway's start migrates the store meanwhile.
+            let Some(pause) = shared.upgrade().map(|this| this.tick()) else {
+                return;
+            };
+            tokio::time::sleep(pause).await;
             let Some(this) = shared.upgrade() else { return };
             if let Err(err) = this.dispatch_once(&owner).await {
                 tracing::warn!(backend = %this.name, error = %err, "batch dispatcher");
             }
-            let pause = this.tick();
-            drop(this);
-            tokio::time::sleep(pause).await;
         }
     });
 }
@@ -68,7 +70,7 @@ impl Shared {
 
     /// Forms and creates a batch for every group whose window is over (or that is full).
     async fn send_ripe_groups(&self, now: i64) -> Result<(), String> {
-        let window = i64::try_from(self.settings.window.as_millis()).unwrap_or(i64::MAX);
+        let window = millis(self.settings.window);
         let max_lines = i64::try_from(self.settings.max_lines).unwrap_or(i64::MAX);
         let groups = self
             .store
@@ -103,41 +105,71 @@ impl Shared {
         match &job.upstream_id {
             None => self.create(job, None).await,
             Some(upstream_id) => {
-                let batch = self.upstream.get(upstream_id).await?;
+                let batch = self
+                    .upstream
+                    .get(upstream_id)
+                    .await
+                    .map_err(|f| f.message)?;
                 self.on_status(job, &batch).await
             }
         }
     }
 
     /// Creates `job` upstream: `lines` when it was just formed; otherwise it may have been
-    /// created before a restart, so it is looked up first.
+    /// created before a restart, so it is looked up first. A refusal answers its lines with
+    /// a 502; any other failure is tried again after a growing pause.
     async fn create(&self, job: &BatchJobRow, lines: Option<Vec<SentLine>>) -> Result<(), String> {
-        let found = match lines {
-            Some(lines) => self.upload_and_create(job, &lines).await?,
-            None => match self.upstream.find(&job.id).await? {
-                Some(batch) => batch,
-                None => {
-                    let lines = self
-                        .store
-                        .batch_lines(&job.id)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    self.upload_and_create(job, &lines).await?
-                }
-            },
+        let poll = millis(self.settings.poll);
+        let fault = match self.find_or_create(job, lines).await {
+            Ok(created) => {
+                let recorded =
+                    self.store
+                        .batch_created(&job.id, &created.id, now_ms() + poll, poll);
+                return recorded.await.map_err(|e| e.to_string());
+            }
+            Err(fault) => fault,
         };
-        let pause = i64::try_from(self.settings.poll.as_millis()).unwrap_or(i64::MAX);
-        self.store
-            .batch_created(&job.id, &found.id, now_ms() + pause, pause)
-            .await
-            .map_err(|e| e.to_string())
+        if let Some(status) = fault.refused {
+            // The upstream's own words stay in the log: they may quote what the client sent.
+            let message = format!("the upstream refused the batch (status {status})");
+            let outcome = failure(502, &message, Some("batch_refused"));
+            let ended = self
+                .store
+                .end_batch(&job.id, Some(&outcome), now_ms() + RESULT_TTL_MS);
+            ended.await.map_err(|e| e.to_string())?;
+            self.answered.send_modify(|n| *n = n.wrapping_add(1));
+        } else {
+            let pause = job
+                .pause
+                .saturating_mul(2)
+                .clamp(poll, poll.saturating_mul(10));
+            let later = self.store.batch_next_poll(&job.id, now_ms() + pause, pause);
+            later.await.map_err(|e| e.to_string())?;
+        }
+        Err(fault.message)
+    }
+
+    async fn find_or_create(
+        &self,
+        job: &BatchJobRow,
+        lines: Option<Vec<SentLine>>,
+    ) -> Result<BatchObject, Fault> {
+        if let Some(lines) = lines {
+            return self.upload_and_create(job, &lines).await;
+        }
+        if let Some(found) = self.upstream.find(&job.id).await? {
+            return Ok(found);
+        }
+        let lines = self.store.batch_lines(&job.id).await;
+        let lines = lines.map_err(|e| Fault::transient(e.to_string()))?;
+        self.upload_and_create(job, &lines).await
     }
 
     async fn upload_and_create(
         &self,
         job: &BatchJobRow,
         lines: &[SentLine],
-    ) -> Result<BatchObject, String> {
+    ) -> Result<BatchObject, Fault> {
         let file_id = self
             .upstream
             .upload(input_file(&job.endpoint, lines))
@@ -165,7 +197,7 @@ impl Shared {
             }
             // validating, in_progress, finalizing, cancelling, and statuses yet unknown.
             _ => {
-                let poll = i64::try_from(self.settings.poll.as_millis()).unwrap_or(i64::MAX);
+                let poll = millis(self.settings.poll);
                 let pause = job
                     .pause
                     .saturating_mul(2)
@@ -186,7 +218,11 @@ impl Shared {
             .into_iter()
             .flatten()
         {
-            let content = self.upstream.content(file_id).await?;
+            let content = self
+                .upstream
+                .content(file_id)
+                .await
+                .map_err(|f| f.message)?;
             for text in content.split(|b| *b == b'\n') {
                 let Some((line, outcome)) = std::str::from_utf8(text).ok().and_then(answer_of)
                 else {
@@ -206,6 +242,10 @@ impl Shared {
         let ended = self.store.end_batch(&job.id, Some(&rest), expires_at).await;
         ended.map_err(|e| e.to_string())
     }
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 fn token_limit_exceeded(batch: &BatchObject) -> bool {

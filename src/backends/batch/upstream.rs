@@ -57,6 +57,32 @@ pub struct BatchError {
     pub message: Option<String>,
 }
 
+/// Why a call to the upstream failed.
+#[derive(Debug)]
+pub struct Fault {
+    /// The upstream answered with a status that retrying will not change (a 4xx other than
+    /// 408, 409 and 429), e.g. a wrong key or an endpoint it does not batch.
+    pub refused: Option<u16>,
+    /// What happened, for the log: the upstream's status and the start of its answer.
+    pub message: String,
+}
+
+impl Fault {
+    /// A failure worth trying again.
+    pub fn transient(message: String) -> Self {
+        Fault {
+            refused: None,
+            message,
+        }
+    }
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 #[derive(Deserialize)]
 struct Listing {
     #[serde(default)]
@@ -100,7 +126,7 @@ impl FilesAndBatches {
     }
 
     /// Uploads `jsonl` with `purpose=batch`; returns the file's id.
-    pub async fn upload(&self, jsonl: Vec<u8>) -> Result<String, String> {
+    pub async fn upload(&self, jsonl: Vec<u8>) -> Result<String, Fault> {
         let boundary = format!("switchyard-{}", uuid::Uuid::new_v4().simple());
         let mut body = format!(
             "--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n\
@@ -126,7 +152,7 @@ impl FilesAndBatches {
         input_file_id: &str,
         endpoint: &str,
         gateway_id: &str,
-    ) -> Result<BatchObject, String> {
+    ) -> Result<BatchObject, Fault> {
         let body = json!({
             "input_file_id": input_file_id,
             "endpoint": endpoint,
@@ -141,7 +167,7 @@ impl FilesAndBatches {
     }
 
     /// The batch `upstream_id` as it stands.
-    pub async fn get(&self, upstream_id: &str) -> Result<BatchObject, String> {
+    pub async fn get(&self, upstream_id: &str) -> Result<BatchObject, Fault> {
         let request = self
             .client
             .get(format!("{}/batches/{upstream_id}", self.base));
@@ -149,7 +175,7 @@ impl FilesAndBatches {
     }
 
     /// The batch the gateway created for `gateway_id`, if any (looked up after a restart).
-    pub async fn find(&self, gateway_id: &str) -> Result<Option<BatchObject>, String> {
+    pub async fn find(&self, gateway_id: &str) -> Result<Option<BatchObject>, Fault> {
         let mut after: Option<String> = None;
         for _ in 0..MAX_LIST_PAGES {
             let mut url = format!("{}/batches?limit=100", self.base);
@@ -165,7 +191,7 @@ impl FilesAndBatches {
                 if ours {
                     return serde_json::from_value(batch)
                         .map(Some)
-                        .map_err(|e| e.to_string());
+                        .map_err(|e| Fault::transient(e.to_string()));
                 }
             }
             match (page.has_more, page.last_id) {
@@ -177,7 +203,7 @@ impl FilesAndBatches {
     }
 
     /// The content of file `file_id`, at most `MAX_FILE_BYTES`.
-    pub async fn content(&self, file_id: &str) -> Result<Vec<u8>, String> {
+    pub async fn content(&self, file_id: &str) -> Result<Vec<u8>, Fault> {
         let request = self
             .client
             .get(format!("{}/files/{file_id}/content", self.base));
@@ -187,34 +213,42 @@ impl FilesAndBatches {
     async fn json<T: serde::de::DeserializeOwned>(
         &self,
         request: reqwest::RequestBuilder,
-    ) -> Result<T, String> {
+    ) -> Result<T, Fault> {
         let bytes = self.bytes(request, MAX_OBJECT_BYTES).await?;
-        serde_json::from_slice(&bytes).map_err(|e| format!("unexpected reply: {e}"))
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Fault::transient(format!("unexpected reply: {e}")))
     }
 
     async fn bytes(
         &self,
         request: reqwest::RequestBuilder,
         limit: usize,
-    ) -> Result<Vec<u8>, String> {
+    ) -> Result<Vec<u8>, Fault> {
         let response = request
             .header(AUTHORIZATION, self.auth.clone())
             .send()
             .await
-            .map_err(|e| crate::backends::http::cause_chain(&e))?;
+            .map_err(|e| Fault::transient(crate::backends::http::cause_chain(&e)))?;
         let status = response.status();
         let mut body = Vec::new();
         let mut chunks = response.bytes_stream();
         while let Some(chunk) = chunks.next().await {
-            let chunk = chunk.map_err(|e| crate::backends::http::cause_chain(&e))?;
+            let chunk =
+                chunk.map_err(|e| Fault::transient(crate::backends::http::cause_chain(&e)))?;
             if body.len() + chunk.len() > limit {
-                return Err(format!("the upstream's reply exceeds {limit} bytes"));
+                let message = format!("the upstream's reply exceeds {limit} bytes");
+                return Err(Fault::transient(message));
             }
             body.extend_from_slice(&chunk);
         }
         if !status.is_success() {
             let text = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
-            return Err(format!("status {status}: {text}"));
+            let code = status.as_u16();
+            let final_answer = status.is_client_error() && ![408, 409, 429].contains(&code);
+            return Err(Fault {
+                refused: final_answer.then_some(code),
+                message: format!("status {status}: {text}"),
+            });
         }
         Ok(body)
     }

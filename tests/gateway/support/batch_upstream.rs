@@ -186,6 +186,10 @@ fn create(state: &mut State, request: &Request) -> ResponseTemplate {
     for line in &lines {
         assert_eq!(line["url"], body["endpoint"]);
     }
+    if models.contains(&"refused") {
+        let error = json!({"error": {"message": "model `refused` is not available for batch", "type": "invalid_request_error", "param": null, "code": null}});
+        return ResponseTemplate::new(400).set_body_json(error);
+    }
     state.creates += 1;
     let batch = Batch {
         id: format!("batch_{}", state.batches.len()),
