@@ -56,6 +56,21 @@ async fn sdk_clients_get_their_own_lines_and_the_upstream_sees_each_once() {
     // became a line.
     assert_eq!(upstream.lines_sent(), 216);
     assert!(!upstream.was_sent("x"));
+    // 50 lines per key and model came at once: `max_lines` split them.
+    assert!(
+        upstream.largest_batch() <= 60,
+        "{}",
+        upstream.largest_batch()
+    );
+
+    // No credential (the upstream's or a client's) is in the store, nor the clients' keys.
+    for file in std::fs::read_dir(dir.path()).unwrap() {
+        let bytes = std::fs::read(file.unwrap().path()).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        for secret in ["sk-upstream", "sk-a", "sk-b"] {
+            assert!(!text.contains(secret), "{secret} is in the store");
+        }
+    }
 }
 
 fn chat(text: &str, model: &str) -> Value {

@@ -107,6 +107,17 @@ impl BatchUpstream {
         self.state.lock().unwrap().sent.contains_key(text)
     }
 
+    /// The most lines a batch held.
+    pub fn largest_batch(&self) -> usize {
+        let state = self.state.lock().unwrap();
+        state
+            .batches
+            .iter()
+            .map(|b| b.lines.len())
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Whether an input file mixed models, or did not end in a newline.
     pub fn broke_the_rules(&self) -> bool {
         let state = self.state.lock().unwrap();
