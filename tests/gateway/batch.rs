@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::support::batch_upstream::BatchUpstream;
+use crate::support::postgres::TestPostgres;
 use crate::support::python::run_pytest;
 use crate::support::spawn_gateway;
 
@@ -34,12 +35,11 @@ fn sqlite(dir: &tempfile::TempDir) -> String {
     format!("sqlite://{}", dir.path().join("store.db").display())
 }
 
-#[tokio::test]
-async fn sdk_clients_get_their_own_lines_and_the_upstream_sees_each_once() {
-    let dir = tempfile::tempdir().unwrap();
+/// The SDK suite against a gateway on `store`; returns the upstream for more checks.
+async fn sdk_suite(store: &str) -> BatchUpstream {
     let upstream = BatchUpstream::start().await;
     upstream.release();
-    let gw = spawn_gateway(&routes(&sqlite(&dir), &upstream.base_url)).await;
+    let gw = spawn_gateway(&routes(store, &upstream.base_url)).await;
 
     run_pytest(
         "test_batch.py",
@@ -62,6 +62,13 @@ async fn sdk_clients_get_their_own_lines_and_the_upstream_sees_each_once() {
         "{}",
         upstream.largest_batch()
     );
+    upstream
+}
+
+#[tokio::test]
+async fn sdk_clients_get_their_own_lines_and_the_upstream_sees_each_once() {
+    let dir = tempfile::tempdir().unwrap();
+    sdk_suite(&sqlite(&dir)).await;
 
     // No credential (the upstream's or a client's) is in the store, nor the clients' keys.
     for file in std::fs::read_dir(dir.path()).unwrap() {
@@ -70,6 +77,16 @@ async fn sdk_clients_get_their_own_lines_and_the_upstream_sees_each_once() {
         for secret in ["sk-upstream", "sk-a", "sk-b"] {
             assert!(!text.contains(secret), "{secret} is in the store");
         }
+    }
+}
+
+#[tokio::test]
+async fn sdk_clients_get_their_own_lines_over_postgres() {
+    let pg = TestPostgres::start();
+    sdk_suite(&pg.url).await;
+    let dump = pg.dump();
+    for secret in ["sk-upstream", "sk-a", "sk-b"] {
+        assert!(!dump.contains(secret), "{secret} is in the store");
     }
 }
 
