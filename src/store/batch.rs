@@ -44,6 +44,18 @@ pub struct LineOutcome {
     pub body: String,
 }
 
+/// What becomes of the lines of an ended batch that got no answer.
+#[derive(Debug, Clone, Copy)]
+pub enum Unanswered<'a> {
+    /// They fail with this answer.
+    Fail(&'a LineOutcome),
+    /// They wait for another batch, as if they had arrived at `since` (a whole window more).
+    WaitAgain {
+        /// Unix milliseconds.
+        since: i64,
+    },
+}
+
 /// A batch the dispatcher still works on.
 #[derive(Debug, Clone)]
 pub struct BatchJobRow {
@@ -324,17 +336,17 @@ impl Store {
         Ok(())
     }
 
-    /// Ends batch `id`: its lines still unanswered get `rest`, or wait again for another batch
-    /// when `rest` is `None`.
+    /// Ends batch `id`, kept until `expires_at`; its lines still unanswered get what `rest`
+    /// says.
     pub async fn end_batch(
         &self,
         id: &str,
-        rest: Option<&LineOutcome>,
+        rest: Unanswered<'_>,
         expires_at: i64,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         match rest {
-            Some(outcome) => sqlx::query(
+            Unanswered::Fail(outcome) => sqlx::query(
                 "UPDATE batch_lines SET state = 'done', status = $2, result = $3, \
                  expires_at = $4 WHERE batch_id = $1 AND state = 'sent'",
             )
@@ -342,11 +354,12 @@ impl Store {
             .bind(outcome.status)
             .bind(&outcome.body)
             .bind(expires_at),
-            None => sqlx::query(
-                "UPDATE batch_lines SET state = 'waiting', batch_id = NULL \
+            Unanswered::WaitAgain { since } => sqlx::query(
+                "UPDATE batch_lines SET state = 'waiting', batch_id = NULL, created_at = $2 \
                  WHERE batch_id = $1 AND state = 'sent'",
             )
-            .bind(id),
+            .bind(id)
+            .bind(since),
         }
         .execute(&mut *tx)
         .await?;
@@ -460,8 +473,16 @@ mod tests {
         );
         // A batch ended without `rest` (token limit) puts its lines back to wait.
         let other_batch = if batch_of_first == "b1" { "b2" } else { "b1" };
-        store.end_batch(other_batch, None, 99).await.unwrap();
-        assert_eq!(store.ripe_batch_groups("cheap", 40, 5).await.unwrap(), ripe);
+        let again = Unanswered::WaitAgain { since: 50 };
+        store.end_batch(other_batch, again, 99).await.unwrap();
+        assert!(
+            store
+                .ripe_batch_groups("cheap", 49, 5)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(store.ripe_batch_groups("cheap", 50, 5).await.unwrap(), ripe);
 
         // Expired answers go; a key whose answer expired gets a new line.
         store.purge_batches(99).await.unwrap();

@@ -17,7 +17,7 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, Executor, SqlSafeStr};
 
-pub use batch::{BatchJobRow, LineOutcome, NewLine, SentLine};
+pub use batch::{BatchJobRow, LineOutcome, NewLine, SentLine, Unanswered};
 pub use idempotency::{AnswerRow, ClaimRow, Claimed};
 pub use keys::{KeyGrantRow, KeyRow, NewKey};
 pub use projects::{CredentialRow, ProjectRow};

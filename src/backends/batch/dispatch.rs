@@ -14,7 +14,7 @@ use std::time::Duration;
 use super::lines::{answer_of, failure, input_file};
 use super::upstream::{BatchObject, Fault};
 use super::{Shared, now_ms};
-use crate::store::{BatchJobRow, SentLine};
+use crate::store::{BatchJobRow, SentLine, Unanswered};
 
 /// How long answers are kept for clients coming back with their key.
 const RESULT_TTL_MS: i64 = 48 * 3600 * 1000;
@@ -49,23 +49,34 @@ impl Shared {
     }
 
     async fn dispatch_once(self: &Arc<Self>, owner: &str) -> Result<(), String> {
-        let now = now_ms();
-        let store = &self.store;
-        let held = store.take_batch_lease(&self.name, owner, now + LEASE_MS, now);
-        if !held.await.map_err(|e| e.to_string())? {
+        if !self.hold_lease(owner).await? {
             return Ok(());
         }
-        for job in store
-            .due_batches(&self.name, now)
-            .await
-            .map_err(|e| e.to_string())?
-        {
+        let now = now_ms();
+        let due = self.store.due_batches(&self.name, now).await;
+        for job in due.map_err(|e| e.to_string())? {
             if let Err(err) = self.work_on(&job).await {
                 tracing::warn!(backend = %self.name, batch = %job.id, error = %err, "batch");
             }
+            // Renewed after each step, which may take long (a large file): stop if it is gone.
+            if !self.hold_lease(owner).await? {
+                return Ok(());
+            }
         }
         self.send_ripe_groups(now).await?;
-        store.purge_batches(now).await.map_err(|e| e.to_string())
+        self.store
+            .purge_batches(now)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Takes or renews the dispatcher lease; false while another instance holds it.
+    async fn hold_lease(&self, owner: &str) -> Result<bool, String> {
+        let now = now_ms();
+        let held = self
+            .store
+            .take_batch_lease(&self.name, owner, now + LEASE_MS, now);
+        held.await.map_err(|e| e.to_string())
     }
 
     /// Forms and creates a batch for every group whose window is over (or that is full).
@@ -133,9 +144,11 @@ impl Shared {
             // The upstream's own words stay in the log: they may quote what the client sent.
             let message = format!("the upstream refused the batch (status {status})");
             let outcome = failure(502, &message, Some("batch_refused"));
-            let ended = self
-                .store
-                .end_batch(&job.id, Some(&outcome), now_ms() + RESULT_TTL_MS);
+            let ended = self.store.end_batch(
+                &job.id,
+                Unanswered::Fail(&outcome),
+                now_ms() + RESULT_TTL_MS,
+            );
             ended.await.map_err(|e| e.to_string())?;
             self.answered.send_modify(|n| *n = n.wrapping_add(1));
         } else {
@@ -182,8 +195,10 @@ impl Shared {
         match batch.status.as_str() {
             "completed" | "expired" | "cancelled" => self.settle(job, batch).await?,
             "failed" if token_limit_exceeded(batch) => {
-                // Too many tokens queued upstream at once: the lines wait for another batch.
-                let requeued = self.store.end_batch(&job.id, None, expires_at).await;
+                // Too many tokens queued upstream at once: the lines wait a window again, then
+                // go in another batch.
+                let again = Unanswered::WaitAgain { since: now_ms() };
+                let requeued = self.store.end_batch(&job.id, again, expires_at).await;
                 requeued.map_err(|e| e.to_string())?;
             }
             "failed" => {
@@ -191,7 +206,7 @@ impl Shared {
                 let outcome = failure(502, &message, code.as_deref());
                 let ended = self
                     .store
-                    .end_batch(&job.id, Some(&outcome), expires_at)
+                    .end_batch(&job.id, Unanswered::Fail(&outcome), expires_at)
                     .await;
                 ended.map_err(|e| e.to_string())?;
             }
@@ -239,7 +254,10 @@ impl Shared {
             batch.status
         );
         let rest = failure(502, &message, Some("batch_line_unanswered"));
-        let ended = self.store.end_batch(&job.id, Some(&rest), expires_at).await;
+        let ended = self
+            .store
+            .end_batch(&job.id, Unanswered::Fail(&rest), expires_at)
+            .await;
         ended.map_err(|e| e.to_string())
     }
 }

@@ -79,6 +79,36 @@ impl BatchUpstream {
         self.state.lock().unwrap().hold_next_create = Some(hold);
     }
 
+    /// Each batch created: its metadata and its lines' texts (for failure messages).
+    pub fn describe(&self) -> Vec<String> {
+        let state = self.state.lock().unwrap();
+        state
+            .batches
+            .iter()
+            .map(|b| {
+                format!(
+                    "{} {} {:?}",
+                    b.id,
+                    b.metadata,
+                    b.lines.iter().map(text_of).collect::<Vec<_>>()
+                )
+            })
+            .collect()
+    }
+
+    /// Whether two batches were created for one gateway batch (the same metadata).
+    pub fn created_twice(&self) -> bool {
+        let state = self.state.lock().unwrap();
+        let mut ids: Vec<String> = state
+            .batches
+            .iter()
+            .map(|b| b.metadata.to_string())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids.len() < state.batches.len()
+    }
+
     /// How many batches were created.
     pub fn creates(&self) -> usize {
         self.state.lock().unwrap().creates
