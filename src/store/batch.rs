@@ -63,9 +63,7 @@ pub struct BatchJobRow {
     pub id: String,
     /// The endpoint of every line.
     pub endpoint: String,
-    /// `intent` (not known to be created upstream) or `running`.
-    pub state: String,
-    /// The upstream batch id, once created.
+    /// The upstream batch id once created; `None` while only the intent is recorded.
     pub upstream_id: Option<String>,
     /// The current pause between polls, in milliseconds.
     pub pause: i64,
@@ -257,7 +255,7 @@ impl Store {
         now: i64,
     ) -> Result<Vec<BatchJobRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, endpoint, state, upstream_id, pause FROM batch_jobs WHERE backend = $1 \
+            "SELECT id, endpoint, upstream_id, pause FROM batch_jobs WHERE backend = $1 \
              AND state <> 'done' AND next_poll <= $2 ORDER BY created_at",
         )
         .bind(backend)
@@ -269,7 +267,6 @@ impl Store {
                 Ok(BatchJobRow {
                     id: row.try_get("id")?,
                     endpoint: row.try_get("endpoint")?,
-                    state: row.try_get("state")?,
                     upstream_id: row.try_get("upstream_id")?,
                     pause: row.try_get("pause")?,
                 })
@@ -471,10 +468,14 @@ mod tests {
             store.batch_line_outcome(&first).await.unwrap(),
             Some(ok.clone())
         );
-        // A batch ended without `rest` (token limit) puts its lines back to wait.
-        let other_batch = if batch_of_first == "b1" { "b2" } else { "b1" };
+        // A batch ended with its lines waiting again (token limit) puts the second line back.
+        let batch_of_second = if a.iter().any(|l| l.id != first) {
+            "b1"
+        } else {
+            "b2"
+        };
         let again = Unanswered::WaitAgain { since: 50 };
-        store.end_batch(other_batch, again, 99).await.unwrap();
+        store.end_batch(batch_of_second, again, 99).await.unwrap();
         assert!(
             store
                 .ripe_batch_groups("cheap", 49, 5)

@@ -100,7 +100,6 @@ impl Shared {
             let job = BatchJobRow {
                 id,
                 endpoint,
-                state: "intent".to_owned(),
                 upstream_id: None,
                 pause: 0,
             };
