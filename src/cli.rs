@@ -446,14 +446,8 @@ fn redacted_redis_url(source: &str) -> String {
     )
 }
 
-fn write_table(out: &mut impl Write, path: &Path, config: &Config) -> std::io::Result<()> {
-    writeln!(
-        out,
-        "{}: OK ({} backends, {} routes)",
-        path.display(),
-        config.backends.len(),
-        config.routes.len()
-    )?;
+/// The backends part of `check`'s table, never a secret.
+fn write_backends(out: &mut impl Write, config: &Config) -> std::io::Result<()> {
     writeln!(out, "\nbackends:")?;
     for b in &config.backends {
         match &b.settings {
@@ -493,8 +487,30 @@ fn write_table(out: &mut impl Write, path: &Path, config: &Config) -> std::io::R
                 humantime::format_duration(redis.timeout),
                 humantime::format_duration(redis.pickup_timeout)
             )?,
+            BackendSettings::Batch(batch) => writeln!(
+                out,
+                "  {:<16} {:<6} {}  window={} poll={} max_lines={}",
+                b.name,
+                b.settings.kind(),
+                crate::telemetry::redacted_url(&batch.http.base_url),
+                humantime::format_duration(batch.window),
+                humantime::format_duration(batch.poll),
+                batch.max_lines
+            )?,
         }
     }
+    Ok(())
+}
+
+fn write_table(out: &mut impl Write, path: &Path, config: &Config) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{}: OK ({} backends, {} routes)",
+        path.display(),
+        config.backends.len(),
+        config.routes.len()
+    )?;
+    write_backends(out, config)?;
     if let (Some(auth), Some(store)) = (&config.auth, &config.store) {
         writeln!(
             out,

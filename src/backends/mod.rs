@@ -5,6 +5,7 @@
 //! `AnyBackend`: adding a kind means adding a variant, and the compiler lists every `match` to
 //! extend. No routing and no HTTP-server concerns here.
 
+pub mod batch;
 mod echo;
 pub mod http;
 mod ollama;
@@ -21,6 +22,7 @@ use actix_web::http::header::HeaderMap;
 use actix_web::http::{Method, StatusCode};
 use bytes::Bytes;
 
+pub use batch::BatchBackend;
 pub use echo::EchoBackend;
 pub use ollama::OllamaBackend;
 pub use openai::OpenAIBackend;
@@ -165,6 +167,8 @@ pub enum AnyBackend {
     Echo(EchoBackend),
     /// An openai-rq queue on Redis.
     Redis(RedisBackend),
+    /// OpenAI Batch API jobs.
+    Batch(BatchBackend),
 }
 
 impl AnyBackend {
@@ -184,6 +188,9 @@ impl AnyBackend {
             BackendSettings::Redis(settings) => {
                 AnyBackend::Redis(RedisBackend::new(&config.name, settings)?)
             }
+            BackendSettings::Batch(settings) => {
+                AnyBackend::Batch(BatchBackend::new(&config.name, settings)?)
+            }
         })
     }
 
@@ -195,7 +202,7 @@ impl AnyBackend {
             AnyBackend::OpenAI(b) => {
                 api == OptionalApi::Completions || b.responses() == ResponsesMode::Native
             }
-            AnyBackend::Proxy(_) | AnyBackend::Redis(_) => true,
+            AnyBackend::Proxy(_) | AnyBackend::Redis(_) | AnyBackend::Batch(_) => true,
             AnyBackend::Ollama(_) | AnyBackend::Echo(_) => false,
         }
     }
@@ -208,6 +215,7 @@ impl AnyBackend {
             AnyBackend::Ollama(_) => "ollama",
             AnyBackend::Echo(_) => "echo",
             AnyBackend::Redis(_) => "redis",
+            AnyBackend::Batch(_) => "batch",
         }
     }
 }
@@ -220,6 +228,7 @@ impl Backend for AnyBackend {
             AnyBackend::Ollama(b) => b.send(call).await,
             AnyBackend::Echo(b) => b.send(call).await,
             AnyBackend::Redis(b) => b.send(call).await,
+            AnyBackend::Batch(b) => b.send(call).await,
         }
     }
 
@@ -230,6 +239,7 @@ impl Backend for AnyBackend {
             AnyBackend::Ollama(b) => b.list_models().await,
             AnyBackend::Echo(b) => b.list_models().await,
             AnyBackend::Redis(b) => b.list_models().await,
+            AnyBackend::Batch(b) => b.list_models().await,
         }
     }
 }

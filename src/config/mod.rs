@@ -223,6 +223,8 @@ pub enum BackendSettings {
     Echo,
     /// Jobs on a Redis queue, answered by `switchyard worker` or openai-rq workers.
     Redis(RedisSettings),
+    /// Requests gathered into OpenAI Batch API jobs.
+    Batch(BatchSettings),
 }
 
 impl BackendSettings {
@@ -234,6 +236,7 @@ impl BackendSettings {
             BackendSettings::Ollama(_) => "ollama",
             BackendSettings::Echo => "echo",
             BackendSettings::Redis(_) => "redis",
+            BackendSettings::Batch(_) => "batch",
         }
     }
 }
@@ -310,6 +313,33 @@ impl PartialEq for RedisSettings {
         self.url.expose_secret() == other.url.expose_secret()
             && self.timeout == other.timeout
             && self.pickup_timeout == other.pickup_timeout
+    }
+}
+
+/// A `batch` backend: where its Files + Batches API is, and how requests are gathered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchSettings {
+    /// `base_url` and `api_key` (required), read as for the HTTP kinds.
+    pub http: HttpSettings,
+    /// How long requests are gathered before they are sent.
+    pub window: Duration,
+    /// The first pause between two polls of a running batch.
+    pub poll: Duration,
+    /// Most lines in one batch.
+    pub max_lines: usize,
+    /// The store holding waiting requests, batches and results (`[store]`, or its default).
+    pub store_url: StoreUrl,
+}
+
+/// The store's URL as a batch backend holds it: secret, and compared by value.
+#[derive(Debug, Clone, Default)]
+pub struct StoreUrl(pub Option<SecretString>);
+
+impl PartialEq for StoreUrl {
+    fn eq(&self, other: &Self) -> bool {
+        use secrecy::ExposeSecret;
+        self.0.as_ref().map(ExposeSecret::expose_secret)
+            == other.0.as_ref().map(ExposeSecret::expose_secret)
     }
 }
 

@@ -34,6 +34,8 @@ pub enum KindName {
     Echo,
     /// Jobs on a Redis queue, answered by `switchyard worker` or openai-rq workers.
     Redis,
+    /// Requests gathered into OpenAI Batch API jobs (Files + Batches), answered when done.
+    Batch,
 }
 
 /// The values of `responses = "…"` (the schema's enum; `validate` checks the same).
@@ -256,7 +258,7 @@ pub struct RawServer {
 pub struct RawBackend {
     /// `openai` (OpenAI-compatible HTTP: OpenAI, vLLM, SGLang, TGI, llama.cpp), `ollama`
     /// (Ollama's native API), `proxy` (raw relay), `echo` (built in, no network), `redis` (jobs
-    /// on a Redis queue).
+    /// on a Redis queue), `batch` (OpenAI Batch API jobs).
     #[schemars(with = "KindName")]
     pub kind: Spanned<String>,
     /// Kinds openai, ollama, proxy (required there). Upstream base URL *including* `/v1` for
@@ -307,6 +309,18 @@ pub struct RawBackend {
     /// fails with a 504, so a route fails over when every worker is gone or busy.
     #[schemars(with = "Option<String>", pattern(DURATION_PATTERN))]
     pub pickup_timeout: Option<Spanned<String>>,
+    /// Kind batch. How long requests are gathered before they are sent as one batch (default
+    /// `"60s"`), unless `max_lines` of them wait first.
+    #[schemars(with = "Option<String>", pattern(DURATION_PATTERN))]
+    pub window: Option<Spanned<String>>,
+    /// Kind batch. How often a running batch is polled (default `"30s"`); the pause doubles
+    /// while the batch runs, up to ten times this.
+    #[schemars(with = "Option<String>", pattern(DURATION_PATTERN))]
+    pub poll: Option<Spanned<String>>,
+    /// Kind batch. Most requests in one batch (default and most 50000); the input file also
+    /// stays under 200 MB.
+    #[schemars(with = "Option<u32>", range(min = 1, max = 50000))]
+    pub max_lines: Option<Spanned<i64>>,
     /// Kinds openai, ollama, proxy. How long an idle pooled connection to the upstream is kept
     /// (default `"3s"`, below the 5 s keep-alive of uvicorn, llama.cpp and Node).
     #[schemars(with = "Option<String>", pattern(DURATION_PATTERN))]

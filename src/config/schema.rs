@@ -21,6 +21,16 @@ const KIND_KEYS: &[(&str, &[&str], Option<&str>)] = &[
     ("proxy", HTTP_KEYS, Some("base_url")),
     ("echo", HEALTH_KEYS, None),
     ("redis", REDIS_KEYS, Some("redis_url")),
+    ("batch", BATCH_KEYS, Some("base_url")),
+];
+const BATCH_KEYS: &[&str] = &[
+    "base_url",
+    "api_key",
+    "window",
+    "poll",
+    "max_lines",
+    "eject_after",
+    "eject_cooldown",
 ];
 /// Passive health applies to every kind.
 const HEALTH_KEYS: &[&str] = &["eject_after", "eject_cooldown"];

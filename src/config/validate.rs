@@ -14,6 +14,7 @@ use toml::Spanned;
 use url::Url;
 
 mod auth;
+mod batch;
 mod idempotency;
 mod observe;
 mod usage;
@@ -76,7 +77,7 @@ pub fn validate(
         }
     };
     let server = v.server(&raw.server, &raw);
-    let backends: Vec<BackendConfig> = raw
+    let mut backends: Vec<BackendConfig> = raw
         .backends
         .iter()
         .filter_map(|(name, backend)| v.backend(name, backend))
@@ -91,10 +92,9 @@ pub fn validate(
     }
     let auth = raw.auth.as_ref().map(|a| v.auth(a));
     let idempotency = v.idempotency(raw.idempotency.as_ref());
-    let store = v.store(
-        raw.store.as_ref(),
-        auth.is_some() || raw.idempotency.is_some(),
-    );
+    let needs_store = auth.is_some() || raw.idempotency.is_some() || batch::any(&backends);
+    let store = v.store(raw.store.as_ref(), needs_store);
+    batch::give_store(&mut backends, store.as_ref());
     let metrics = raw.metrics.as_ref().map(|m| v.metrics(m.get_ref()));
     let usage = raw.usage.as_ref().and_then(|u| v.usage(u, store.is_some()));
     let limits = v.limits(raw.limits.as_ref());
@@ -236,6 +236,7 @@ impl Validator<'_> {
                 self.forbid(&backend.redis_url, "redis_url", kind);
                 self.forbid(&backend.timeout, "timeout", kind);
                 self.forbid(&backend.pickup_timeout, "pickup_timeout", kind);
+                self.forbid_batch_keys(backend, kind);
                 let mut http = self.http_settings(name, backend)?;
                 match kind {
                     "openai" => {
@@ -258,6 +259,7 @@ impl Validator<'_> {
                 self.forbid(&backend.timeout, "timeout", kind);
                 self.forbid(&backend.pickup_timeout, "pickup_timeout", kind);
                 self.forbid(&backend.pool_idle_timeout, "pool_idle_timeout", kind);
+                self.forbid_batch_keys(backend, kind);
                 if backend.headers.is_some() {
                     self.error(
                         raw.span(),
@@ -268,12 +270,14 @@ impl Validator<'_> {
             }
             "redis" => {
                 self.forbid(&backend.responses, "responses", kind);
+                self.forbid_batch_keys(backend, kind);
                 BackendSettings::Redis(self.redis_settings(name, raw)?)
             }
+            "batch" => BackendSettings::Batch(self.batch_settings(name, raw)?),
             other => {
                 self.error(
                     backend.kind.span(),
-                    format!("backend `{name}`: unknown kind `{other}` (expected one of: openai, ollama, proxy, echo, redis)"),
+                    format!("backend `{name}`: unknown kind `{other}` (expected one of: openai, ollama, proxy, echo, redis, batch)"),
                 );
                 return None;
             }

@@ -152,6 +152,7 @@ fn target(settings: &BackendSettings) -> Option<String> {
         BackendSettings::OpenAI(http)
         | BackendSettings::Proxy(http)
         | BackendSettings::Ollama(http) => Some(redacted_url(&http.base_url)),
+        BackendSettings::Batch(batch) => Some(redacted_url(&batch.http.base_url)),
         BackendSettings::Redis(redis) => {
             use secrecy::ExposeSecret;
             url::Url::parse(redis.url.expose_secret())

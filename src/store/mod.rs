@@ -6,6 +6,7 @@
 //! Only data access lives here: rows in, rows out. What a key may do, and what is secret about
 //! it, is `crate::auth`'s business; HTTP handlers never use the store directly.
 
+mod batch;
 mod idempotency;
 mod keys;
 mod projects;
@@ -18,6 +19,7 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, Executor, SqlSafeStr};
 
+pub use batch::{BatchJobRow, LineOutcome, NewLine, SentLine, Unanswered};
 pub use idempotency::{AnswerRow, ClaimRow, Claimed};
 pub use keys::{KeyGrantRow, KeyRow, NewKey};
 pub use projects::{CredentialRow, ProjectRow};
@@ -41,6 +43,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "rate limits",
         include_str!("migrations/0004_rate_limits.sql"),
+    ),
+    (
+        5,
+        "batch backend",
+        include_str!("migrations/0005_batch.sql"),
     ),
 ];
 
@@ -87,18 +94,7 @@ impl Store {
     pub async fn open(url: &str) -> Result<Store, StoreError> {
         install_default_drivers();
         let is_sqlite = url.starts_with("sqlite:");
-        // `mode=rwc`: create the SQLite file when missing, unless the URL chose a mode itself.
-        let url = match url.split_once('?') {
-            _ if !is_sqlite => url.to_owned(),
-            None => format!("{url}?mode=rwc"),
-            Some((_, query)) if !query.contains("mode=") => format!("{url}&mode=rwc"),
-            Some(_) => url.to_owned(),
-        };
-        let pool = AnyPoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect(&url)
-            .await?;
+        let pool = pool_options().connect(&pool_url(url)).await?;
         if is_sqlite {
             // WAL: readers do not block the writer, so several instances (or processes, such as
             // `switchyard admin` next to a running gateway) share the file. It persists in it.
@@ -107,6 +103,14 @@ impl Store {
         let store = Store { pool };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// A store at `url` that connects on first use and applies no migrations: for parts built
+    /// without a runtime (backends), in a gateway whose start opened the store with `open`.
+    pub fn connect_lazy(url: &str) -> Result<Store, StoreError> {
+        install_default_drivers();
+        let pool = pool_options().connect_lazy(&pool_url(url))?;
+        Ok(Store { pool })
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -139,6 +143,22 @@ impl Store {
     /// Closes the pool (the tests' way to stop using a database they are about to remove).
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+fn pool_options() -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(8)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+}
+
+/// `url`, with `mode=rwc` for SQLite (create the file when missing) unless it chose a mode.
+fn pool_url(url: &str) -> String {
+    match url.split_once('?') {
+        _ if !url.starts_with("sqlite:") => url.to_owned(),
+        None => format!("{url}?mode=rwc"),
+        Some((_, query)) if !query.contains("mode=") => format!("{url}&mode=rwc"),
+        Some(_) => url.to_owned(),
     }
 }
 

@@ -9,6 +9,7 @@ mod support;
 mod admin_cli;
 mod async_openai_client;
 mod auth;
+mod batch;
 mod chat;
 mod check_cli;
 mod client_limits;

@@ -2,6 +2,7 @@
 //! upstreams (wiremock, and a paced SSE server for what wiremock cannot do).
 
 pub mod auth;
+pub mod batch_upstream;
 pub mod faulty;
 pub mod gated_upstream;
 pub mod net;
