@@ -34,3 +34,4 @@ mod serve_cli;
 mod streaming;
 mod tls;
 mod upstream_limits;
+mod upstream_tls;
