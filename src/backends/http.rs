@@ -392,7 +392,11 @@ impl HttpUpstream {
 
 /// Whether a request failed because its connection was closed before any response came back,
 /// the signature of a keep-alive race (hyper's "connection closed before message completed").
-/// A refused connection is not one: it was never established.
+/// When the close was seen before hyper started writing the request, hyper reports it as
+/// canceled, the close its cause, and hands the request back: it never left, so it is resent
+/// too (hyper-util resends it itself only from a reused connection, not from a new one that a
+/// slow moment let the upstream close as idle). A refused connection is not one: it was never
+/// established.
 fn is_stale_connection(err: &reqwest::Error) -> bool {
     if err.is_connect() || err.is_timeout() {
         return false;
@@ -400,7 +404,7 @@ fn is_stale_connection(err: &reqwest::Error) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
     while let Some(cause) = source {
         if let Some(hyper_err) = cause.downcast_ref::<hyper::Error>() {
-            return hyper_err.is_incomplete_message();
+            return hyper_err.is_incomplete_message() || hyper_err.is_canceled();
         }
         source = cause.source();
     }

@@ -256,8 +256,8 @@ impl ConfigPaths {
 }
 
 /// Starts watching the config's directory and SIGHUP, reloading on either, until the runtime
-/// stops. The watch is in place when this returns, so no later edit is missed. Must be called
-/// within a tokio runtime.
+/// stops. The watch is in place when this returns, so no later edit is missed, and an edit made
+/// since the file was loaded is picked up too. Must be called within a tokio runtime.
 pub fn spawn_watcher(target: Reloadable) {
     let paths = ConfigPaths::of(target.status.path());
     let dirs = paths.dirs.clone();
@@ -265,6 +265,7 @@ pub fn spawn_watcher(target: Reloadable) {
     let dir = shown.join(", ");
     // Capacity 1 with try_send: one pending "look again" is as good as many.
     let (tx, rx) = mpsc::channel::<()>(1);
+    let look_again = tx.clone();
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event
             && paths.concerns(&event)
@@ -285,6 +286,11 @@ pub fn spawn_watcher(target: Reloadable) {
             None
         }
     };
+    // An edit made after the file was first read but before the watch was in place made no
+    // event: look once now, as if one had come (a loaded machine can stretch that window).
+    if changed_since_loaded(&target.status) {
+        let _ = look_again.try_send(());
+    }
     let hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => Some(s),
         Err(err) => {
@@ -324,6 +330,12 @@ async fn watch_loop(
             tracing::error!(error = %err, "reload task failed");
         }
     }
+}
+
+/// Whether the file's text now differs from the version in force (unreadable counts as
+/// unchanged: an event follows when it comes back).
+fn changed_since_loaded(status: &ReloadStatus) -> bool {
+    config::read(status.path()).is_ok_and(|source| sha256_hex(&source) != status.loaded().sha256)
 }
 
 /// Waits until no event arrived for `QUIET`, or `MAX_DELAY` passed.
@@ -465,6 +477,28 @@ mod tests {
         assert!(paths.dirs.contains(&real.parent().unwrap().to_owned()));
         assert!(paths.concerns(&event(write, std::slice::from_ref(&real))));
         assert!(!paths.concerns(&event(write, &[real.with_file_name("other.log")])));
+    }
+
+    #[tokio::test]
+    async fn an_edit_made_before_the_watch_was_in_place_is_picked_up() {
+        // Arrange: the file loaded, then edited before anything watches it (the window between
+        // reading it at start and the watch; a loaded machine stretches it).
+        let dir = tempfile::tempdir().unwrap();
+        let state = state_for(dir.path(), A);
+        std::fs::write(dir.path().join("routes.toml"), B).unwrap();
+
+        // Act: the watch starts, and no further event comes.
+        spawn_watcher(state.clone());
+
+        // Assert: the edit is in force (polled, bounded).
+        for _ in 0..1000 {
+            if state.status.succeeded.load(Ordering::Relaxed) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(state.status.succeeded.load(Ordering::Relaxed), 1);
+        assert!(state.routes.load().resolve("b/x").is_some());
     }
 
     #[tokio::test(start_paused = true)]

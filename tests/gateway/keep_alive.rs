@@ -23,6 +23,12 @@ const KEEP_ALIVE: Duration = Duration::from_millis(200);
 /// arrives in the last 20 ms before the keep-alive time (a round trip on a real network) is
 /// taken to have crossed the upstream's close, which drops it unanswered.
 const CROSSING: Duration = Duration::from_millis(20);
+/// How long a new connection may wait for its first request. The keep-alive time applies
+/// between requests, as nginx's `keepalive_timeout` and uvicorn's `timeout_keep_alive` do; a
+/// new connection gets a header timeout instead, a bound against hanging and not a speed test:
+/// with 200 ms here, a loaded machine that stalled the gateway that long between connecting
+/// and writing lost the request on a connection that never was idle in a pool.
+const FIRST_REQUEST_WAIT: Duration = Duration::from_secs(10);
 
 /// Serves keep-alive connections, closing each after `KEEP_ALIVE` idle; counts the crossings.
 async fn upstream(crossed: Arc<AtomicUsize>) -> String {
@@ -50,7 +56,12 @@ async fn serve(mut socket: TcpStream, crossed: Arc<AtomicUsize>) {
     let mut first = true;
     loop {
         let idle_since = Instant::now();
-        let Ok(request) = tokio::time::timeout(KEEP_ALIVE, read_request(&mut socket)).await else {
+        let wait = if first {
+            FIRST_REQUEST_WAIT
+        } else {
+            KEEP_ALIVE
+        };
+        let Ok(request) = tokio::time::timeout(wait, read_request(&mut socket)).await else {
             return; // idle for the keep-alive time: close
         };
         if request.is_empty() {

@@ -36,4 +36,5 @@ mod serve_cli;
 mod streaming;
 mod tls;
 mod upstream_limits;
+mod upstream_tls;
 mod usage;

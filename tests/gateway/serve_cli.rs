@@ -43,6 +43,11 @@ impl Drop for Served {
 }
 
 pub(crate) async fn serve(routes: &str) -> Served {
+    serve_with_env(routes, &[]).await
+}
+
+/// `serve` with extra environment variables for the child.
+pub(crate) async fn serve_with_env(routes: &str, env: &[(&str, &str)]) -> Served {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("routes.toml");
     std::fs::write(&path, routes).unwrap();
@@ -58,6 +63,7 @@ pub(crate) async fn serve(routes: &str) -> Served {
         ])
         .arg(&path)
         .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

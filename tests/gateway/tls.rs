@@ -4,38 +4,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-
 use crate::support::python::run_pytest;
 use crate::support::spawn_gateway_in;
-
-/// A CA, and a PEM certificate for 127.0.0.1 and localhost that it signed, with its key.
-struct TestCa {
-    ca_pem: String,
-    cert_pem: String,
-    key_pem: String,
-}
-
-fn make_ca(name: &str) -> TestCa {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, format!("switchyard test CA {name}"));
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let mut params =
-        CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, format!("gateway {name}"));
-    let cert = params.signed_by(&key, &ca).unwrap();
-    TestCa {
-        ca_pem: ca.pem(),
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-    }
-}
+use crate::support::test_ca::{TestCa, make_ca};
 
 /// Writes the pair the way renewers do: to temporary files renamed over the served ones.
 fn install(dir: &Path, ca: &TestCa) {

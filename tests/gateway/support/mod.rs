@@ -12,6 +12,8 @@ pub mod postgres;
 pub mod python;
 pub mod raw_upstream;
 pub mod redis;
+pub mod test_ca;
+pub mod tls_upstream;
 pub mod wait;
 
 use std::net::{SocketAddr, TcpListener};
