@@ -7,11 +7,15 @@ use actix_web::web::{Data, Payload};
 use actix_web::{HttpRequest, HttpResponse};
 use bytes::Bytes;
 
+use super::accounting::Visit;
 use super::body::read_body;
 use super::caller::{self, Caller};
 use super::forward::{CallShape, route, send_routed};
+use super::idempotent;
 use super::reply::respond;
-use crate::backends::{Backend, Endpoint, ParsedRequest, UpstreamCall, upstream_path};
+use crate::backends::{
+    Backend, Endpoint, ParsedRequest, UpstreamCall, UpstreamReply, upstream_path,
+};
 use crate::error::GatewayError;
 use crate::routing::rewrite::peek_model;
 use crate::routing::{Resolved, RouteTable};
@@ -56,7 +60,7 @@ pub async fn relay(
 
 /// Relays the request, its body already read and its model in the caller's scope, to the
 /// route `resolved` for `model`, failing over between the route's backends before the first
-/// byte.
+/// byte; under the caller's rate limits, with its usage recorded as for typed requests.
 pub(super) async fn relay_resolved(
     req: &HttpRequest,
     state: &AppState,
@@ -65,6 +69,28 @@ pub(super) async fn relay_resolved(
     body: Bytes,
     model: &str,
 ) -> Result<HttpResponse, GatewayError> {
+    // Read only when a record needs it: the body is relayed, never parsed, otherwise.
+    let streamed = state.usage.is_on() && idempotent::asks_for_stream(&body);
+    let mut visit = Visit::start(req, state, caller, model, usage_name(req), streamed);
+    match relay_accounted(req, state, caller, resolved, body, model, &mut visit).await {
+        Ok(reply) => Ok(visit.respond(reply)),
+        Err(err) => {
+            visit.failed(&err);
+            Err(err)
+        }
+    }
+}
+
+async fn relay_accounted(
+    req: &HttpRequest,
+    state: &AppState,
+    caller: &Caller,
+    resolved: Resolved<'_>,
+    body: Bytes,
+    model: &str,
+    visit: &mut Visit,
+) -> Result<UpstreamReply, GatewayError> {
+    visit.admit(state, caller, resolved.route, model).await?;
     caller::admit(state, caller, model).await?;
     let path_and_query = path_and_query(req);
     let shape = CallShape {
@@ -72,8 +98,18 @@ pub(super) async fn relay_resolved(
         stream: false,
         parsed: ParsedRequest::Opaque,
     };
-    let reply = send_routed(req, caller, resolved, model, &body, shape, |_, _| {}).await?;
-    Ok(respond(reply))
+    visit.sending();
+    let trying = |backend: &str, upstream_model: &str| visit.trying(backend, upstream_model);
+    send_routed(req, caller, resolved, model, &body, shape, trying).await
+}
+
+/// The endpoint as usage records name it.
+fn usage_name(req: &HttpRequest) -> &'static str {
+    match req.path() {
+        "/v1/responses" => "responses",
+        "/v1/completions" => "completions",
+        _ => "raw",
+    }
 }
 
 /// Relays the request to `default_backend` (no route, so nothing to fail over to).

@@ -5,11 +5,13 @@
 use actix_web::web::{Data, Payload};
 use actix_web::{HttpRequest, HttpResponse};
 
-use super::caller;
+use super::accounting::Visit;
+use super::caller::{self, Caller};
 use super::optional_api::{OptionalEndpoint, Routed, relay_or_serve};
-use super::via_chat::respond_via_chat;
-use crate::backends::OptionalApi;
+use super::via_chat::reply_via_chat;
+use crate::backends::{OptionalApi, UpstreamReply};
 use crate::error::GatewayError;
+use crate::routing::Resolved;
 use crate::schema::{ErrorBody, ResponsesRequest};
 use crate::state::AppState;
 
@@ -69,9 +71,41 @@ impl OptionalEndpoint for ResponsesRequest {
     const API: OptionalApi = OptionalApi::Responses;
 
     /// Through a chat completion, on the route's backends.
+    /// Under the caller's rate limits, with its usage recorded, as a typed request.
     async fn serve(routed: Routed<'_>, request: Self) -> Result<HttpResponse, GatewayError> {
-        let model = request.model.as_str();
-        caller::admit(routed.state, routed.caller, model).await?;
-        respond_via_chat(routed.req, routed.caller, routed.resolved, &request).await
+        let Routed {
+            req,
+            state,
+            caller,
+            resolved,
+            ..
+        } = routed;
+        let streamed = request.is_stream();
+        let mut visit = Visit::start(req, state, caller, &request.model, "responses", streamed);
+        match through_chat(state, caller, req, resolved, &request, &mut visit).await {
+            Ok(reply) => Ok(visit.respond(reply)),
+            Err(err) => {
+                visit.failed(&err);
+                Err(err)
+            }
+        }
     }
+}
+
+/// The accounted part of `serve`: rate limits, the key's cap, then the chat completion.
+async fn through_chat(
+    state: &AppState,
+    caller: &Caller,
+    req: &HttpRequest,
+    resolved: Resolved<'_>,
+    request: &ResponsesRequest,
+    visit: &mut Visit,
+) -> Result<UpstreamReply, GatewayError> {
+    visit
+        .admit(state, caller, resolved.route, &request.model)
+        .await?;
+    caller::admit(state, caller, &request.model).await?;
+    visit.sending();
+    let trying = |backend: &str, upstream_model: &str| visit.trying(backend, upstream_model);
+    reply_via_chat(req, caller, resolved, request, trying).await
 }

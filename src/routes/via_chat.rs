@@ -3,14 +3,13 @@
 //! through the route's backend exactly as a `/v1/chat/completions` request would, and its answer
 //! (whole, or the normalised chunk stream) becomes a `response` object or the Responses events.
 
+use actix_web::HttpRequest;
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::{HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 
 use super::caller::{self, Caller};
 use super::forward::with_model;
-use super::reply::respond;
 use crate::adapters::responses::{self, ResponseShell, ResponsesStream};
 use crate::adapters::stream::normalize;
 use crate::backends::{Endpoint, ParsedRequest, ReplyBody, UpstreamCall, UpstreamReply};
@@ -22,12 +21,14 @@ use crate::schema::ResponsesRequest;
 const MAX_CHAT_BODY: usize = 64 * 1024 * 1024;
 
 /// Serves `request` on the route `resolved` through a chat completion; the caller was admitted.
-pub async fn respond_via_chat(
+/// `trying` is told which backend and model name each attempt takes.
+pub async fn reply_via_chat(
     req: &HttpRequest,
     caller: &Caller,
     resolved: Resolved<'_>,
     request: &ResponsesRequest,
-) -> Result<HttpResponse, GatewayError> {
+    mut trying: impl FnMut(&str, &str),
+) -> Result<UpstreamReply, GatewayError> {
     let chat = responses::chat_request(request, resolved.upstream_model)?;
     let body = serde_json::to_vec(&chat).map_err(|e| GatewayError::Internal {
         message: format!("serialising a chat request: {e}"),
@@ -38,6 +39,7 @@ pub async fn respond_via_chat(
     // Through the route's backends as a chat completion would go, failover included; a
     // backend with its own name for the model gets it spliced into the chat body.
     let reply = failover::send(resolved, |backend, upstream_model| {
+        trying(backend, upstream_model);
         Ok(UpstreamCall {
             endpoint: Endpoint::ChatCompletions,
             body: with_model(&body, resolved.upstream_model, upstream_model)?,
@@ -75,11 +77,11 @@ pub async fn respond_via_chat(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    Ok(respond(UpstreamReply {
+    Ok(UpstreamReply {
         status: reply.status,
         headers,
         body,
-    }))
+    })
 }
 
 /// A non-streamed reply's whole body, up to `MAX_CHAT_BODY`.

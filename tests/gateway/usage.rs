@@ -601,3 +601,72 @@ async fn usage_rows_sum_across_writers_and_group_alike_on_sqlite_and_postgresql(
         b.close().await;
     }
 }
+
+#[tokio::test]
+async fn a_relayed_responses_request_is_recorded_and_rate_limited_like_a_chat() {
+    // Arrange: a Responses API upstream reporting its usage; one request a minute on the route.
+    let upstream = MockServer::start().await;
+    let answer = json!({"id": "resp_1", "object": "response", "status": "completed",
+        "output": [], "usage": {"input_tokens": 7, "output_tokens": 3, "total_tokens": 10}});
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(answer))
+        .mount(&upstream)
+        .await;
+    let gw = spawn_gateway(&format!(
+        "[usage]\nlog = \"usage.jsonl\"\n\n[backends.up]\nkind = \"openai\"\nbase_url = \"{}\"\n\n\
+         [[routes]]\nprefix = \"up/\"\nbackend = \"up\"\nrate_limit = {{ requests_per_minute = 1 }}\n",
+        upstream.uri()
+    ))
+    .await;
+    let body = json!({"model": "up/gpt-4o", "input": "hi"});
+
+    // Act: the minute's one request, then one more.
+    let first = gw.post_json("/v1/responses", &body).await.status();
+    let second = gw.post_json("/v1/responses", &body).await.status();
+
+    // Assert: the second is refused by the limit, and the first has a record with its tokens.
+    assert_eq!((first.as_u16(), second.as_u16()), (200, 429));
+    let written = wait_records(&log_path(&gw), 2).await;
+    let answered = written
+        .iter()
+        .find(|r| r["status"] == 200)
+        .unwrap_or_else(|| panic!("no record of the answered request in {written:?}"));
+    assert_eq!(answered["endpoint"], "responses");
+    assert_eq!(answered["usage"]["prompt_tokens"], 7);
+    assert_eq!(answered["usage"]["completion_tokens"], 3);
+    assert!(written.iter().any(|r| r["status"] == 429), "{written:?}");
+}
+
+#[tokio::test]
+async fn a_responses_request_served_through_chat_is_recorded_and_rate_limited() {
+    // Arrange: the echo backend has no Responses API (served through a chat completion).
+    let gw = spawn_gateway(
+        "[usage]\nlog = \"usage.jsonl\"\n\n[backends.echo]\nkind = \"echo\"\n\n[[routes]]\n\
+         prefix = \"echo/\"\nbackend = \"echo\"\nrate_limit = { requests_per_minute = 1 }\n",
+    )
+    .await;
+    let body = json!({"model": "echo/hi", "input": "two words"});
+
+    // Act
+    let first = gw.post_json("/v1/responses", &body).await;
+    let first_status = first.status().as_u16();
+    let answer: Value = first.json().await.unwrap();
+    let second = gw.post_json("/v1/responses", &body).await.status().as_u16();
+
+    // Assert: the limit binds, and the record carries the tokens the client was told.
+    assert_eq!((first_status, second), (200, 429));
+    let written = wait_records(&log_path(&gw), 2).await;
+    let answered = written
+        .iter()
+        .find(|r| r["status"] == 200)
+        .expect("a record of the answer");
+    assert_eq!(answered["endpoint"], "responses");
+    assert_eq!(
+        answered["usage"]["prompt_tokens"],
+        answer["usage"]["input_tokens"]
+    );
+    assert_eq!(
+        answered["usage"]["completion_tokens"],
+        answer["usage"]["output_tokens"]
+    );
+}
