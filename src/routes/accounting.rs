@@ -243,6 +243,21 @@ impl Visit {
         response
     }
 
+    /// Ends the visit with its request's outcome: the client's response for an upstream's
+    /// reply, or the error, recorded.
+    pub fn finish(
+        self,
+        outcome: Result<UpstreamReply, GatewayError>,
+    ) -> Result<HttpResponse, GatewayError> {
+        match outcome {
+            Ok(reply) => Ok(self.respond(reply)),
+            Err(err) => {
+                self.failed(&err);
+                Err(err)
+            }
+        }
+    }
+
     /// Records a request that ended in `err` (refused, or the upstream failed).
     pub fn failed(mut self, err: &GatewayError) {
         self.record.status = match err {

@@ -133,13 +133,8 @@ pub async fn send_resolved<T: RoutedRequest>(
         endpoint,
         request.stream(),
     );
-    match relay(req, state, caller, resolved, body, request, &mut visit).await {
-        Ok(reply) => Ok(visit.respond(reply)),
-        Err(err) => {
-            visit.failed(&err);
-            Err(err)
-        }
-    }
+    let outcome = relay(req, state, caller, resolved, body, request, &mut visit).await;
+    visit.finish(outcome)
 }
 
 /// The accounted part of `send_resolved`: rate limits, the key's cap, usage asked for, then

@@ -72,13 +72,8 @@ pub(super) async fn relay_resolved(
     // Read only when a record needs it: the body is relayed, never parsed, otherwise.
     let streamed = state.usage.is_on() && idempotent::asks_for_stream(&body);
     let mut visit = Visit::start(req, state, caller, model, usage_name(req), streamed);
-    match relay_accounted(req, state, caller, resolved, body, model, &mut visit).await {
-        Ok(reply) => Ok(visit.respond(reply)),
-        Err(err) => {
-            visit.failed(&err);
-            Err(err)
-        }
-    }
+    let outcome = relay_accounted(req, state, caller, resolved, body, model, &mut visit).await;
+    visit.finish(outcome)
 }
 
 async fn relay_accounted(

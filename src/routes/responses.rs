@@ -82,13 +82,8 @@ impl OptionalEndpoint for ResponsesRequest {
         } = routed;
         let streamed = request.is_stream();
         let mut visit = Visit::start(req, state, caller, &request.model, "responses", streamed);
-        match through_chat(state, caller, req, resolved, &request, &mut visit).await {
-            Ok(reply) => Ok(visit.respond(reply)),
-            Err(err) => {
-                visit.failed(&err);
-                Err(err)
-            }
-        }
+        let outcome = through_chat(state, caller, req, resolved, &request, &mut visit).await;
+        visit.finish(outcome)
     }
 }
 
