@@ -137,7 +137,7 @@ impl Batches {
             .as_ref()
             .map(|m| serde_json::to_string(m).unwrap_or_default());
         let row = OwnBatchRow {
-            id: format!("batch_{}", uuid::Uuid::new_v4().simple()),
+            id: format!("batch_{}", crate::files::sortable_hex()),
             owner: owner.to_owned(),
             key_hash,
             endpoint: request.endpoint,

@@ -79,7 +79,17 @@ pub fn is_file_id(id: &str) -> bool {
 }
 
 fn new_id() -> String {
-    format!("file-{}", uuid::Uuid::new_v4().simple())
+    format!("file-{}", sortable_hex())
+}
+
+/// 32 hex digits that sort as they were made: milliseconds since the epoch, then randomness
+/// (as a UUIDv7), so a listing newest first stays in creation order within one second.
+pub fn sortable_hex() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("{:012x}{}", ms & 0xffff_ffff_ffff, &random[..20])
 }
 
 fn disk(err: std::io::Error) -> GatewayError {
