@@ -132,8 +132,7 @@ fn own_batches(
         .dir
         .clone()
         .unwrap_or_else(|| files::default_dir(store.url.expose_secret(), config_path));
-    let files = Files::open(opened.clone(), &dir, clock.clone(), own.max_file_bytes)
-        .map_err(|e| StartError::Store(format!("[batches] dir {}: {e}", dir.display())))?;
+    let files = Files::open(opened.clone(), &dir, clock.clone(), own.max_file_bytes);
     let settings = BatchSettings {
         concurrency: own.concurrency,
         per_batch: own.per_batch,

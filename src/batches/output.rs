@@ -20,6 +20,8 @@ pub enum Unrun {
     Expired,
     /// It was in flight when its gateway stopped; it is not sent again.
     Interrupted,
+    /// Its input file was deleted while the batch ran.
+    InputGone,
 }
 
 impl Unrun {
@@ -37,6 +39,10 @@ impl Unrun {
                 "batch_line_interrupted",
                 "The gateway stopped while this request was in flight; it was not sent again, \
                  so it ran at most once.",
+            ),
+            Unrun::InputGone => (
+                "input_file_deleted",
+                "The batch's input file was deleted before this request was read.",
             ),
         }
     }

@@ -20,6 +20,7 @@ use super::validate::{self, FileLimits};
 use super::{Batches, ENDPOINTS, LineAnswer, LineRequest, LineSender};
 use crate::auth::store_unavailable;
 use crate::error::GatewayError;
+use crate::schema::batch_api::BatchError;
 use crate::store::{LineSpan, OwnBatchRow};
 
 /// How long a line's claim holds without renewal (seconds of the store's clock).
@@ -121,7 +122,11 @@ impl Runner {
     /// Checks the input file: the batch starts with its lines recorded, or fails.
     async fn validate(&self, row: &OwnBatchRow) -> Result<(), GatewayError> {
         let files = &self.batches.files;
-        let (_, file) = files.open_file(&row.owner, &row.input_file_id).await?;
+        let file = match files.open_file(&row.owner, &row.input_file_id).await {
+            Ok((_, file)) => file,
+            Err(GatewayError::NotFound { .. }) => return self.input_gone(row).await,
+            Err(err) => return Err(err),
+        };
         let limits = FileLimits {
             max_lines: self.batches.settings.max_lines,
             max_line_bytes: self.batches.settings.max_line_bytes,
@@ -146,6 +151,22 @@ impl Runner {
         }
         .map(|_| ())
         .map_err(store_unavailable)
+    }
+
+    /// A batch whose input file was deleted (or expired) before it was checked: `failed`.
+    async fn input_gone(&self, row: &OwnBatchRow) -> Result<(), GatewayError> {
+        let error = BatchError {
+            code: "file_not_found".to_owned(),
+            line: None,
+            message: format!("The input file `{}` no longer exists.", row.input_file_id),
+            param: Some("input_file_id".to_owned()),
+        };
+        let text = serde_json::to_string(&[error]).unwrap_or_default();
+        let store = &self.batches.store;
+        store
+            .fail_own_batch(&row.id, &text, self.now())
+            .await
+            .map_err(store_unavailable)
     }
 
     /// Runs the batch's lines until none is left, or the batch is cancelled or expires.
@@ -218,7 +239,15 @@ impl Runner {
             let Some(span) = claimed.into_iter().next() else {
                 break;
             };
-            let body = self.read_line(row, &span).await?;
+            let Ok(body) = self.read_line(row, &span).await else {
+                let result = output::unrun(&span.custom_id, Unrun::InputGone);
+                let store = &self.batches.store;
+                store
+                    .finish_own_line(&row.id, span.line, "running", (false, &result))
+                    .await
+                    .map_err(store_unavailable)?;
+                continue;
+            };
             let line = LineRequest {
                 endpoint,
                 body,

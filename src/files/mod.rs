@@ -121,20 +121,15 @@ pub fn default_dir(store_url: &str, config_path: &Path) -> PathBuf {
 }
 
 impl Files {
-    /// The file store in `dir` (created when missing).
-    pub fn open(
-        store: Store,
-        dir: &Path,
-        clock: Arc<dyn Clock>,
-        max_bytes: u64,
-    ) -> std::io::Result<Files> {
-        std::fs::create_dir_all(dir)?;
-        Ok(Files {
+    /// The file store in `dir` (created with the first upload: a gateway that never takes
+    /// one leaves no directory behind).
+    pub fn open(store: Store, dir: &Path, clock: Arc<dyn Clock>, max_bytes: u64) -> Files {
+        Files {
             store,
             dir: dir.to_owned(),
             clock,
             max_bytes,
-        })
+        }
     }
 
     /// The store's clock (unix seconds).
@@ -151,6 +146,7 @@ impl Files {
     pub async fn begin(&self, cap: u64) -> Result<Upload, GatewayError> {
         let id = new_id();
         let path = self.dir.join(format!("{id}.part"));
+        tokio::fs::create_dir_all(&self.dir).await.map_err(disk)?;
         let file = tokio::fs::File::create(&path).await.map_err(disk)?;
         Ok(Upload {
             file,

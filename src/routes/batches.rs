@@ -33,6 +33,7 @@ fn key_hash(caller: &Caller, req: &HttpRequest) -> Option<String> {
         (status = 200, description = "The batch, `validating`", body = Batch),
         (status = 400, description = "An unknown endpoint, a window other than `24h`, too much metadata, or a file not uploaded for batches", body = ErrorBody),
         (status = 404, description = "No such input file for this caller (`not_found`)", body = ErrorBody),
+        (status = "default", description = "Relayed instead (no store, or a `default_backend` with `batch = \"upstream\"`): the upstream's answer, 404 `unknown_url` without a `default_backend`, 400 `invalid_path` for an unsafe path", body = ErrorBody),
     )
 )]
 pub async fn create_batch(
@@ -65,10 +66,11 @@ pub async fn create_batch(
     get,
     path = "/v1/batches/{batch_id}",
     tag = "batches",
-    params(("batch_id" = String, Path, description = "The batch's id")),
+    params(("batch_id" = String, Path, pattern = "^batch_[0-9a-f]{32}$", description = "The batch's id")),
     responses(
         (status = 200, description = "The batch", body = Batch),
         (status = 404, description = "No such batch for this caller (`not_found`)", body = ErrorBody),
+        (status = "default", description = "Relayed instead (no store, or a `default_backend` with `batch = \"upstream\"`): the upstream's answer, 404 `unknown_url` without a `default_backend`, 400 `invalid_path` for an unsafe path", body = ErrorBody),
     )
 )]
 pub async fn retrieve_batch(
@@ -91,11 +93,12 @@ pub async fn retrieve_batch(
     post,
     path = "/v1/batches/{batch_id}/cancel",
     tag = "batches",
-    params(("batch_id" = String, Path, description = "The batch's id")),
+    params(("batch_id" = String, Path, pattern = "^batch_[0-9a-f]{32}$", description = "The batch's id")),
     responses(
         (status = 200, description = "The batch, `cancelling` (or already `cancelled`)", body = Batch),
         (status = 404, description = "No such batch for this caller (`not_found`)", body = ErrorBody),
         (status = 409, description = "The batch already ended (`conflict`)", body = ErrorBody),
+        (status = "default", description = "Relayed instead (no store, or a `default_backend` with `batch = \"upstream\"`): the upstream's answer, 404 `unknown_url` without a `default_backend`, 400 `invalid_path` for an unsafe path", body = ErrorBody),
     )
 )]
 pub async fn cancel_batch(
@@ -124,6 +127,7 @@ pub async fn cancel_batch(
     responses(
         (status = 200, description = "A page of batches", body = ListPage<Batch>),
         (status = 400, description = "A `limit` out of range or an unknown parameter", body = ErrorBody),
+        (status = "default", description = "Relayed instead (no store, or a `default_backend` with `batch = \"upstream\"`): the upstream's answer, 404 `unknown_url` without a `default_backend`, 400 `invalid_path` for an unsafe path", body = ErrorBody),
     )
 )]
 pub async fn list_batches(

@@ -53,6 +53,7 @@ fn multipart_error(message: impl std::fmt::Display) -> GatewayError {
         (status = 200, description = "The file", body = FileObject),
         (status = 400, description = "Not multipart, no `file`, or a `purpose` other than `batch`", body = ErrorBody),
         (status = 413, description = "Over `[batches] max_file_bytes` (`request_too_large`)", body = ErrorBody),
+        (status = "default", description = "Relayed instead (no store, or a `default_backend` with `batch = \"upstream\"`): the upstream's answer, 404 `unknown_url` without a `default_backend`, 400 `invalid_path` for an unsafe path", body = ErrorBody),
     )
 )]
 pub async fn create_file(
@@ -175,6 +176,7 @@ async fn field_text(field: &mut actix_multipart::Field) -> Result<String, Gatewa
     responses(
         (status = 200, description = "A page of files", body = ListPage<FileObject>),
         (status = 400, description = "A `limit` out of range, `order=asc`, or an unknown parameter", body = ErrorBody),
+        (status = "default", description = "Relayed instead (no store, or a `default_backend` with `batch = \"upstream\"`): the upstream's answer, 404 `unknown_url` without a `default_backend`, 400 `invalid_path` for an unsafe path", body = ErrorBody),
     )
 )]
 pub async fn list_files(
@@ -212,10 +214,11 @@ pub async fn list_files(
     get,
     path = "/v1/files/{file_id}",
     tag = "batches",
-    params(("file_id" = String, Path, description = "The file's id")),
+    params(("file_id" = String, Path, pattern = "^file-[0-9a-f]{32}$", description = "The file's id")),
     responses(
         (status = 200, description = "The file", body = FileObject),
         (status = 404, description = "No such file for this caller (`not_found`)", body = ErrorBody),
+        (status = "default", description = "Relayed instead (no store, or a `default_backend` with `batch = \"upstream\"`): the upstream's answer, 404 `unknown_url` without a `default_backend`, 400 `invalid_path` for an unsafe path", body = ErrorBody),
     )
 )]
 pub async fn retrieve_file(
@@ -237,10 +240,11 @@ pub async fn retrieve_file(
     get,
     path = "/v1/files/{file_id}/content",
     tag = "batches",
-    params(("file_id" = String, Path, description = "The file's id")),
+    params(("file_id" = String, Path, pattern = "^file-[0-9a-f]{32}$", description = "The file's id")),
     responses(
         (status = 200, description = "The file's bytes (`application/octet-stream`)", content_type = "application/octet-stream"),
         (status = 404, description = "No such file for this caller (`not_found`)", body = ErrorBody),
+        (status = "default", description = "Relayed instead (no store, or a `default_backend` with `batch = \"upstream\"`): the upstream's answer, 404 `unknown_url` without a `default_backend`, 400 `invalid_path` for an unsafe path", body = ErrorBody),
     )
 )]
 pub async fn file_content(
@@ -266,10 +270,11 @@ pub async fn file_content(
     delete,
     path = "/v1/files/{file_id}",
     tag = "batches",
-    params(("file_id" = String, Path, description = "The file's id")),
+    params(("file_id" = String, Path, pattern = "^file-[0-9a-f]{32}$", description = "The file's id")),
     responses(
         (status = 200, description = "Deleted", body = FileDeleted),
         (status = 404, description = "No such file for this caller (`not_found`)", body = ErrorBody),
+        (status = "default", description = "Relayed instead (no store, or a `default_backend` with `batch = \"upstream\"`): the upstream's answer, 404 `unknown_url` without a `default_backend`, 400 `invalid_path` for an unsafe path", body = ErrorBody),
     )
 )]
 pub async fn delete_file(

@@ -431,6 +431,10 @@ async fn another_project_cannot_read_list_download_or_cancel_a_batch_or_its_file
     assert_eq!(stranger.post("/v1/batches", body).await.0, 404);
     assert_eq!(stranger.get("/v1/files").await.1["data"], json!([]));
     assert_eq!(stranger.get("/v1/batches").await.1["data"], json!([]));
+    let anonymous = Client::new(&gw.base, "");
+    for path in ["/v1/files", "/v1/batches", &format!("/v1/batches/{id}")] {
+        assert_eq!(anonymous.get(path).await.0, 401, "{path} without a key");
+    }
     // The owner still has everything.
     assert_eq!(owner.get(&format!("/v1/files/{file}")).await.0, 200);
     assert_eq!(owner.get("/v1/batches").await.1["data"][0]["id"], json!(id));
