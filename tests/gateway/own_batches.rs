@@ -596,3 +596,50 @@ async fn upload_streamed(gw: &TestGateway, content_type: &str, body: Vec<u8>) ->
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
 }
+
+#[tokio::test]
+async fn over_postgres_batches_run_and_list_in_pages_newest_first() {
+    let pg = crate::support::postgres::TestPostgres::start();
+    let files = tempfile::tempdir().unwrap();
+    let dir = format!("dir = \"{}\"", files.path().display());
+    let gw = spawn_gateway(&routes(&pg.url, "http://127.0.0.1:9/v1", &dir)).await;
+    let client = Client::new(&gw.base, "sk-a");
+    let file = client.upload(&jsonl(&[chat_line("p", "echo/hello")])).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(
+            client.create(&file).await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+
+    let mut done = Vec::new();
+    for id in &ids {
+        done.push(client.wait_status(id, "completed").await);
+    }
+
+    let outputs = client.lines(&done[0]["output_file_id"]).await;
+    let content = &outputs["p"]["response"]["body"]["choices"][0]["message"]["content"];
+    assert_eq!(content, "p");
+    // One batch per page, following `after`, newest first.
+    let mut listed = Vec::new();
+    let mut after = String::new();
+    for _ in 0..3 {
+        let (status, page) = client.get(&format!("/v1/batches?limit=1{after}")).await;
+        assert_eq!(status, 200, "{page}");
+        let id = page["last_id"].as_str().unwrap().to_owned();
+        assert_eq!(page["has_more"], json!(listed.len() < 2), "{page}");
+        after = format!("&after={id}");
+        listed.push(id);
+    }
+    ids.reverse();
+    assert_eq!(listed, ids);
+    let (_, all) = client.get("/v1/files").await;
+    assert_eq!(
+        all["data"].as_array().unwrap().len(),
+        4,
+        "the upload and three outputs"
+    );
+}
