@@ -493,6 +493,7 @@ pub fn fixed_at_start(config: &Config) -> String {
     if let Some(usage) = &config.usage {
         hash.update(format!("\0usage\0{usage:?}").as_bytes());
     }
+    hash.update(format!("\0batches\0{:?}", config.batches).as_bytes());
     if let Some(url) = &config.limits.redis_url {
         hash.update(b"\0limits\0");
         hash.update(url.expose_secret().as_bytes());

@@ -643,3 +643,57 @@ async fn over_postgres_batches_run_and_list_in_pages_newest_first() {
         "the upload and three outputs"
     );
 }
+
+#[tokio::test]
+async fn batch_lines_take_the_keys_scope_rate_limits_and_usage_as_live_requests_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "{}\n[usage]\n\n[[routes]]\nprefix = \"limited/\"\nbackend = \"echo\"\n\
+         rate_limit = {{ requests_per_minute = 2 }}\n",
+        auth_routes(&sqlite(&dir), "http://127.0.0.1:9/v1")
+    );
+    let gw = spawn_gateway(&toml).await;
+    let project = gw.create_project("team", &["echo/", "limited/"]).await;
+    let (_, key) = gw.create_key(&project, json!({})).await;
+    let client = Client::new(&gw.base, &key);
+    let limited: Vec<String> = (0..3)
+        .map(|i| chat_line(&format!("l{i}"), "limited/x"))
+        .collect();
+    let outside = [chat_line("o", "up/gpt-4o")];
+
+    let mut ended = Vec::new();
+    for lines in [&limited[..], &outside[..]] {
+        let batch = client.create(&client.upload(&jsonl(lines)).await).await;
+        ended.push(
+            client
+                .wait_status(batch["id"].as_str().unwrap(), "completed")
+                .await,
+        );
+    }
+
+    // The route's rate limit lets two through and refuses the third with a 429, as live.
+    let counts = &ended[0]["request_counts"];
+    assert_eq!(counts, &json!({"total": 3, "completed": 2, "failed": 1}));
+    let refused = client.lines(&ended[0]["error_file_id"]).await;
+    let refused = refused.values().next().unwrap();
+    assert_eq!(refused["response"]["status_code"], 429, "{refused}");
+    assert_eq!(
+        refused["response"]["body"]["error"]["code"],
+        "rate_limit_exceeded"
+    );
+    // A model outside the project's scope is refused with 403, as live.
+    let scoped = client.lines(&ended[1]["error_file_id"]).await;
+    assert_eq!(scoped["o"]["response"]["status_code"], 403, "{scoped:?}");
+    // Each line is a usage record of the project, as a live request is.
+    let path = format!("/usage?group_by=model&project={project}");
+    let recorded = || async {
+        let (_, usage) = gw.admin(reqwest::Method::GET, &path, None).await;
+        usage["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|row| row.to_string().contains("limited/x") && row["requests"] == 3)
+    };
+    crate::support::wait::eventually(Duration::from_secs(10), "three usage records", recorded)
+        .await;
+}
