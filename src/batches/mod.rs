@@ -132,6 +132,7 @@ impl Batches {
             return Err(invalid("input_file_id", message));
         }
         let now = self.files.now();
+        let output_keep_seconds = request.output_expires_after.map(|e| e.seconds);
         let metadata = request
             .metadata
             .as_ref()
@@ -144,6 +145,7 @@ impl Batches {
             input_file_id: file.id,
             status: "validating".to_owned(),
             metadata,
+            output_keep_seconds,
             times: BatchTimes {
                 created_at: now,
                 expires_at: now + WINDOW_SECONDS,
@@ -252,6 +254,9 @@ fn check_request(request: &CreateBatch) -> Result<(), GatewayError> {
     if request.completion_window != "24h" {
         let message = "`completion_window` must be `24h`".to_owned();
         return Err(invalid("completion_window", message));
+    }
+    if let Some(after) = request.output_expires_after {
+        crate::files::keep_seconds("created_at", after.seconds, "output_expires_after")?;
     }
     check_metadata(request.metadata.as_ref())
 }

@@ -80,11 +80,11 @@ fn request_line_id() -> String {
 }
 
 /// Writes the results of batch `id` that went to the output file (`ok`) or the error file
-/// into a new file of `owner`'s; none when there are no such results.
+/// into a new file of `owner`'s, kept `keep_seconds`; none when there are no such results.
 pub async fn write_file(
     store: &Store,
     files: &Files,
-    (id, owner): (&str, &str),
+    (id, owner, keep_seconds): (&str, &str, i64),
     ok: bool,
 ) -> Result<Option<String>, GatewayError> {
     let mut upload = None;
@@ -111,6 +111,7 @@ pub async fn write_file(
     };
     let name = if ok { "output" } else { "error" };
     let filename = format!("{id}_{name}.jsonl");
-    let file = files.keep(upload, owner, &filename, "batch_output").await?;
+    let whose = (owner, filename.as_str(), "batch_output");
+    let file = files.keep(upload, whose, keep_seconds).await?;
     Ok(Some(file.id))
 }

@@ -318,7 +318,10 @@ impl Runner {
     /// Writes the output and error files and ends the batch as `status`.
     async fn finish(&self, row: &OwnBatchRow, status: (&str, &str)) -> Result<(), GatewayError> {
         let (store, files) = (&self.batches.store, &*self.batches.files);
-        let whose = (row.id.as_str(), row.owner.as_str());
+        let keep = row
+            .output_keep_seconds
+            .unwrap_or(crate::files::KEEP_SECONDS);
+        let whose = (row.id.as_str(), row.owner.as_str(), keep);
         let output = output::write_file(store, files, whose, true).await?;
         let errors = output::write_file(store, files, whose, false).await?;
         let ended = store

@@ -19,9 +19,31 @@ use crate::auth::store_unavailable;
 use crate::error::GatewayError;
 use crate::store::{OwnFileRow, Store};
 
-/// How long a file is kept: OpenAI keeps batch files until deleted; the gateway keeps them 30
-/// days (OpenAI's default expiry for batch input files), so the directory cannot only grow.
+/// How long a file is kept unless its upload (`expires_after`) or its batch
+/// (`output_expires_after`) says otherwise: 30 days, OpenAI's default for `purpose=batch`.
 pub const KEEP_SECONDS: i64 = 30 * 24 * 60 * 60;
+/// The shortest expiry a client may ask for (OpenAI's range is 1 hour to 30 days).
+const SHORTEST_KEEP: i64 = 3600;
+
+/// The expiry a client asked for (`anchor` must be `created_at`, `seconds` 3600 to 2592000, as
+/// OpenAI has them), or 400 naming `param`.
+pub fn keep_seconds(anchor: &str, seconds: i64, param: &str) -> Result<i64, GatewayError> {
+    let wrong = |what: &str, message: String| GatewayError::InvalidField {
+        param: Some(format!("{param}.{what}")),
+        message,
+    };
+    if anchor != "created_at" {
+        return Err(wrong(
+            "anchor",
+            format!("`anchor` must be `created_at`, not `{anchor}`"),
+        ));
+    }
+    if !(SHORTEST_KEEP..=KEEP_SECONDS).contains(&seconds) {
+        let message = format!("`seconds` must be between {SHORTEST_KEEP} and {KEEP_SECONDS}");
+        return Err(wrong("seconds", message));
+    }
+    Ok(seconds)
+}
 /// How often expired files are removed.
 const PURGE_EVERY: Duration = Duration::from_secs(600);
 
@@ -158,13 +180,12 @@ impl Files {
         })
     }
 
-    /// Keeps a finished upload as `owner`'s file.
+    /// Keeps a finished upload as `owner`'s file for `keep_seconds`.
     pub async fn keep(
         &self,
         mut upload: Upload,
-        owner: &str,
-        filename: &str,
-        purpose: &str,
+        (owner, filename, purpose): (&str, &str, &str),
+        keep_seconds: i64,
     ) -> Result<OwnFileRow, GatewayError> {
         upload.file.flush().await.map_err(disk)?;
         upload.file.sync_all().await.map_err(disk)?;
@@ -180,7 +201,7 @@ impl Files {
             filename: filename.to_owned(),
             bytes: i64::try_from(upload.bytes).unwrap_or(i64::MAX),
             created_at: now,
-            expires_at: now + KEEP_SECONDS,
+            expires_at: now + keep_seconds,
         };
         if let Err(err) = self.store.insert_own_file(&row).await {
             let _ = tokio::fs::remove_file(self.path(&row.id)).await;

@@ -76,14 +76,15 @@ pub async fn create_file(
     }
     let timeout = state.routes.load().server.request_body_timeout;
     let form = Multipart::new(req.headers(), payload);
-    let (upload, purpose, filename) = tokio::time::timeout(timeout, read_form(form, files))
+    let (upload, purpose, filename, keep) = tokio::time::timeout(timeout, read_form(form, files))
         .await
         .map_err(|_| GatewayError::RequestTimeout {
             phase: "body",
             limit_secs: timeout.as_secs().max(1),
         })??;
+    let owner = owner(&caller, &req);
     let row = files
-        .keep(upload, &owner(&caller, &req), &filename, &purpose)
+        .keep(upload, (&owner, &filename, &purpose), keep)
         .await?;
     Ok(HttpResponse::Ok().json(file_object(row)))
 }
@@ -94,12 +95,14 @@ fn too_large(files: &Files) -> GatewayError {
     }
 }
 
-/// Reads the form: the file streamed to disk (capped), `purpose` checked.
+/// Reads the form: the file streamed to disk (capped), `purpose` and `expires_after` checked;
+/// the file, its purpose, its name and how long to keep it.
 async fn read_form(
     mut form: Multipart,
     files: &Files,
-) -> Result<(Upload, String, String), GatewayError> {
+) -> Result<(Upload, String, String, i64), GatewayError> {
     let (mut upload, mut purpose, mut filename) = (None, None, String::new());
+    let (mut anchor, mut seconds) = (None, None);
     let mut fields = 0;
     while let Some(field) = form.next().await {
         let mut field = field.map_err(multipart_error)?;
@@ -126,12 +129,24 @@ async fn read_form(
                 let text = field_text(&mut field).await?;
                 purpose = Some(text);
             }
-            // Accepted as OpenAI does (`expires_after[anchor]`, ...), and not kept.
+            Some("expires_after[anchor]") => anchor = Some(field_text(&mut field).await?),
+            Some("expires_after[seconds]") => seconds = Some(field_text(&mut field).await?),
+            // Other fields are read (bounded) and ignored, as OpenAI ignores them.
             _ => {
                 field_text(&mut field).await?;
             }
         }
     }
+    let keep = match (anchor, seconds) {
+        (None, None) => crate::files::KEEP_SECONDS,
+        (anchor, seconds) => {
+            let seconds = seconds
+                .and_then(|s| s.trim().parse::<i64>().ok())
+                .unwrap_or(0);
+            let anchor = anchor.unwrap_or_default();
+            crate::files::keep_seconds(&anchor, seconds, "expires_after")?
+        }
+    };
     let purpose = purpose.ok_or_else(|| missing("purpose"))?;
     if purpose != "batch" {
         return Err(GatewayError::InvalidField {
@@ -142,7 +157,7 @@ async fn read_form(
         });
     }
     let upload = upload.ok_or_else(|| missing("file"))?;
-    Ok((upload, purpose, filename))
+    Ok((upload, purpose, filename, keep))
 }
 
 fn missing(param: &str) -> GatewayError {

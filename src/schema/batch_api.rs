@@ -67,10 +67,27 @@ pub struct CreateBatch {
     /// Up to 16 pairs, keys up to 64 characters, values up to 512.
     #[serde(default)]
     pub metadata: Option<BTreeMap<String, String>>,
-    /// Accepted as OpenAI does; the gateway keeps output files as long as its other files.
+    /// How long the output and error files are kept (default 30 days).
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
-    pub output_expires_after: Option<serde_json::Value>,
+    pub output_expires_after: Option<ExpiresAfter>,
+}
+
+/// A file's expiry: `seconds` (3600 to 2592000) after its creation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExpiresAfter {
+    /// Only `created_at`.
+    pub anchor: Anchor,
+    /// 3600 (1 hour) to 2592000 (30 days).
+    pub seconds: i64,
+}
+
+/// What an expiry counts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Anchor {
+    /// The file's creation.
+    CreatedAt,
 }
 
 /// One problem with a batch's input file.

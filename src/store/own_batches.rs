@@ -27,6 +27,8 @@ pub struct OwnBatchRow {
     pub errors: Option<String>,
     /// JSON object.
     pub metadata: Option<String>,
+    /// How long its output and error files are kept (`output_expires_after`), if set.
+    pub output_keep_seconds: Option<i64>,
     /// Set once finalized.
     pub output_file_id: Option<String>,
     /// Set once finalized.
@@ -97,7 +99,7 @@ pub struct BatchLineRow {
 macro_rules! batch_columns {
     () => {
         "id, owner, key_hash, endpoint, input_file_id, status, errors, metadata, \
-    output_file_id, error_file_id, created_at, in_progress_at, expires_at, finalizing_at, \
+    output_keep_seconds, output_file_id, error_file_id, created_at, in_progress_at, expires_at, finalizing_at, \
     completed_at, failed_at, expired_at, cancelling_at, cancelled_at, total, completed, failed"
     };
 }
@@ -112,6 +114,7 @@ fn batch_of(row: &AnyRow) -> Result<OwnBatchRow, StoreError> {
         status: row.try_get("status")?,
         errors: row.try_get("errors")?,
         metadata: row.try_get("metadata")?,
+        output_keep_seconds: row.try_get("output_keep_seconds")?,
         output_file_id: row.try_get("output_file_id")?,
         error_file_id: row.try_get("error_file_id")?,
         times: BatchTimes {
@@ -138,8 +141,8 @@ impl Store {
     pub async fn insert_own_batch(&self, batch: &OwnBatchRow) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO own_batches (id, owner, key_hash, endpoint, input_file_id, status, \
-             metadata, created_at, expires_at, total, completed, failed) \
-             VALUES ($1, $2, $3, $4, $5, 'validating', $6, $7, $8, 0, 0, 0)",
+             metadata, output_keep_seconds, created_at, expires_at, total, completed, failed) \
+             VALUES ($1, $2, $3, $4, $5, 'validating', $6, $7, $8, $9, 0, 0, 0)",
         )
         .bind(&batch.id)
         .bind(&batch.owner)
@@ -147,6 +150,7 @@ impl Store {
         .bind(&batch.endpoint)
         .bind(&batch.input_file_id)
         .bind(&batch.metadata)
+        .bind(batch.output_keep_seconds)
         .bind(batch.times.created_at)
         .bind(batch.times.expires_at)
         .execute(&self.pool)

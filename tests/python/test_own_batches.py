@@ -112,6 +112,33 @@ def test_a_whole_batch_answers_each_line_as_the_live_endpoint_does(model):
         assert errors["upstream-fails"]["response"]["status_code"] == 500
 
 
+def test_expiry_asked_at_upload_and_for_the_outputs_is_kept():
+    data = json.dumps({"custom_id": "a", "method": "POST", "url": "/v1/chat/completions",
+                       "body": {"model": MODELS[0], "messages": [{"role": "user", "content": "hi"}]}})
+    file = client.files.create(
+        file=("in.jsonl", data.encode()),
+        purpose="batch",
+        expires_after={"anchor": "created_at", "seconds": 3600},
+    )
+    assert file.expires_at == file.created_at + 3600
+    batch = client.batches.create(
+        input_file_id=file.id,
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+        output_expires_after={"anchor": "created_at", "seconds": 7200},
+    )
+    output = client.files.retrieve(wait_until_done(batch).output_file_id)
+    assert output.purpose == "batch_output"
+    assert output.expires_at == output.created_at + 7200
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.files.create(
+            file=("in.jsonl", data.encode()),
+            purpose="batch",
+            expires_after={"anchor": "created_at", "seconds": 60},
+        )
+    assert refused.value.body["param"] == "expires_after.seconds"
+
+
 def test_the_sdks_own_types_validate_every_object_and_pages_follow_after():
     # Strict validation (the SDK itself only constructs): every field has OpenAI's type.
     file = upload([

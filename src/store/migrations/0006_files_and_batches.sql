@@ -27,6 +27,7 @@ CREATE TABLE own_batches (
     status         TEXT NOT NULL,
     errors         TEXT,                 -- JSON array of {code, line, message, param}
     metadata       TEXT,                 -- JSON object
+    output_keep_seconds BIGINT,          -- output_expires_after.seconds, when given
     output_file_id TEXT,
     error_file_id  TEXT,
     created_at     BIGINT NOT NULL,
