@@ -176,7 +176,8 @@ impl Store {
         row.as_ref().map(batch_of).transpose()
     }
 
-    /// `owner`'s batches, newest first, after batch `after` (a cursor), at most `limit`.
+    /// `owner`'s batches, newest first, after batch `after` (a cursor of the same owner: an
+    /// unknown or a stranger's id gives an empty page), at most `limit`.
     pub async fn own_batches(
         &self,
         owner: &str,

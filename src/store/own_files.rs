@@ -93,8 +93,8 @@ impl Store {
         purpose: Option<&str>,
         (limit, now): (i64, i64),
     ) -> Result<Vec<OwnFileRow>, StoreError> {
-        // The cursor is a row of the same owner; a stranger's id or an unknown one matches none,
-        // and then the listing starts from the top, as OpenAI does with an unknown cursor.
+        // The cursor is a row of the same owner: a stranger's id or an unknown one gives an
+        // empty page (never a glimpse of where another owner's file sits in the order).
         let rows = sqlx::query(concat!(
             "SELECT ",
             file_columns!(),
