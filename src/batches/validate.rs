@@ -14,6 +14,9 @@ use crate::store::LineSpan;
 
 /// Most problems reported for one file (OpenAI lists a sample, not every line).
 const MAX_ERRORS: usize = 100;
+/// Longest `custom_id`: every id is held while the file is checked and kept with its line, so
+/// their size is bounded apart from the file's.
+const MAX_CUSTOM_ID_BYTES: usize = 512;
 
 /// The limits a file is checked against.
 #[derive(Debug, Clone, Copy)]
@@ -169,6 +172,10 @@ impl Checked {
         };
         let input: InputLine = serde_json::from_slice(&line.bytes).map_err(|_| invalid())?;
         let custom_id = string_field(input.custom_id, "custom_id")?;
+        if custom_id.len() > MAX_CUSTOM_ID_BYTES {
+            let message = format!("`custom_id` is longer than {MAX_CUSTOM_ID_BYTES} bytes.");
+            return Err(("invalid_request", message, Some("custom_id")));
+        }
         let method = string_field(input.method, "method")?;
         if method != "POST" {
             let message = format!("The method `{method}` is not supported; use POST.");
@@ -251,7 +258,7 @@ mod tests {
 
     const LIMITS: FileLimits = FileLimits {
         max_lines: 3,
-        max_line_bytes: 200,
+        max_line_bytes: 1000,
     };
 
     fn line(id: &str, url: &str, model: &str) -> String {
@@ -299,7 +306,8 @@ mod tests {
             line("b", "/v1/chat/completions", "m"),
             line("c", "/v1/chat/completions", "other"),
             r#"{"custom_id":"d","method":"GET","url":"/v1/chat/completions","body":{}}"#.to_owned(),
-            format!("{{\"custom_id\":\"{}\"}}", "x".repeat(300)),
+            format!("{{\"custom_id\":\"{}\"}}", "x".repeat(1100)),
+            line(&"z".repeat(600), "/v1/chat/completions", "m"),
         ]
         .join("\n");
         let errors = codes(run(&text).await.unwrap_err());
@@ -310,6 +318,7 @@ mod tests {
             ("mismatched_model", 5),
             ("invalid_method", 6),
             ("line_too_large", 7),
+            ("invalid_request", 8),
         ];
         let want: Vec<_> = want
             .iter()
