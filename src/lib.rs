@@ -47,9 +47,11 @@
 pub mod adapters;
 pub mod auth;
 pub mod backends;
+pub mod batches;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod files;
 pub mod idempotency;
 pub mod limits;
 pub mod observe;

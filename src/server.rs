@@ -25,7 +25,9 @@ use secrecy::ExposeSecret;
 
 use crate::auth::Auth;
 use crate::auth::clock::{Clock, SystemClock};
+use crate::batches::{BatchSettings, Batches};
 use crate::config::{self, ConfigErrors};
+use crate::files::{self, Files};
 use crate::idempotency::Idempotency;
 use crate::limits::rate::{RateLimiter, SharedLimits};
 use crate::observe::{self, Metrics};
@@ -94,6 +96,7 @@ pub async fn load_state_with_clock(
             clock.clone(),
             config.idempotency,
         )));
+        state.batches = Some(own_batches(&opened, &config, store, config_path, &clock)?);
         if let Some(auth) = &config.auth {
             let auth = Auth::new(opened, auth, clock)
                 .await
@@ -114,6 +117,33 @@ pub async fn load_state_with_clock(
         state.rate = Arc::new(RateLimiter::shared(shared));
     }
     Ok(state)
+}
+
+/// The gateway's own Files and Batches API over the open store (`[batches]`).
+fn own_batches(
+    opened: &Store,
+    config: &config::Config,
+    store: &config::StoreConfig,
+    config_path: &Path,
+    clock: &Arc<dyn Clock>,
+) -> Result<Arc<Batches>, StartError> {
+    let own = &config.batches;
+    let dir = own
+        .dir
+        .clone()
+        .unwrap_or_else(|| files::default_dir(store.url.expose_secret(), config_path));
+    let files = Files::open(opened.clone(), &dir, clock.clone(), own.max_file_bytes);
+    let settings = BatchSettings {
+        concurrency: own.concurrency,
+        per_batch: own.per_batch,
+        max_lines: own.max_lines,
+        max_line_bytes: config.server.max_body_bytes,
+    };
+    Ok(Arc::new(Batches::new(
+        opened.clone(),
+        Arc::new(files),
+        settings,
+    )))
 }
 
 /// Starts serving `state` on `listener` and watching its routes file; the returned future runs
@@ -143,6 +173,12 @@ pub fn start(listener: TcpListener, state: AppState) -> Result<Server, StartErro
     }
     if let Some(idempotency) = &state.idempotency {
         Idempotency::spawn_purge(idempotency);
+    }
+    if let Some(batches) = &state.batches {
+        Files::spawn_purge(batches.files());
+        let lines = routes::batch_lines::LiveLines::start(state.clone())
+            .map_err(|e| StartError::Store(format!("cannot start the batch runner: {e}")))?;
+        Batches::spawn_runner(batches, lines);
     }
     let builder = Server::build();
     let shutdown_signal = builder.graceful_shutdown_signal();

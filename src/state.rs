@@ -5,6 +5,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::auth::Auth;
+use crate::batches::Batches;
 use crate::idempotency::Idempotency;
 use crate::limits::Limits;
 use crate::limits::rate::{RateLimiter, SystemClock};
@@ -35,6 +36,8 @@ pub struct AppState {
     pub usage: Arc<Recorder>,
     /// Per-caller rate limits (the routes' `rate_limit`, budgets per `[limits]`).
     pub rate: Arc<RateLimiter>,
+    /// The gateway's own Files and Batches API, whenever it has a store (fixed at start).
+    pub batches: Option<Arc<Batches>>,
 }
 
 impl AppState {
@@ -50,6 +53,7 @@ impl AppState {
             metrics_listen: None,
             usage: Arc::new(Recorder::off()),
             rate: Arc::new(RateLimiter::local(Arc::new(SystemClock::default()))),
+            batches: None,
         }
     }
 

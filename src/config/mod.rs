@@ -45,6 +45,35 @@ pub struct Config {
     pub usage: Option<UsageConfig>,
     /// `[limits]`: where rate-limit budgets are kept.
     pub limits: LimitsConfig,
+    /// `[batches]`, defaults applied (in force whenever a store is open).
+    pub batches: BatchesConfig,
+}
+
+/// `[batches]`, with defaults applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchesConfig {
+    /// Where files are kept; `None`: beside the store (see `files::default_dir`).
+    pub dir: Option<std::path::PathBuf>,
+    /// Largest upload.
+    pub max_file_bytes: u64,
+    /// Most lines in one input file.
+    pub max_lines: usize,
+    /// Lines in flight across batches.
+    pub concurrency: usize,
+    /// Lines in flight in one batch.
+    pub per_batch: usize,
+}
+
+impl Default for BatchesConfig {
+    fn default() -> Self {
+        BatchesConfig {
+            dir: None,
+            max_file_bytes: 200 * 1024 * 1024,
+            max_lines: 50_000,
+            concurrency: 4,
+            per_batch: 2,
+        }
+    }
 }
 
 /// `[idempotency]`, with defaults applied.
@@ -183,6 +212,9 @@ pub struct ServerConfig {
     pub tls: Option<TlsConfig>,
     /// `[server.cors]`; `None` grants no other origin anything.
     pub cors: Option<CorsOrigins>,
+    /// `default_backend` has `batch = "upstream"`: `/v1/files` and `/v1/batches` are relayed
+    /// to it rather than served by the gateway.
+    pub batches_upstream: bool,
 }
 
 /// One `[backends.<name>]`.
@@ -461,6 +493,7 @@ pub fn fixed_at_start(config: &Config) -> String {
     if let Some(usage) = &config.usage {
         hash.update(format!("\0usage\0{usage:?}").as_bytes());
     }
+    hash.update(format!("\0batches\0{:?}", config.batches).as_bytes());
     if let Some(url) = &config.limits.redis_url {
         hash.update(b"\0limits\0");
         hash.update(url.expose_secret().as_bytes());

@@ -49,6 +49,15 @@ pub enum ResponsesModeName {
     Translate,
 }
 
+/// The values of `batch = "…"` (the schema's enum; `validate` checks the same).
+#[derive(JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)] // Only its schema is used, as for `KindName`.
+pub enum BatchApiName {
+    /// `/v1/files` and `/v1/batches` go to this backend's own Batch API.
+    Upstream,
+}
+
 /// Switchyard's routes file: which backend serves which model-name prefix. Every key is
 /// documented in README.md ("Configuration: routes.toml").
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -86,6 +95,32 @@ pub struct RawConfig {
     pub usage: Option<Spanned<RawUsage>>,
     /// `[limits]`: where the rate limits' budgets are kept.
     pub limits: Option<RawLimits>,
+    /// `[batches]`: the gateway's own Files and Batches API (on whenever a store is open;
+    /// this section opens the default one when there is none).
+    #[schemars(with = "Option<RawBatches>")]
+    pub batches: Option<Spanned<RawBatches>>,
+}
+
+/// `[batches]`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawBatches {
+    /// Where uploaded and output files are kept (relative to the routes file's directory);
+    /// default: beside a SQLite store (`<db file>.files`), else `switchyard-files`.
+    #[schemars(with = "Option<String>")]
+    pub dir: Option<Spanned<String>>,
+    /// Largest upload, in bytes (default 209715200, OpenAI's 200 MB batch input limit).
+    #[schemars(with = "Option<u64>", range(min = 1))]
+    pub max_file_bytes: Option<Spanned<i64>>,
+    /// Most lines in one input file (default and most 50000, OpenAI's limit).
+    #[schemars(with = "Option<u32>", range(min = 1, max = 50000))]
+    pub max_lines: Option<Spanned<i64>>,
+    /// Lines in flight at once across all batches (default 4).
+    #[schemars(with = "Option<u32>", range(min = 1, max = 1024))]
+    pub concurrency: Option<Spanned<i64>>,
+    /// Lines in flight at once in one batch (default 2).
+    #[schemars(with = "Option<u32>", range(min = 1, max = 1024))]
+    pub per_batch: Option<Spanned<i64>>,
 }
 
 /// `[idempotency]`.
@@ -300,6 +335,11 @@ pub struct RawBackend {
     /// completion and the answer back into a response, for servers without one.
     #[schemars(with = "Option<ResponsesModeName>")]
     pub responses: Option<Spanned<String>>,
+    /// Kinds openai, proxy. `upstream`: the server has OpenAI's Files and Batches API; as the
+    /// `[server] default_backend`, it gets `/v1/files` and `/v1/batches` relayed, instead of
+    /// the gateway serving them itself.
+    #[schemars(with = "Option<BatchApiName>")]
+    pub batch: Option<Spanned<String>>,
     /// Kind redis. How long a client waits for its answer, and between two entries of a stream
     /// (default `"600s"`); exceeded is a 504 `upstream_timeout`.
     #[schemars(with = "Option<String>", pattern(DURATION_PATTERN))]

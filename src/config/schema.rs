@@ -18,7 +18,7 @@ pub const COMMITTED_PATH: &str = "openapi/routes.schema.json";
 const KIND_KEYS: &[(&str, &[&str], Option<&str>)] = &[
     ("openai", OPENAI_KEYS, Some("base_url")),
     ("ollama", HTTP_KEYS, Some("base_url")),
-    ("proxy", HTTP_KEYS, Some("base_url")),
+    ("proxy", PROXY_KEYS, Some("base_url")),
     ("echo", HEALTH_KEYS, None),
     ("redis", REDIS_KEYS, Some("redis_url")),
     ("batch", BATCH_KEYS, Some("base_url")),
@@ -53,6 +53,20 @@ const OPENAI_KEYS: &[&str] = &[
     "eject_after",
     "eject_cooldown",
     "responses",
+    "batch",
+];
+const PROXY_KEYS: &[&str] = &[
+    "base_url",
+    "api_key",
+    "headers",
+    "connect_timeout",
+    "request_timeout",
+    "first_byte_timeout",
+    "idle_timeout",
+    "pool_idle_timeout",
+    "eject_after",
+    "eject_cooldown",
+    "batch",
 ];
 const HTTP_KEYS: &[&str] = &[
     "base_url",

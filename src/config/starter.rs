@@ -60,7 +60,8 @@ const SERVER: &str = "
 listen = \"127.0.0.1:8080\"
 # Largest request body accepted, in bytes; larger is a 413.
 # max_body_bytes = 33554432
-# Backend for pass-through requests (/v1/files, /v1/audio/...) whose body names no model.
+# Backend for pass-through requests (/v1/audio/...) whose body names no model. With a store the
+# gateway serves /v1/files and /v1/batches itself, unless this backend has batch = \"upstream\".
 # default_backend = \"openai\"
 # Grace period for in-flight requests after SIGTERM/SIGINT.
 # shutdown_timeout = \"30s\"
@@ -128,10 +129,11 @@ models = [\"llama3.1-8b\"]
 ";
 
 const PROXY: &str = "
-# Any HTTP server, relayed raw (files, audio, batches and endpoints the gateway does not model).
+# Any HTTP server, relayed raw (audio and endpoints the gateway does not model).
 [backends.raw]
 kind = \"proxy\"
 base_url = \"http://127.0.0.1:8000/v1\"
+# batch = \"upstream\"   # as default_backend: relay /v1/files and /v1/batches to its own Batch API
 # api_key = \"${RAW_API_KEY}\"
 # connect_timeout = \"5s\"
 # request_timeout = \"600s\"

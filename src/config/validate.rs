@@ -15,6 +15,7 @@ use url::Url;
 
 mod auth;
 mod batch;
+mod batches;
 mod idempotency;
 mod observe;
 mod usage;
@@ -92,12 +93,16 @@ pub fn validate(
     }
     let auth = raw.auth.as_ref().map(|a| v.auth(a));
     let idempotency = v.idempotency(raw.idempotency.as_ref());
-    let needs_store = auth.is_some() || raw.idempotency.is_some() || batch::any(&backends);
+    let needs_store = auth.is_some()
+        || raw.idempotency.is_some()
+        || raw.batches.is_some()
+        || batch::any(&backends);
     let store = v.store(raw.store.as_ref(), needs_store);
     batch::give_store(&mut backends, store.as_ref());
     let metrics = raw.metrics.as_ref().map(|m| v.metrics(m.get_ref()));
     let usage = raw.usage.as_ref().and_then(|u| v.usage(u, store.is_some()));
     let limits = v.limits(raw.limits.as_ref());
+    let batches = v.batches(raw.batches.as_ref());
     if v.errors.is_empty() {
         Ok(Config {
             server,
@@ -109,6 +114,7 @@ pub fn validate(
             metrics,
             usage,
             limits,
+            batches,
         })
     } else {
         Err(ConfigErrors(v.errors))
@@ -209,6 +215,7 @@ impl Validator<'_> {
                 .unwrap_or(DEFAULT_REQUEST_BODY_TIMEOUT),
             tls,
             cors,
+            batches_upstream: batches::upstream(raw, whole),
         }
     }
 
@@ -237,6 +244,10 @@ impl Validator<'_> {
                 self.forbid(&backend.timeout, "timeout", kind);
                 self.forbid(&backend.pickup_timeout, "pickup_timeout", kind);
                 self.forbid_batch_keys(backend, kind);
+                if kind == "ollama" {
+                    self.forbid(&backend.batch, "batch", kind);
+                }
+                self.batch_api(backend.batch.as_ref());
                 let mut http = self.http_settings(name, backend)?;
                 match kind {
                     "openai" => {
@@ -248,6 +259,7 @@ impl Validator<'_> {
                 }
             }
             "echo" => {
+                self.forbid(&backend.batch, "batch", kind);
                 self.forbid(&backend.responses, "responses", kind);
                 self.forbid(&backend.base_url, "base_url", kind);
                 self.forbid(&backend.api_key, "api_key", kind);
@@ -269,11 +281,15 @@ impl Validator<'_> {
                 BackendSettings::Echo
             }
             "redis" => {
+                self.forbid(&backend.batch, "batch", kind);
                 self.forbid(&backend.responses, "responses", kind);
                 self.forbid_batch_keys(backend, kind);
                 BackendSettings::Redis(self.redis_settings(name, raw)?)
             }
-            "batch" => BackendSettings::Batch(self.batch_settings(name, raw)?),
+            "batch" => {
+                self.forbid(&backend.batch, "batch", kind);
+                BackendSettings::Batch(self.batch_settings(name, raw)?)
+            }
             other => {
                 self.error(
                     backend.kind.span(),

@@ -3,12 +3,15 @@
 
 mod accounting;
 pub mod admin;
+pub mod batch_lines;
+pub mod batches;
 mod body;
 mod caller;
 pub mod chat;
 pub mod completions;
 pub mod docs;
 pub mod embeddings;
+pub mod files;
 mod forward;
 pub mod health;
 mod idempotent;
@@ -16,6 +19,7 @@ pub mod metrics;
 pub mod models;
 pub mod openapi;
 mod optional_api;
+mod own_api;
 pub mod passthrough;
 mod reply;
 pub mod responses;
@@ -62,9 +66,49 @@ pub fn configure(cfg: &mut ServiceConfig) {
     .service(web::resource("/docs").route(web::get().to(docs::docs_page)))
     .service(web::resource("/docs/").route(web::get().to(docs::docs_slash)))
     .service(web::resource("/docs/{file:.+}").route(web::get().to(docs::docs_asset)))
+    .configure(configure_files_and_batches)
     .service(web::resource("/v1/{tail:.*}").to(passthrough::relay))
     .configure(configure_admin)
     .default_service(web::to(unknown_url));
+}
+
+/// `/v1/files` and `/v1/batches`: the gateway's own, or relayed (`own_api`). Other methods on
+/// these paths are relayed as any other `/v1` request.
+fn configure_files_and_batches(cfg: &mut ServiceConfig) {
+    let relay = || web::to(passthrough::relay);
+    cfg.service(
+        web::resource("/v1/files")
+            .route(web::post().to(files::create_file))
+            .route(web::get().to(files::list_files))
+            .default_service(relay()),
+    )
+    .service(
+        web::resource("/v1/files/{file_id}")
+            .route(web::get().to(files::retrieve_file))
+            .route(web::delete().to(files::delete_file))
+            .default_service(relay()),
+    )
+    .service(
+        web::resource("/v1/files/{file_id}/content")
+            .route(web::get().to(files::file_content))
+            .default_service(relay()),
+    )
+    .service(
+        web::resource("/v1/batches")
+            .route(web::post().to(batches::create_batch))
+            .route(web::get().to(batches::list_batches))
+            .default_service(relay()),
+    )
+    .service(
+        web::resource("/v1/batches/{batch_id}")
+            .route(web::get().to(batches::retrieve_batch))
+            .default_service(relay()),
+    )
+    .service(
+        web::resource("/v1/batches/{batch_id}/cancel")
+            .route(web::post().to(batches::cancel_batch))
+            .default_service(relay()),
+    );
 }
 
 /// `/admin/v1` (answers only with `[auth]` on).

@@ -39,9 +39,13 @@ them: the Responses API through a chat completion (`ollama`, `echo`, and `openai
 `responses = \"translate\"`), legacy completions through Ollama's `/api/generate` or the echo \
 backend. A route to a backend that has the endpoint relays the body as it is.
 
-**Pass-through.** Any other request under `/v1/` (`/v1/files`, `/v1/audio/...`, \
-`/v1/batches`, other methods on the paths below, and endpoints OpenAI adds \
-later) is relayed raw to an `openai` or `proxy` backend: the one routing the top-level `model` \
+**Files and Batches.** With a store, the gateway serves `/v1/files` and `/v1/batches` \
+itself: a batch's lines run as live requests on their routes, whatever the backend. When \
+`[server] default_backend` has `batch = \"upstream\"`, or without a store, they are relayed \
+like the requests below.
+
+**Pass-through.** Any other request under `/v1/` (`/v1/audio/...`, other methods on the \
+paths below, and endpoints OpenAI adds later) is relayed raw to an `openai` or `proxy` backend: the one routing the top-level `model` \
 of a JSON body, else `[server] default_backend`. Its request and response are the upstream's \
 own, so they are not described here; without a backend to relay to, the answer is 404 \
 `unknown_url`.
@@ -89,6 +93,15 @@ reaching the upstream. Answers are kept for `[idempotency] ttl` (24 h).
         routes::admin::usage,
         routes::admin::set_project_rate_limit,
         routes::admin::set_key_rate_limit,
+        routes::files::create_file,
+        routes::files::list_files,
+        routes::files::retrieve_file,
+        routes::files::file_content,
+        routes::files::delete_file,
+        routes::batches::create_batch,
+        routes::batches::list_batches,
+        routes::batches::retrieve_batch,
+        routes::batches::cancel_batch,
     ),
     // Types reached only through a media type other than JSON are listed so they get a name.
     components(schemas(schema::ChatCompletionChunk, schema::ResponseStreamEvent)),
@@ -100,6 +113,7 @@ reaching the upstream. Answers are kept for `[idempotency] ttl` (24 h).
         (name = "models", description = "The models the route table serves, prefixes included."),
         (name = "operations", description = "Liveness and the loaded route table."),
         (name = "docs", description = "This document and the page that renders it."),
+        (name = "batches", description = "The Files and Batches API, served by the gateway for backends without one (with a store; see the README's \"Files and Batches API\")."),
         (name = "admin", description = "Projects, upstream credentials and gateway keys (with `[auth]` on; `Authorization: Bearer <admin_token>`)."),
     ),
     modifiers(&Prose, &RequestIdHeader, &Security),

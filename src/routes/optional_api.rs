@@ -59,7 +59,7 @@ pub(super) async fn relay_or_serve<T: OptionalEndpoint>(
 }
 
 /// Routes the read request and serves it: relayed, or by `T`'s own way.
-async fn route_and_serve<T: OptionalEndpoint>(
+pub(super) async fn route_and_serve<T: OptionalEndpoint>(
     req: &HttpRequest,
     state: &AppState,
     caller: &Caller,

@@ -1,5 +1,6 @@
 //! OpenAI wire types: what clients send and receive. No I/O and no routing here.
 
+pub mod batch_api;
 pub mod chat;
 pub mod chunk;
 pub mod completions;

@@ -9,6 +9,8 @@
 mod batch;
 mod idempotency;
 mod keys;
+mod own_batches;
+mod own_files;
 mod projects;
 mod rate_limits;
 mod usage;
@@ -22,6 +24,8 @@ use sqlx::{AnyPool, Executor, SqlSafeStr};
 pub use batch::{BatchJobRow, LineOutcome, NewLine, SentLine, Unanswered};
 pub use idempotency::{AnswerRow, ClaimRow, Claimed};
 pub use keys::{KeyGrantRow, KeyRow, NewKey};
+pub use own_batches::{BatchCounts, BatchLineRow, BatchTimes, LineSpan, OwnBatchRow};
+pub use own_files::OwnFileRow;
 pub use projects::{CredentialRow, ProjectRow};
 pub use rate_limits::LimitOwner;
 pub use usage::{MAX_GROUPS, UsageFilter, UsageGroup, UsageKey, UsageSums};
@@ -48,6 +52,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         5,
         "batch backend",
         include_str!("migrations/0005_batch.sql"),
+    ),
+    (
+        6,
+        "own files and batches",
+        include_str!("migrations/0006_files_and_batches.sql"),
     ),
 ];
 

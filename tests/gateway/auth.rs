@@ -323,7 +323,7 @@ async fn every_endpoint_refuses_a_missing_key_and_a_model_outside_the_scope() {
         ("/v1/embeddings", json!({"input": "hi"})),
         ("/v1/responses", json!({"input": "hi"})),
         ("/v1/completions", json!({"prompt": "hi"})),
-        ("/v1/files", json!({})),
+        ("/v1/audio/speech", json!({"input": "hi"})),
     ];
     for (path, body) in requests {
         let with_model = |model: &str| {

@@ -24,6 +24,7 @@ mod models;
 mod observe;
 mod ollama;
 mod openapi;
+mod own_batches;
 mod passthrough;
 mod python_sdk;
 mod rate_limits;

@@ -314,8 +314,9 @@ async fn run_schemathesis(base: &str, extra: &[&str], min_operations: u32) {
 #[tokio::test]
 async fn schemathesis_finds_no_server_error_and_no_response_that_breaks_the_document() {
     // Arrange: only the echo backend, so every documented operation can answer for real. The
-    // admin API needs `[auth]`; it has its own run below.
-    let gw = spawn_gateway(ROUTES).await;
+    // admin API needs `[auth]`; it has its own run below. `[batches]` opens a store, so the
+    // gateway's own Files and Batches API answers for real.
+    let gw = spawn_gateway(&format!("{ROUTES}\n[batches]\n")).await;
     run_schemathesis(&gw.base, &["--exclude-path-regex", "^/admin/"], 6).await;
 }
 

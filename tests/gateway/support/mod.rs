@@ -5,6 +5,7 @@ pub mod auth;
 pub mod batch_upstream;
 pub mod faulty;
 pub mod gated_upstream;
+pub mod held_upstream;
 pub mod net;
 pub mod ollama_upstream;
 pub mod paced_sse;

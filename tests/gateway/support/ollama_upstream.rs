@@ -186,6 +186,20 @@ impl OllamaUpstream {
         });
     }
 
+    /// Answers requests to `path` whose raw body contains `needle` with `status` and `body`
+    /// (an upstream failing one request of many).
+    pub fn fail_when_body_has(&self, path: &str, needle: &str, status: u16, body: Vec<u8>) {
+        self.shared.lock().unwrap().rules.push(Rule {
+            path: path.to_owned(),
+            model: None,
+            stream: None,
+            needle: Some(needle.to_owned()),
+            status,
+            headers: String::new(),
+            body,
+        });
+    }
+
     /// Every request received so far.
     pub fn requests(&self) -> Vec<Recorded> {
         self.shared.lock().unwrap().requests.clone()
