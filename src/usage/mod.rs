@@ -133,6 +133,8 @@ pub struct Recorder {
     queue: Option<mpsc::Sender<Record>>,
     stats: Arc<Stats>,
     stop: Arc<Notify>,
+    /// Tells the writer its queue is half full (it is not woken per record).
+    filling: Arc<Notify>,
     writer: Mutex<Option<JoinHandle<()>>>,
     /// Also counts dropped records for `/metrics`, when `[metrics]` is on.
     metrics: Option<Arc<Metrics>>,
@@ -151,11 +153,17 @@ impl Recorder {
         let (queue, records) = mpsc::channel(config.queue);
         let stats = Arc::new(Stats::default());
         let stop = Arc::new(Notify::new());
-        let writer = tokio::spawn(sink::drain(records, sink, stats.clone(), stop.clone()));
+        let filling = Arc::new(Notify::new());
+        let signals = sink::Signals {
+            stop: stop.clone(),
+            filling: filling.clone(),
+        };
+        let writer = tokio::spawn(sink::drain(records, sink, stats.clone(), signals));
         Ok(Recorder {
             queue: Some(queue),
             stats,
             stop,
+            filling,
             writer: Mutex::new(Some(writer)),
             metrics: None,
         })
@@ -177,7 +185,11 @@ impl Recorder {
         let Some(queue) = &self.queue else {
             return;
         };
-        if queue.try_send(record).is_err() {
+        if queue.try_send(record).is_ok() {
+            if queue.capacity() * 2 <= queue.max_capacity() {
+                self.filling.notify_one();
+            }
+        } else {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             if let Some(metrics) = &self.metrics {
                 metrics.usage_dropped();
