@@ -255,6 +255,54 @@ mod tests {
         }
     }
 
+    /// Lets the writer task run as far as it can without time passing.
+    async fn settle() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    fn written(recorder: &Recorder) -> u64 {
+        recorder.stats().written.load(Ordering::Relaxed)
+    }
+
+    // Paused time: the writer's tick moves only when the test advances it.
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_busy_writer_is_not_woken_per_record_but_drains_each_tick_or_at_half_a_queue() {
+        // No log: no blocking file write runs beside the paused clock; `written` counts.
+        let config = UsageConfig {
+            log: None,
+            queue: 8,
+        };
+        let recorder = Recorder::start(&config, None).await.unwrap();
+        // After a quiet spell, the first record wakes the writer.
+        recorder.record(record("r0"));
+        settle().await;
+        assert_eq!(written(&recorder), 1);
+        // While it is busy, records wait for its tick...
+        recorder.record(record("r1"));
+        recorder.record(record("r2"));
+        settle().await;
+        assert_eq!(written(&recorder), 1);
+        tokio::time::advance(sink::DRAIN_EVERY).await;
+        settle().await;
+        assert_eq!(written(&recorder), 3);
+        // ...unless they fill half the queue.
+        for i in 3..7 {
+            recorder.record(record(&format!("r{i}")));
+        }
+        settle().await;
+        assert_eq!(written(&recorder), 7);
+        // A tick that finds nothing ends the busy spell: the next record wakes it again.
+        tokio::time::advance(2 * sink::DRAIN_EVERY).await;
+        settle().await;
+        recorder.record(record("r7"));
+        settle().await;
+        assert_eq!(written(&recorder), 8);
+        assert_eq!(recorder.stats().dropped.load(Ordering::Relaxed), 0);
+        recorder.close().await;
+    }
+
     // One thread: the writer cannot run while the test fills the queue.
     #[tokio::test(flavor = "current_thread")]
     async fn a_full_queue_drops_and_counts_and_shutdown_writes_what_was_queued() {

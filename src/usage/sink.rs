@@ -18,7 +18,7 @@ const MAX_PENDING_ROWS: usize = 1024;
 /// How often a busy writer drains its queue and flushes the log and the store sums: how long a
 /// record may wait, and so the most a crash can lose. Flushing per record cost one write
 /// (through tokio's blocking pool) per request under load.
-const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+pub(super) const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// The log's write buffer: a busy tick's records leave in few writes.
 const LOG_BUFFER: usize = 256 * 1024;
