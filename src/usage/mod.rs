@@ -16,6 +16,7 @@
 //! (`crate::limits::rate`, which the handlers charge with the same tokens).
 
 mod ask;
+mod line;
 pub mod meter;
 pub mod report;
 mod sink;

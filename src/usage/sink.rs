@@ -57,10 +57,7 @@ impl Sinks {
         if let Some(log) = &mut self.log {
             // One buffer for every line: a record's line is built without allocating.
             self.line.clear();
-            if let Err(err) = serde_json::to_writer(&mut self.line, record) {
-                tracing::error!(error = %err, "cannot write a usage record");
-                return;
-            }
+            super::line::write(record, &mut self.line);
             self.line.push(b'\n');
             if let Err(err) = log.write_all(&self.line).await {
                 tracing::error!(error = %err, "cannot write a usage record");
