@@ -182,13 +182,15 @@ impl Metered {
         }
     }
 
+    /// Reports the end once: the body's end, or the drop that follows it (or replaces it).
     fn finish(&mut self) {
+        let Some(done) = self.done.take() else {
+            return;
+        };
         if let Some(json) = &self.json {
             self.end.tokens = json.tokens();
         }
-        if let Some(done) = self.done.take() {
-            done(self.end);
-        }
+        done(self.end);
     }
 }
 

@@ -16,6 +16,7 @@
 //! (`crate::limits::rate`, which the handlers charge with the same tokens).
 
 mod ask;
+mod line;
 pub mod meter;
 pub mod report;
 mod sink;
@@ -133,6 +134,8 @@ pub struct Recorder {
     queue: Option<mpsc::Sender<Record>>,
     stats: Arc<Stats>,
     stop: Arc<Notify>,
+    /// Tells the writer its queue is half full (it is not woken per record).
+    filling: Arc<Notify>,
     writer: Mutex<Option<JoinHandle<()>>>,
     /// Also counts dropped records for `/metrics`, when `[metrics]` is on.
     metrics: Option<Arc<Metrics>>,
@@ -151,11 +154,17 @@ impl Recorder {
         let (queue, records) = mpsc::channel(config.queue);
         let stats = Arc::new(Stats::default());
         let stop = Arc::new(Notify::new());
-        let writer = tokio::spawn(sink::drain(records, sink, stats.clone(), stop.clone()));
+        let filling = Arc::new(Notify::new());
+        let signals = sink::Signals {
+            stop: stop.clone(),
+            filling: filling.clone(),
+        };
+        let writer = tokio::spawn(sink::drain(records, sink, stats.clone(), signals));
         Ok(Recorder {
             queue: Some(queue),
             stats,
             stop,
+            filling,
             writer: Mutex::new(Some(writer)),
             metrics: None,
         })
@@ -177,7 +186,11 @@ impl Recorder {
         let Some(queue) = &self.queue else {
             return;
         };
-        if queue.try_send(record).is_err() {
+        if queue.try_send(record).is_ok() {
+            if queue.capacity() * 2 <= queue.max_capacity() {
+                self.filling.notify_one();
+            }
+        } else {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             if let Some(metrics) = &self.metrics {
                 metrics.usage_dropped();
@@ -241,6 +254,54 @@ mod tests {
             ttft_ms: None,
             duration_ms: 1.2,
         }
+    }
+
+    /// Lets the writer task run as far as it can without time passing.
+    async fn settle() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    fn written(recorder: &Recorder) -> u64 {
+        recorder.stats().written.load(Ordering::Relaxed)
+    }
+
+    // Paused time: the writer's tick moves only when the test advances it.
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_busy_writer_is_not_woken_per_record_but_drains_each_tick_or_at_half_a_queue() {
+        // No log: no blocking file write runs beside the paused clock; `written` counts.
+        let config = UsageConfig {
+            log: None,
+            queue: 8,
+        };
+        let recorder = Recorder::start(&config, None).await.unwrap();
+        // After a quiet spell, the first record wakes the writer.
+        recorder.record(record("r0"));
+        settle().await;
+        assert_eq!(written(&recorder), 1);
+        // While it is busy, records wait for its tick...
+        recorder.record(record("r1"));
+        recorder.record(record("r2"));
+        settle().await;
+        assert_eq!(written(&recorder), 1);
+        tokio::time::advance(sink::DRAIN_EVERY).await;
+        settle().await;
+        assert_eq!(written(&recorder), 3);
+        // ...unless they fill half the queue.
+        for i in 3..7 {
+            recorder.record(record(&format!("r{i}")));
+        }
+        settle().await;
+        assert_eq!(written(&recorder), 7);
+        // A tick that finds nothing ends the busy spell: the next record wakes it again.
+        tokio::time::advance(2 * sink::DRAIN_EVERY).await;
+        settle().await;
+        recorder.record(record("r7"));
+        settle().await;
+        assert_eq!(written(&recorder), 8);
+        assert_eq!(recorder.stats().dropped.load(Ordering::Relaxed), 0);
+        recorder.close().await;
     }
 
     // One thread: the writer cannot run while the test fills the queue.

@@ -15,16 +15,20 @@ use crate::store::{Store, UsageKey, UsageSums};
 /// The most (minute, project, key, model) rows summed before they are written to the store.
 const MAX_PENDING_ROWS: usize = 1024;
 
-/// How long written records may wait in the buffer before they are flushed (to the log file and
-/// the store). Flushing whenever the queue ran empty cost one write (through tokio's blocking
-/// pool) per record under load; this bounds what a crash can lose instead.
-const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+/// How often a busy writer drains its queue and flushes the log and the store sums: how long a
+/// record may wait, and so the most a crash can lose. Flushing per record cost one write
+/// (through tokio's blocking pool) per request under load.
+pub(super) const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// The log's write buffer: a busy tick's records leave in few writes.
+const LOG_BUFFER: usize = 256 * 1024;
 
 /// The open destinations.
 pub struct Sinks {
     log: Option<BufWriter<Box<dyn AsyncWrite + Send + Unpin>>>,
     store: Option<Store>,
     pending: BTreeMap<UsageKey, UsageSums>,
+    line: Vec<u8>,
 }
 
 impl Sinks {
@@ -42,17 +46,20 @@ impl Sinks {
             )),
         };
         Ok(Sinks {
-            log: log.map(BufWriter::new),
+            log: log.map(|log| BufWriter::with_capacity(LOG_BUFFER, log)),
             store,
             pending: BTreeMap::new(),
+            line: Vec::with_capacity(1024),
         })
     }
 
     async fn write(&mut self, record: &Record, stats: &Stats) {
         if let Some(log) = &mut self.log {
-            let mut line = serde_json::to_vec(record).unwrap_or_default();
-            line.push(b'\n');
-            if let Err(err) = log.write_all(&line).await {
+            // One buffer for every line: a record's line is built without allocating.
+            self.line.clear();
+            super::line::write(record, &mut self.line);
+            self.line.push(b'\n');
+            if let Err(err) = log.write_all(&self.line).await {
                 tracing::error!(error = %err, "cannot write a usage record");
                 return;
             }
@@ -61,6 +68,19 @@ impl Sinks {
             self.sum(record);
         }
         stats.count(record);
+    }
+
+    /// Writes every queued record; whether there was any. Flushes when many store rows wait.
+    async fn write_queued(&mut self, records: &mut mpsc::Receiver<Record>, stats: &Stats) -> bool {
+        let mut any = false;
+        while let Ok(record) = records.try_recv() {
+            self.write(&record, stats).await;
+            any = true;
+            if self.pending.len() >= MAX_PENDING_ROWS {
+                self.flush(stats).await;
+            }
+        }
+        any
     }
 
     fn sum(&mut self, record: &Record) {
@@ -101,38 +121,58 @@ impl Sinks {
     }
 }
 
-/// Drains `records` into `sinks`, flushing at most every `FLUSH_EVERY` (or when many rows are
-/// pending), until `stop`; then writes what is still queued and flushes once more.
+/// What the writer waits on besides its queue.
+pub struct Signals {
+    /// Shutdown: write out what is queued, flush, end.
+    pub stop: Arc<Notify>,
+    /// The queue is half full: drain it before the next tick.
+    pub filling: Arc<Notify>,
+}
+
+/// Drains `records` into `sinks` until `signals.stop`, then writes what is still queued and
+/// flushes once more.
+///
+/// Waking the writer for each record cost a cross-thread wake-up per request (an eventfd write
+/// and a context switch: most of the usage log's cost under load). So only the first record
+/// after a quiet spell wakes it; while records keep coming it drains the queue every
+/// `DRAIN_EVERY` without being woken (the queue's receiver is not polled, so a send wakes no
+/// one), or sooner when the queue fills up (`filling`).
 pub async fn drain(
     mut records: mpsc::Receiver<Record>,
     mut sinks: Sinks,
     stats: Arc<Stats>,
-    stop: Arc<Notify>,
+    signals: Signals,
 ) {
-    let mut tick = tokio::time::interval(FLUSH_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut unflushed = false;
-    loop {
-        let record = tokio::select! {
+    let mut stopping = false;
+    while !stopping {
+        // Quiet: sleep until a record comes.
+        let first = tokio::select! {
             record = records.recv() => record,
-            _ = tick.tick(), if unflushed => {
-                sinks.flush(&stats).await;
-                unflushed = false;
-                continue;
-            }
-            () = stop.notified() => {
-                // No more sends; `recv` now yields what is queued, then `None`.
-                records.close();
-                records.recv().await
-            }
+            () = signals.stop.notified() => None,
         };
-        let Some(record) = record else { break };
-        sinks.write(&record, &stats).await;
-        unflushed = true;
-        if sinks.pending.len() >= MAX_PENDING_ROWS {
-            sinks.flush(&stats).await;
-            unflushed = false;
+        let Some(first) = first else { break };
+        sinks.write(&first, &stats).await;
+        // Busy: drain on a tick, until a tick finds the queue empty.
+        let mut tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + DRAIN_EVERY, DRAIN_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = signals.filling.notified() => {}
+                () = signals.stop.notified() => {
+                    stopping = true;
+                    break;
+                }
+            }
+            if !sinks.write_queued(&mut records, &stats).await {
+                break;
+            }
         }
+        sinks.flush(&stats).await;
     }
+    // No more sends; what is queued is written out.
+    records.close();
+    sinks.write_queued(&mut records, &stats).await;
     sinks.flush(&stats).await;
 }
