@@ -228,3 +228,53 @@ async fn limits_set_through_the_admin_api_bind_a_projects_keys_together_and_bogu
     // The refused values changed nothing: b is still at 1 a minute, and spent.
     assert_eq!(gw.chat_as(&b, "echo/hi").await, 429);
 }
+
+#[tokio::test]
+async fn a_limits_redis_that_never_answers_or_is_gone_admits_requests_after_its_timeout() {
+    // Arrange: one "Redis" that accepts connections and never answers, one port with nothing
+    // behind it; each route's budget of 1 a minute lives in one of them.
+    use crate::support::net::free_port;
+    use crate::support::wait::within;
+    use std::time::Duration;
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            sockets.push(socket);
+        }
+    });
+    let routes = |port: u16| {
+        format!(
+            r#"
+[limits]
+redis_url = "redis://127.0.0.1:{port}/0"
+
+[backends.echo]
+kind = "echo"
+
+[[routes]]
+prefix = "limited/"
+backend = "echo"
+rate_limit = {{ requests_per_minute = 1 }}
+"#
+        )
+    };
+    let hung = spawn_gateway(&routes(silent_port)).await;
+    let gone = spawn_gateway(&routes(free_port())).await;
+
+    // Act + assert: every request is answered (the limits cannot be read, so nothing is
+    // refused: failing open is the documented choice), within the Redis timeout's bound.
+    for gw in [&hung, &gone] {
+        for _ in 0..2 {
+            let answer = within(Duration::from_secs(10), "an answer", chat(gw, "limited/hi")).await;
+            assert_eq!(answer.status(), 200);
+            assert!(
+                !answer
+                    .headers()
+                    .contains_key("x-ratelimit-remaining-requests")
+            );
+        }
+    }
+    held.abort();
+}
