@@ -174,6 +174,10 @@ impl Visit {
             match state.rate.check(&scope, &limit).await {
                 Ok(admitted) => self.admitted.push(admitted),
                 Err(err) => {
+                    // Refused by this budget: the ones that admitted it get it back.
+                    for earlier in self.admitted.drain(..) {
+                        earlier.refund().await;
+                    }
                     if let (Some(metrics), GatewayError::RateLimited(refusal)) =
                         (&state.metrics, &err)
                         && let Some(which) = metrics::RateLimit::named(refusal.limit)

@@ -278,3 +278,43 @@ rate_limit = {{ requests_per_minute = 1 }}
     }
     held.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_refused_by_one_budget_counts_against_none_here_and_in_redis() {
+    // Arrange: a key allowed 2 requests a minute; `narrow/` allows 1 per key, `wide/` has no
+    // limit of its own. Once with budgets in this process, once in a real Redis.
+    use crate::support::auth::auth_routes;
+    let redis = TestRedis::start().await;
+    for shared in [false, true] {
+        let limits = if shared {
+            format!("[limits]\nredis_url = \"{}\"\n", redis.url)
+        } else {
+            String::new()
+        };
+        let routes = format!(
+            "{limits}{}\n[[routes]]\nprefix = \"narrow/\"\nbackend = \"echo\"\n\
+             rate_limit = {{ requests_per_minute = 1 }}\n\n[[routes]]\nprefix = \"wide/\"\nbackend = \"echo\"\n",
+            auth_routes("sqlite://keys.db", "http://127.0.0.1:9")
+        );
+        let gw = spawn_gateway(&routes).await;
+        let project = gw.create_project("team", &["narrow/", "wide/"]).await;
+        let (key_id, key) = gw.create_key(&project, json!({})).await;
+        let path = format!("/keys/{key_id}/rate_limit");
+        let limit = json!({"requests_per_minute": 2});
+        assert_eq!(
+            gw.admin(reqwest::Method::PUT, &path, Some(limit)).await.0,
+            200
+        );
+
+        // Act: `narrow/` twice (its second is refused by the route's budget), then `wide/`.
+        let statuses = [
+            gw.chat_as(&key, "narrow/hi").await,
+            gw.chat_as(&key, "narrow/hi").await,
+            gw.chat_as(&key, "wide/hi").await,
+            gw.chat_as(&key, "wide/hi").await,
+        ];
+
+        // Assert: the refused request did not use the key's budget: `wide/` gets its second.
+        assert_eq!(statuses, [200, 429, 200, 429], "shared in Redis: {shared}");
+    }
+}
