@@ -269,6 +269,26 @@ impl Admitted {
         }
     }
 
+    /// Gives back the request this admission took: another of the request's budgets refused
+    /// it, and a refused request counts against none of them.
+    pub async fn refund(&self) {
+        let Some(per_minute) = self.limit.requests_per_minute else {
+            return;
+        };
+        let step = interval(per_minute);
+        match (&self.shared, &self.bucket) {
+            (Some(shared), _) => shared.refund(&self.scope, per_minute).await,
+            (None, Some(bucket)) => {
+                let _ = bucket
+                    .requests
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |tat| {
+                        Some(tat.saturating_sub(step))
+                    });
+            }
+            (None, None) => {}
+        }
+    }
+
     /// Whether tokens are counted for this request (so its usage must be read).
     pub fn counts_tokens(&self) -> bool {
         self.limit.tokens_per_minute.is_some()
@@ -464,6 +484,18 @@ mod tests {
         drop(held);
         assert!(limiter.check("k", &limit).await.is_ok());
         assert_eq!(limiter.refused(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_refunded_request_is_back_in_its_budget() {
+        let (limiter, _) = limiter();
+        let refused_elsewhere = limiter.check("k", &rpm(2)).await.unwrap();
+        refused_elsewhere.refund().await;
+        for left in [1, 0] {
+            let admitted = limiter.check("k", &rpm(2)).await.unwrap();
+            assert_eq!(admitted.requests.unwrap().remaining, left);
+        }
+        assert!(limiter.check("k", &rpm(2)).await.is_err());
     }
 
     #[test]

@@ -129,27 +129,55 @@ impl Visit {
         if self.recorder.is_on() {
             self.record.route = Some(route.prefix.clone());
         }
+        let label = metrics::model_label(model, &route.prefix, &route.models);
+        self.admit_under(state, caller, Some(route), label).await
+    }
+
+    /// Takes a request that has no route (relayed to `default_backend`) from its key's and
+    /// its project's budgets.
+    pub async fn admit_unrouted(
+        &mut self,
+        state: &AppState,
+        caller: &Caller,
+    ) -> Result<(), GatewayError> {
+        self.admit_under(state, caller, None, metrics::NONE).await
+    }
+
+    async fn admit_under(
+        &mut self,
+        state: &AppState,
+        caller: &Caller,
+        route: Option<&Route>,
+        model_label: &str,
+    ) -> Result<(), GatewayError> {
         let grant = caller.as_deref();
         let project = grant.map_or("-", |g| g.project_id.as_str());
         if let Some(metrics) = &state.metrics {
             self.token_series = Some(TokenSeries {
                 metrics: metrics.clone(),
                 project: project.to_owned(),
-                model: metrics::model_label(model, &route.prefix, &route.models).to_owned(),
+                model: model_label.to_owned(),
             });
         }
         let scopes = [
             grant.and_then(|g| Some((format!("key:{}", g.key_id), g.key_rate_limit?))),
             grant.and_then(|g| Some((format!("project:{}", g.project_id), g.project_rate_limit?))),
-            route.rate_limit.map(|limit| match grant {
-                Some(g) => (format!("key:{}:route:{}", g.key_id, route.prefix), limit),
-                None => (format!("route:{}", route.prefix), limit),
+            route.and_then(|route| {
+                let limit = route.rate_limit?;
+                Some(match grant {
+                    Some(g) => (format!("key:{}:route:{}", g.key_id, route.prefix), limit),
+                    None => (format!("route:{}", route.prefix), limit),
+                })
             }),
         ];
         for (scope, limit) in scopes.into_iter().flatten() {
             match state.rate.check(&scope, &limit).await {
                 Ok(admitted) => self.admitted.push(admitted),
                 Err(err) => {
+                    // Refused by this budget: the ones that admitted it get it back.
+                    for earlier in self.admitted.drain(..) {
+                        earlier.refund().await;
+                    }
                     if let (Some(metrics), GatewayError::RateLimited(refusal)) =
                         (&state.metrics, &err)
                         && let Some(which) = metrics::RateLimit::named(refusal.limit)
@@ -192,7 +220,10 @@ impl Visit {
         if self.record.backend.as_deref() != Some(backend) {
             self.record.backend = Some(backend.to_owned());
         }
-        if self.record.upstream_model.as_deref() != Some(upstream_model) {
+        // A request that names no model (relayed to `default_backend`) sends none either.
+        if !upstream_model.is_empty()
+            && self.record.upstream_model.as_deref() != Some(upstream_model)
+        {
             self.record.upstream_model = Some(upstream_model.to_owned());
         }
     }

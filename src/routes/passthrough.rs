@@ -12,7 +12,6 @@ use super::body::read_body;
 use super::caller::{self, Caller};
 use super::forward::{CallShape, route, send_routed};
 use super::idempotent;
-use super::reply::respond;
 use crate::backends::{
     Backend, Endpoint, ParsedRequest, UpstreamCall, UpstreamReply, upstream_path,
 };
@@ -107,7 +106,8 @@ fn usage_name(req: &HttpRequest) -> &'static str {
     }
 }
 
-/// Relays the request to `default_backend` (no route, so nothing to fail over to).
+/// Relays the request to `default_backend` (no route, so nothing to fail over to), under
+/// the caller's key and project rate limits, with its usage recorded (no model, no route).
 async fn relay_to_default(
     req: &HttpRequest,
     state: &AppState,
@@ -125,22 +125,28 @@ async fn relay_to_default(
         .as_deref()
         .ok_or_else(unknown)?;
     let backend = table.backend(name).ok_or_else(unknown)?;
-    caller::admit(state, caller, "").await?;
-    crate::observe::exchange::attempt(crate::observe::metrics::NONE, name);
-    let path_and_query = path_and_query(req);
-    let auth = caller::upstream_auth(caller, name);
-    let call = UpstreamCall {
-        endpoint: raw_endpoint(req, &path_and_query),
-        body,
-        stream: false,
-        client_headers: req.headers(),
-        parsed: ParsedRequest::Opaque,
-        client_model: "",
-        upstream_model: "",
-        auth,
-    };
-    let reply = backend.send(call).await?;
-    Ok(respond(reply))
+    let mut visit = Visit::start(req, state, caller, "", usage_name(req), false);
+    let outcome = async {
+        visit.admit_unrouted(state, caller).await?;
+        caller::admit(state, caller, "").await?;
+        crate::observe::exchange::attempt(crate::observe::metrics::NONE, name);
+        let path_and_query = path_and_query(req);
+        let call = UpstreamCall {
+            endpoint: raw_endpoint(req, &path_and_query),
+            body,
+            stream: false,
+            client_headers: req.headers(),
+            parsed: ParsedRequest::Opaque,
+            client_model: "",
+            upstream_model: "",
+            auth: caller::upstream_auth(caller, name),
+        };
+        visit.sending();
+        visit.trying(name, "");
+        backend.send(call).await
+    }
+    .await;
+    visit.finish(outcome)
 }
 
 /// The request's path below `/v1`, with its query.

@@ -15,6 +15,7 @@
 //! `"usage"` key on are kept (at most 64 KiB), and parsed when the body ends.
 
 use std::pin::Pin;
+use std::sync::LazyLock;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -52,6 +53,13 @@ const MAX_TAIL: usize = 64 * 1024;
 
 /// The key a JSON body's usage follows.
 const USAGE_KEY: &[u8] = b"\"usage\"";
+/// Searchers for the key, built once (building one costs more than a short search).
+static USAGE: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(USAGE_KEY));
+static USAGE_BACKWARDS: LazyLock<memmem::FinderRev<'static>> =
+    LazyLock::new(|| memmem::FinderRev::new(USAGE_KEY));
+static EVENT_END: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(b"\n\n"));
+
 /// One byte less than the key: the most of it a read can end with.
 const EDGE: usize = USAGE_KEY.len() - 1;
 
@@ -66,18 +74,17 @@ struct JsonTail {
 
 impl JsonTail {
     fn push(&mut self, read: &[u8]) {
-        const KEY: &[u8] = USAGE_KEY;
         // A key that starts in the bytes carried over and ends in this read.
         let head = &read[..read.len().min(EDGE)];
         let mut joined = [0u8; 2 * EDGE];
         joined[..self.carried].copy_from_slice(&self.carry[..self.carried]);
         joined[self.carried..self.carried + head.len()].copy_from_slice(head);
         let joined = &joined[..self.carried + head.len()];
-        if let Some(at) = memmem::find(joined, KEY).filter(|at| *at < self.carried) {
+        if let Some(at) = USAGE.find(joined).filter(|at| *at < self.carried) {
             self.tail.clear();
             self.tail.extend_from_slice(&self.carry[at..self.carried]);
         }
-        match memmem::rfind(read, KEY) {
+        match USAGE_BACKWARDS.rfind(read) {
             Some(at) => {
                 self.tail.clear();
                 self.tail
@@ -130,14 +137,16 @@ impl Metered {
 
     /// The read as the client gets it, noting any usage in it.
     fn inspect(&mut self, read: Bytes) -> Bytes {
-        if memmem::find(&read, b"\"usage\"").is_none() {
+        if USAGE.find(&read).is_none() {
             return read;
         }
         // Copy on write: `out` exists only once an event had to change.
         let mut out: Option<BytesMut> = None;
         let mut start = 0;
         while start < read.len() {
-            let end = memmem::find(&read[start..], b"\n\n").map_or(read.len(), |i| start + i + 2);
+            let end = EVENT_END
+                .find(&read[start..])
+                .map_or(read.len(), |i| start + i + 2);
             let event = &read[start..end];
             let kept = self.event(event);
             match (kept, &mut out) {
@@ -158,7 +167,7 @@ impl Metered {
 
     /// What becomes of one event.
     fn event(&mut self, event: &[u8]) -> Kept {
-        let Some(at) = memmem::find(event, b"\"usage\"") else {
+        let Some(at) = USAGE.find(event) else {
             return Kept::Same;
         };
         let Some(data) = sse::decode(event).data else {

@@ -228,3 +228,93 @@ async fn limits_set_through_the_admin_api_bind_a_projects_keys_together_and_bogu
     // The refused values changed nothing: b is still at 1 a minute, and spent.
     assert_eq!(gw.chat_as(&b, "echo/hi").await, 429);
 }
+
+#[tokio::test]
+async fn a_limits_redis_that_never_answers_or_is_gone_admits_requests_after_its_timeout() {
+    // Arrange: one "Redis" that accepts connections and never answers, one port with nothing
+    // behind it; each route's budget of 1 a minute lives in one of them.
+    use crate::support::net::free_port;
+    use crate::support::wait::within;
+    use std::time::Duration;
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            sockets.push(socket);
+        }
+    });
+    let routes = |port: u16| {
+        format!(
+            r#"
+[limits]
+redis_url = "redis://127.0.0.1:{port}/0"
+
+[backends.echo]
+kind = "echo"
+
+[[routes]]
+prefix = "limited/"
+backend = "echo"
+rate_limit = {{ requests_per_minute = 1 }}
+"#
+        )
+    };
+    let hung = spawn_gateway(&routes(silent_port)).await;
+    let gone = spawn_gateway(&routes(free_port())).await;
+
+    // Act + assert: every request is answered (the limits cannot be read, so nothing is
+    // refused: failing open is the documented choice), within the Redis timeout's bound.
+    for gw in [&hung, &gone] {
+        for _ in 0..2 {
+            let answer = within(Duration::from_secs(10), "an answer", chat(gw, "limited/hi")).await;
+            assert_eq!(answer.status(), 200);
+            assert!(
+                !answer
+                    .headers()
+                    .contains_key("x-ratelimit-remaining-requests")
+            );
+        }
+    }
+    held.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_refused_by_one_budget_counts_against_none_here_and_in_redis() {
+    // Arrange: a key allowed 2 requests a minute; `narrow/` allows 1 per key, `wide/` has no
+    // limit of its own. Once with budgets in this process, once in a real Redis.
+    use crate::support::auth::auth_routes;
+    let redis = TestRedis::start().await;
+    for shared in [false, true] {
+        let limits = if shared {
+            format!("[limits]\nredis_url = \"{}\"\n", redis.url)
+        } else {
+            String::new()
+        };
+        let routes = format!(
+            "{limits}{}\n[[routes]]\nprefix = \"narrow/\"\nbackend = \"echo\"\n\
+             rate_limit = {{ requests_per_minute = 1 }}\n\n[[routes]]\nprefix = \"wide/\"\nbackend = \"echo\"\n",
+            auth_routes("sqlite://keys.db", "http://127.0.0.1:9")
+        );
+        let gw = spawn_gateway(&routes).await;
+        let project = gw.create_project("team", &["narrow/", "wide/"]).await;
+        let (key_id, key) = gw.create_key(&project, json!({})).await;
+        let path = format!("/keys/{key_id}/rate_limit");
+        let limit = json!({"requests_per_minute": 2});
+        assert_eq!(
+            gw.admin(reqwest::Method::PUT, &path, Some(limit)).await.0,
+            200
+        );
+
+        // Act: `narrow/` twice (its second is refused by the route's budget), then `wide/`.
+        let statuses = [
+            gw.chat_as(&key, "narrow/hi").await,
+            gw.chat_as(&key, "narrow/hi").await,
+            gw.chat_as(&key, "wide/hi").await,
+            gw.chat_as(&key, "wide/hi").await,
+        ];
+
+        // Assert: the refused request did not use the key's budget: `wide/` gets its second.
+        assert_eq!(statuses, [200, 429, 200, 429], "shared in Redis: {shared}");
+    }
+}

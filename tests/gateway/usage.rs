@@ -670,3 +670,55 @@ async fn a_responses_request_served_through_chat_is_recorded_and_rate_limited() 
         answer["usage"]["output_tokens"]
     );
 }
+
+#[tokio::test]
+async fn a_request_naming_no_model_is_rate_limited_by_its_key_and_recorded() {
+    // Arrange: keys on; requests without a model go to `default_backend`; the key may make one
+    // request a minute.
+    use crate::support::auth::auth_routes;
+    let upstream = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"object": "list", "data": []})),
+        )
+        .mount(&upstream)
+        .await;
+    let routes = format!(
+        "[server]\ndefault_backend = \"up\"\n\n[usage]\nlog = \"usage.jsonl\"\n{}",
+        auth_routes("sqlite://keys.db", &upstream.uri())
+    );
+    let gw = spawn_gateway(&routes).await;
+    let project = gw.create_project("team", &[""]).await;
+    let (key_id, key) = gw.create_key(&project, json!({})).await;
+    let limit = json!({"requests_per_minute": 1});
+    let path = format!("/keys/{key_id}/rate_limit");
+    assert_eq!(
+        gw.admin(reqwest::Method::PUT, &path, Some(limit)).await.0,
+        200
+    );
+    let get = |id: &'static str| {
+        gw.client
+            .get(format!("{}/v1/vector_stores", gw.base))
+            .bearer_auth(&key)
+            .header("x-request-id", id)
+            .send()
+    };
+
+    // Act: the minute's one request, then one more.
+    let first = get("first").await.unwrap().status().as_u16();
+    let second = get("second").await.unwrap();
+
+    // Assert: the key's budget binds here too, and both requests have a record.
+    assert_eq!((first, second.status().as_u16()), (200, 429));
+    assert!(second.headers().contains_key("retry-after"));
+    assert_eq!(upstream.received_requests().await.unwrap().len(), 1);
+    let written = wait_records(&log_path(&gw), 2).await;
+    let answered = record(&written, "first");
+    assert_eq!(answered["status"], 200);
+    assert_eq!(answered["endpoint"], "raw");
+    assert_eq!(answered["backend"], "up");
+    assert_eq!(answered["model"], "");
+    assert_eq!(answered["upstream_model"], Value::Null);
+    assert_eq!(answered["key_id"], key_id.as_str());
+    assert_eq!(record(&written, "second")["status"], 429);
+}

@@ -52,12 +52,21 @@ redis.call('SET', KEYS[1], string.format('%.0f', next), 'PX', string.format('%.0
 return 1
 ";
 
+/// KEYS: requests TAT. ARGV: one request's interval (µs). Gives a request back.
+const REFUND: &str = r"
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat == 0 then return 0 end
+redis.call('SET', KEYS[1], string.format('%.0f', math.max(tat - tonumber(ARGV[1]), 0)), 'KEEPTTL')
+return 1
+";
+
 /// A connection to the Redis holding the shared budgets.
 #[derive(Clone)]
 pub struct SharedLimits {
     conn: ConnectionManager,
     check: Script,
     charge: Script,
+    refund: Script,
 }
 
 impl std::fmt::Debug for SharedLimits {
@@ -79,6 +88,7 @@ impl SharedLimits {
             conn: ConnectionManager::new_lazy_with_config(client, config)?,
             check: Script::new(CHECK),
             charge: Script::new(CHARGE),
+            refund: Script::new(REFUND),
         })
     }
 
@@ -116,6 +126,20 @@ impl SharedLimits {
             )),
             2 => Err(refusal("tokens_per_minute", wait * 1000, requests, tokens)),
             _ => Ok((requests, tokens)),
+        }
+    }
+
+    /// Gives one request back to `scope`'s request budget (before the refusal is answered,
+    /// so the client's next request finds it back).
+    pub async fn refund(&self, scope: &str, per_minute: u64) {
+        let refunded: RedisResult<i64> = self
+            .refund
+            .key(keys(scope).0)
+            .arg(interval_us(Some(per_minute)))
+            .invoke_async(&mut self.conn.clone())
+            .await;
+        if let Err(err) = refunded {
+            tracing::warn!(error = %err, "a request could not be given back to the shared budget");
         }
     }
 
