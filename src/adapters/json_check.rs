@@ -265,6 +265,23 @@ mod tests {
     }
 
     #[test]
+    fn a_stop_byte_anywhere_in_a_long_string_is_seen() {
+        let text = "0123456789abcdefghijklmnopqrstuv";
+        for at in 0..text.len() {
+            for stop in [
+                "\"", "\\", "\\n", "\\u00e9", "\t", "\u{1}", "\u{1f}", "é", "\\q", " ",
+            ] {
+                let doc = format!("[\"{}{stop}{}\",1]", &text[..at], &text[at..]);
+                assert_eq!(
+                    is_json(doc.as_bytes()),
+                    serde_accepts(doc.as_bytes()),
+                    "{doc:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn nesting_is_bounded() {
         let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
         assert!(is_json(deep(MAX_DEPTH as usize).as_bytes()));

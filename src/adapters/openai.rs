@@ -8,6 +8,8 @@
 //! relayed verbatim when already OpenAI-shaped (`{"error":{"message":…}}`), else turned into the
 //! gateway's OpenAI error event. A stream that ends without `data: [DONE]` gets one.
 
+use std::sync::LazyLock;
+
 use bytes::{BufMut, Bytes};
 use memchr::memmem;
 use serde::Deserialize;
@@ -20,6 +22,10 @@ use super::stream::{Emitter, Flow, Framing, StreamAdapter, normalize};
 use crate::error::GatewayError;
 
 pub use super::stream::DONE_EVENT;
+
+/// The searcher for `"error"`, built once: building one per look cost more than the search.
+static ERROR_KEY: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(b"\"error\""));
 
 /// Relays an upstream SSE body event by event, in canonical framing.
 pub fn relay_events(upstream: ByteStream, backend: &str) -> ByteStream {
@@ -144,7 +150,7 @@ impl StreamAdapter for OpenAIRelay {
 fn scan_canonical(frames: &[u8]) -> Option<bool> {
     if !frames.ends_with(b"\n\n")
         || memchr::memchr(b'\r', frames).is_some()
-        || memmem::find(frames, b"\"error\"").is_some()
+        || ERROR_KEY.find(frames).is_some()
     {
         return None;
     }
@@ -184,7 +190,7 @@ fn is_error_payload(data: &[u8]) -> bool {
         #[serde(borrow)]
         error: Option<&'a RawValue>,
     }
-    memmem::find(data, b"\"error\"").is_some()
+    ERROR_KEY.find(data).is_some()
         && serde_json::from_slice::<Probe<'_>>(data)
             .ok()
             .and_then(|p| p.error)

@@ -74,6 +74,10 @@ impl SseFramer {
 
 /// The index just past the last blank line (`\n\n` or `\r\n\r\n`) in `buf`.
 fn last_event_end(buf: &[u8]) -> Option<usize> {
+    // The common case, a read that ends an event, without a backward search.
+    if buf.ends_with(b"\n\n") {
+        return Some(buf.len());
+    }
     memchr::memrchr_iter(b'\n', buf).find_map(|i| {
         let blank = (i >= 1 && buf[i - 1] == b'\n')
             || (i >= 3 && buf[i - 1] == b'\r' && buf[i - 2] == b'\n' && buf[i - 3] == b'\r');

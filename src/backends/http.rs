@@ -16,7 +16,7 @@ use secrecy::ExposeSecret;
 
 use super::thread_client::{self, ThreadClients};
 use super::timing::{Pace, Timeouts};
-use super::{ByteStream, UpstreamAuth, upstream_path};
+use super::{ByteStream, Endpoint, UpstreamAuth, upstream_path};
 use crate::config::HttpSettings;
 use crate::error::GatewayError;
 
@@ -167,6 +167,8 @@ pub struct HttpUpstream {
     base: url::Url,
     /// `base`'s path without a trailing `/` (e.g. `/v1`), joined with each request's path.
     base_path: String,
+    /// The URLs of the typed endpoints, joined once: joining is a URL parse per request.
+    joined: Vec<(String, url::Url)>,
     api_key: Option<HeaderValue>,
     headers: Vec<(HeaderName, HeaderValue)>,
     timeouts: Timeouts,
@@ -210,12 +212,26 @@ impl HttpUpstream {
                 Some((name, value))
             })
             .collect();
+        let base_path = settings.base_url.path().trim_end_matches('/').to_owned();
+        let joined = [
+            Endpoint::ChatCompletions,
+            Endpoint::Embeddings,
+            Endpoint::Completions,
+        ]
+        .iter()
+        .filter_map(|endpoint| {
+            let path = endpoint.path();
+            let url = join_below(&settings.base_url, &base_path, path).ok()?;
+            Some((path.to_owned(), url))
+        })
+        .collect();
         Ok(HttpUpstream {
             name: Arc::from(name),
             clients,
             fresh,
             base: settings.base_url.clone(),
-            base_path: settings.base_url.path().trim_end_matches('/').to_owned(),
+            base_path,
+            joined,
             api_key,
             headers,
             timeouts: Timeouts::new(settings),
@@ -281,6 +297,9 @@ impl HttpUpstream {
     /// `base_url` joined with a path below `/v1` (query included). Refused, rather than
     /// resolved, when the path could leave the base URL: the backend's credential goes with it.
     fn url(&self, path_and_query: &str) -> Result<url::Url, GatewayError> {
+        if let Some((_, url)) = self.joined.iter().find(|(path, _)| *path == path_and_query) {
+            return Ok(url.clone());
+        }
         join_below(&self.base, &self.base_path, path_and_query).map_err(|reason| {
             GatewayError::UnsafePath {
                 path: path_and_query.to_owned(),
@@ -567,6 +586,27 @@ mod tests {
             upstream("http://h").url("/embeddings").unwrap().as_str(),
             "http://h/embeddings"
         );
+    }
+
+    #[test]
+    fn the_typed_endpoints_urls_joined_once_are_those_joined_per_request() {
+        for base in [
+            "http://h:1/v1",
+            "http://h:1/v1/",
+            "https://h/proxy/openai/v1",
+            "http://h",
+        ] {
+            let up = upstream(base);
+            assert_eq!(up.joined.len(), 3, "{base}");
+            for (path, url) in &up.joined {
+                assert_eq!(
+                    url,
+                    &join_below(&up.base, &up.base_path, path).unwrap(),
+                    "{base}{path}"
+                );
+                assert_eq!(&up.url(path).unwrap(), url);
+            }
+        }
     }
 
     #[test]

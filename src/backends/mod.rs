@@ -227,8 +227,10 @@ impl Backend for AnyBackend {
             AnyBackend::Proxy(b) => b.send(call).await,
             AnyBackend::Ollama(b) => b.send(call).await,
             AnyBackend::Echo(b) => b.send(call).await,
-            AnyBackend::Redis(b) => b.send(call).await,
-            AnyBackend::Batch(b) => b.send(call).await,
+            // Boxed: their futures (a queue's round trip) are the largest, and each request's
+            // future is as large as the largest it may hold, whichever backend it uses.
+            AnyBackend::Redis(b) => Box::pin(b.send(call)).await,
+            AnyBackend::Batch(b) => Box::pin(b.send(call)).await,
         }
     }
 

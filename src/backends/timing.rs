@@ -87,6 +87,7 @@ impl Timeouts {
         TimedBody {
             inner: response.bytes_stream().boxed(),
             backend,
+            deadline: first_deadline,
             sleep: Box::pin(tokio::time::sleep_until(first_deadline)),
             idle: self.idle,
             total,
@@ -104,8 +105,12 @@ type Chunks = futures::stream::BoxStream<'static, reqwest::Result<Bytes>>;
 struct TimedBody {
     inner: Chunks,
     backend: Arc<str>,
-    /// Fires at the next deadline: the first read's, then the earlier of the idle limit and the
+    /// The next deadline: the first read's, then the earlier of the idle limit and the
     /// whole-body limit.
+    deadline: Instant,
+    /// Fires at `deadline` or earlier. A read only moves `deadline`: re-arming the timer on
+    /// every read (a stream's every event) cost more than the read, so the timer is moved on
+    /// when it fires early instead.
     sleep: Pin<Box<Sleep>>,
     idle: Duration,
     total: Option<Instant>,
@@ -114,6 +119,22 @@ struct TimedBody {
 }
 
 impl TimedBody {
+    /// Waits for the deadline: a timeout once it has passed, else the timer set to it (reads
+    /// since the timer was set moved it later).
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, GatewayError>>> {
+        loop {
+            if self.sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            if Instant::now() >= self.deadline {
+                self.done = true;
+                return Poll::Ready(Some(Err(self.timeout())));
+            }
+            let deadline = self.deadline;
+            self.sleep.as_mut().reset(deadline);
+        }
+    }
+
     fn timeout(&self) -> GatewayError {
         GatewayError::UpstreamTimeout {
             backend: self.backend.to_string(),
@@ -126,7 +147,12 @@ impl TimedBody {
         if let Some(total) = self.total {
             next = next.min(total);
         }
-        self.sleep.as_mut().reset(next);
+        self.deadline = next;
+        // Only a later deadline can wait for the timer: after a stream's first read, the idle
+        // limit may fall before the first-byte deadline it is armed at.
+        if next < self.sleep.deadline() {
+            self.sleep.as_mut().reset(next);
+        }
         if self.phase == "the first event" {
             self.phase = "the next part of the body";
         }
@@ -158,13 +184,7 @@ impl Stream for TimedBody {
                 self.done = true;
                 Poll::Ready(None)
             }
-            Poll::Pending => match self.sleep.as_mut().poll(cx) {
-                Poll::Ready(()) => {
-                    self.done = true;
-                    Poll::Ready(Some(Err(self.timeout())))
-                }
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending => self.poll_deadline(cx),
         }
     }
 }
@@ -246,6 +266,46 @@ mod tests {
         let (read, end) = drain(stalls, trickled(100), Pace::Stream).await;
         assert_eq!(read, 1);
         assert!(end.contains("the next part of the body"), "{end}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_idle_limit_after_the_first_read_holds_though_the_first_byte_limit_is_later() {
+        let t = Timeouts {
+            first_byte: Duration::from_secs(100),
+            idle: Duration::from_secs(2),
+            ..timeouts()
+        };
+        // One byte after a second, then nothing (the upstream hangs).
+        let chunks = futures::stream::once(async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Ok::<_, std::io::Error>(Bytes::from_static(b"x"))
+        })
+        .chain(futures::stream::pending());
+        let hanging =
+            reqwest::Response::from(http::Response::new(reqwest::Body::wrap_stream(chunks)));
+        let started = Instant::now();
+        let (read, end) = drain(t, hanging, Pace::Stream).await;
+        assert_eq!(read, 1);
+        assert!(end.contains("the next part of the body"), "{end}");
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(3),
+            "1 s, then the 2 s idle limit"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn steady_reads_keep_moving_the_idle_deadline() {
+        // Each gap (1 s) is within the idle limit (1.5 s) though the sum is far past it.
+        let t = Timeouts {
+            first_byte: Duration::from_secs(2),
+            idle: Duration::from_millis(1500),
+            ..timeouts()
+        };
+        assert_eq!(
+            drain(t, trickled(20), Pace::Stream).await,
+            (20, "end".into())
+        );
     }
 
     #[test]

@@ -91,7 +91,11 @@ pub async fn forward<T: RoutedRequest>(
     let (body, _held) = read_body(&req, payload, &table.server, &state.limits).await?;
     let mut request: T = parse_request(&body)?;
     let stream = request.stream();
-    let serve = send(&req, &state, &caller, &table, body.clone(), &mut request);
+    let request = &mut request;
+    let serve = || {
+        let request = request;
+        send(&req, &state, &caller, &table, body.clone(), request)
+    };
     idempotent::once(&req, &state, &caller, &body, || stream, serve).await
 }
 

@@ -19,21 +19,28 @@ use crate::idempotency::{
 };
 use crate::state::AppState;
 
-/// Serves the request with `serve`, once per `Idempotency-Key` when the client sent one and the
-/// gateway has a store. `stream` says whether the client asked for a stream (only asked when
-/// there is a key): a stream is not kept, so a key with one is a 400.
-pub(super) async fn once(
+/// Serves the request with the future `serve` makes, once per `Idempotency-Key` when the client
+/// sent one and the gateway has a store. `stream` says whether the client asked for a stream
+/// (only asked when there is a key): a stream is not kept, so a key with one is a 400.
+///
+/// `serve` makes the future only where it is awaited: a future passed in, awaited, and boxed
+/// for the keyed path, is held three times over in this function's own, which every request
+/// then builds and moves (the request's future is several KiB).
+pub(super) async fn once<F>(
     req: &HttpRequest,
     state: &AppState,
     caller: &Caller,
     body: &Bytes,
     stream: impl FnOnce() -> bool,
-    serve: impl Future<Output = Result<HttpResponse, GatewayError>>,
-) -> Result<HttpResponse, GatewayError> {
+    serve: impl FnOnce() -> F,
+) -> Result<HttpResponse, GatewayError>
+where
+    F: Future<Output = Result<HttpResponse, GatewayError>>,
+{
     // Bounded even when it is ignored: a hostile header is refused the same way everywhere.
     let key = idempotency::key_of(req.headers())?;
     let (Some(keys), Some(key)) = (&state.idempotency, key) else {
-        return serve.await;
+        return serve().await;
     };
     if stream() {
         return Err(GatewayError::Idempotency(IdempotencyRefusal::WithStream));
@@ -46,12 +53,13 @@ pub(super) async fn once(
         path: req.path(),
         body,
     };
-    let run = match keys.begin(keyed).await? {
+    let run = match Box::pin(keys.begin(keyed)).await? {
         Begun::Replay(answer) => return Ok(replay(answer)),
         Begun::Run(run) => run,
     };
-    let outcome = run.renewing(serve).await;
-    settle(run, outcome, keys.max_answer_bytes()).await
+    // The keyed path's futures are boxed so that the common one stays small.
+    let outcome = run.renewing(Box::pin(serve())).await;
+    Box::pin(settle(run, outcome, keys.max_answer_bytes())).await
 }
 
 /// Whether a body asks for a stream (`"stream": true` at the top level), read loosely: a body

@@ -54,7 +54,7 @@ pub(super) async fn relay_or_serve<T: OptionalEndpoint>(
     // `_held` keeps the body's share of the body budget until the upstream has answered.
     let (body, _held) = read_body(&req, payload, &table.server, &state.limits).await?;
     let stream = || idempotent::asks_for_stream(&body);
-    let serve = route_and_serve::<T>(&req, &state, &caller, &table, body.clone());
+    let serve = || route_and_serve::<T>(&req, &state, &caller, &table, body.clone());
     idempotent::once(&req, &state, &caller, &body, stream, serve).await
 }
 
