@@ -1,12 +1,18 @@
 //! Asking the upstream for a stream's usage when the client did not (`stream_options.
 //! include_usage`): the gateway needs the counts whatever the client wants to see.
 
+use std::sync::LazyLock;
+
 use bytes::{Bytes, BytesMut};
 use memchr::memmem;
 use serde_json::{Map, Value};
 
 use crate::error::GatewayError;
 use crate::schema::chat::StreamOptions;
+
+/// The key looked for in every streamed request's body; its searcher is built once.
+static STREAM_OPTIONS: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(b"\"stream_options\""));
 
 /// `body` (whose typed view has `options`) made to ask for usage, both views changed alike:
 /// the bytes go upstream, the typed value goes to backends that rebuild the body (Ollama).
@@ -24,7 +30,7 @@ pub fn ask_for_usage(
             extra: Map::new(),
         })
         .include_usage = Some(true);
-    if memmem::find(body, b"\"stream_options\"").is_none() {
+    if STREAM_OPTIONS.find(body).is_none() {
         let open = body
             .iter()
             .position(|b| *b == b'{')

@@ -60,6 +60,9 @@ static USAGE_BACKWARDS: LazyLock<memmem::FinderRev<'static>> =
 static EVENT_END: LazyLock<memmem::Finder<'static>> =
     LazyLock::new(|| memmem::Finder::new(b"\n\n"));
 
+/// A chunk's usage when it has none yet.
+const NULL_USAGE: &[u8] = b"\"usage\":null";
+
 /// One byte less than the key: the most of it a read can end with.
 const EDGE: usize = USAGE_KEY.len() - 1;
 
@@ -170,6 +173,14 @@ impl Metered {
         let Some(at) = USAGE.find(event) else {
             return Kept::Same;
         };
+        // OpenAI-compatible upstreams asked for usage put `"usage":null` on every chunk but
+        // the last: seen at a glance, with no parse.
+        if event[at..].starts_with(NULL_USAGE) {
+            return match null_usage(event, at) {
+                Some(range) if self.strip => Kept::Without(range),
+                _ => Kept::Same,
+            };
+        }
         let Some(data) = sse::decode(event).data else {
             return Kept::Same;
         };
@@ -185,10 +196,7 @@ impl Metered {
             self.end.tokens = Some(tokens);
             return Kept::Same;
         }
-        match null_usage(event, at) {
-            Some(range) if self.strip => Kept::Without(range),
-            _ => Kept::Same,
-        }
+        Kept::Same
     }
 
     /// Reports the end once: the body's end, or the drop that follows it (or replaces it).
@@ -213,11 +221,10 @@ enum Kept {
 
 /// The bytes of `,"usage":null` (or `"usage":null,`) around the key found at `at`.
 fn null_usage(event: &[u8], at: usize) -> Option<std::ops::Range<usize>> {
-    const NULL: &[u8] = b"\"usage\":null";
-    if !event[at..].starts_with(NULL) {
+    if !event[at..].starts_with(NULL_USAGE) {
         return None;
     }
-    let end = at + NULL.len();
+    let end = at + NULL_USAGE.len();
     if at > 0 && event[at - 1] == b',' {
         Some(at - 1..end)
     } else if event.get(end) == Some(&b',') {
