@@ -226,10 +226,10 @@ impl Recorder {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn record(id: &str) -> Record {
+    pub(crate) fn record(id: &str) -> Record {
         Record {
             time: "2026-11-30T12:00:00Z".into(),
             minute: 0,

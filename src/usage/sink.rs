@@ -168,6 +168,8 @@ pub async fn drain(
             if !sinks.write_queued(&mut records, &stats).await {
                 break;
             }
+            // Under steady load the busy spell never ends: each drain is flushed.
+            sinks.flush(&stats).await;
         }
         sinks.flush(&stats).await;
     }
@@ -175,4 +177,55 @@ pub async fn drain(
     records.close();
     sinks.write_queued(&mut records, &stats).await;
     sinks.flush(&stats).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::FutureExt;
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+    use crate::usage::tests::record;
+
+    /// Lets the writer task run as far as it can without time passing.
+    async fn settle() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    // Paused time and an in-memory log: no blocking write runs beside the clock.
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn under_steady_load_each_drain_reaches_the_log() {
+        let (log, mut written) = tokio::io::duplex(1 << 20);
+        let sinks = Sinks {
+            log: Some(BufWriter::with_capacity(LOG_BUFFER, Box::new(log))),
+            store: None,
+            pending: BTreeMap::new(),
+            line: Vec::new(),
+        };
+        let (queue, records) = mpsc::channel(64);
+        let signals = Signals {
+            stop: Arc::new(Notify::new()),
+            filling: Arc::new(Notify::new()),
+        };
+        let stats = Arc::new(Stats::default());
+        tokio::spawn(drain(records, sinks, stats, signals));
+        let mut seen = Vec::new();
+        queue.try_send(record("r0")).unwrap();
+        settle().await;
+        // A record before every tick: the writer never finds its queue empty.
+        for i in 1..5 {
+            queue.try_send(record(&format!("r{i}"))).unwrap();
+            settle().await;
+            tokio::time::advance(DRAIN_EVERY).await;
+            settle().await;
+            let mut chunk = vec![0; 1 << 16];
+            if let Some(Ok(n)) = written.read(&mut chunk).now_or_never() {
+                seen.extend_from_slice(&chunk[..n]);
+            }
+            let lines = seen.iter().filter(|b| **b == b'\n').count();
+            assert_eq!(lines, i + 1, "round {i}: every record so far is in the log");
+        }
+    }
 }
