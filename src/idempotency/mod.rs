@@ -27,6 +27,7 @@ use tokio::sync::watch;
 
 use crate::auth::clock::Clock;
 use crate::auth::store_unavailable;
+use crate::auth::token::hex;
 use crate::config::IdempotencyConfig;
 use crate::error::{GatewayError, IdempotencyRefusal, MAX_IDEMPOTENCY_KEY_BYTES};
 use crate::store::{AnswerRow, ClaimRow, Claimed, Store};
@@ -350,15 +351,11 @@ fn ttl_seconds(ttl: Duration) -> i64 {
 }
 
 /// SHA-256 over `parts`, each length-prefixed so that no two part lists collide.
-fn digest(parts: &[&[u8]]) -> [u8; 32] {
+pub(crate) fn digest(parts: &[&[u8]]) -> [u8; 32] {
     let mut hash = Sha256::new();
     for part in parts {
         hash.update((part.len() as u64).to_le_bytes());
         hash.update(part);
     }
     hash.finalize().into()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

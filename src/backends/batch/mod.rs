@@ -27,8 +27,10 @@ use tokio::sync::watch;
 
 use super::{Backend, DiscoveredModel, Endpoint, ReplyBody, UpstreamCall, UpstreamReply};
 use crate::auth::store_unavailable;
+use crate::auth::token::hex;
 use crate::config::BatchSettings;
 use crate::error::GatewayError;
+use crate::idempotency::digest;
 use crate::store::{LineOutcome, NewLine, Store};
 
 /// The longest pause between two reads of a waiting line's state when no local dispatcher
@@ -202,18 +204,4 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
-}
-
-/// SHA-256 over `parts`, each length-prefixed so that no two part lists collide.
-fn digest(parts: &[&[u8]]) -> [u8; 32] {
-    let mut hash = Sha256::new();
-    for part in parts {
-        hash.update((part.len() as u64).to_le_bytes());
-        hash.update(part);
-    }
-    hash.finalize().into()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
