@@ -1,6 +1,7 @@
-//! Shared HTTP transport of the `openai`, `ollama` and `proxy` kinds: pooled reqwest clients per
-//! backend (one per thread, see `thread_client`), header filtering both ways, timeouts, and
-//! upstream failures mapped to errors.
+//! Shared HTTP transport of the `openai`, `ollama` and `proxy` kinds: a plain `http://` upstream
+//! through the per-thread HTTP/1.1 pool (`h1_pool`), any other (TLS, HTTP/2, a proxy from the
+//! environment) through pooled reqwest clients, one per thread (`thread_client`); header
+//! filtering both ways, timeouts, and upstream failures mapped to errors.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,8 @@ use futures::StreamExt;
 use reqwest::header::{ACCEPT_ENCODING, AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use secrecy::ExposeSecret;
 
+use super::h1_pool::{H1Pool, SendError};
+use super::response::UpstreamResponse;
 use super::thread_client::{self, ThreadClients};
 use super::timing::{Pace, Timeouts};
 use super::{ByteStream, Endpoint, UpstreamAuth, upstream_path};
@@ -159,24 +162,73 @@ pub(crate) fn join_below(
 #[derive(Debug)]
 pub struct HttpUpstream {
     name: Arc<str>,
-    clients: ThreadClients,
-    /// The same settings without a pool: the one retry after a keep-alive race goes on a new
-    /// connection, never on another pooled one that may be just as stale.
-    fresh: reqwest::Client,
+    transport: Transport,
     /// Parsed once: building each request's URL from it skips URL and IDNA parsing of the host.
     base: url::Url,
     /// `base`'s path without a trailing `/` (e.g. `/v1`), joined with each request's path.
     base_path: String,
     /// The URLs of the typed endpoints, joined once: joining is a URL parse per request.
-    joined: Vec<(String, url::Url)>,
+    joined: Vec<Joined>,
     api_key: Option<HeaderValue>,
     headers: Vec<(HeaderName, HeaderValue)>,
     timeouts: Timeouts,
 }
 
-impl HttpUpstream {
-    /// Builds the client for one backend.
-    pub fn new(name: &str, settings: &HttpSettings) -> Result<Self, String> {
+/// One typed endpoint's URL, joined once.
+#[derive(Debug)]
+struct Joined {
+    path: &'static str,
+    url: url::Url,
+    /// Its path and query, as an HTTP/1.1 request line takes them.
+    origin: http::Uri,
+}
+
+/// Which client carries a backend's requests.
+#[derive(Debug)]
+enum Transport {
+    /// A plain `http://` upstream, no proxy: the per-thread HTTP/1.1 pool.
+    Local {
+        pool: Arc<H1Pool>,
+        /// `host[:port]` of the base URL.
+        host: HeaderValue,
+    },
+    /// Anything else (TLS and HTTP/2 by ALPN, a proxy from the environment, a user in the
+    /// URL): reqwest.
+    Reqwest {
+        clients: Box<ThreadClients>,
+        /// The same settings without a pool: the one retry after a keep-alive race goes on a
+        /// new connection, never on another pooled one that may be just as stale.
+        fresh: reqwest::Client,
+    },
+}
+
+/// Whether the environment names an HTTP proxy (reqwest's variables): then plain `http://`
+/// upstreams go through reqwest, which honours it and `NO_PROXY`.
+fn proxy_in_env() -> bool {
+    ["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"]
+        .iter()
+        .any(|var| std::env::var_os(var).is_some_and(|v| !v.is_empty()))
+}
+
+impl Transport {
+    fn new(name: &str, settings: &HttpSettings) -> Result<Self, String> {
+        let base = &settings.base_url;
+        if base.scheme() == "http"
+            && base.username().is_empty()
+            && base.password().is_none()
+            && !proxy_in_env()
+        {
+            let mut host = base.host_str().unwrap_or_default().to_owned();
+            if let Some(port) = base.port() {
+                host.push_str(&format!(":{port}"));
+            }
+            if let (Some(pool), Ok(host)) = (
+                H1Pool::new(base, settings.connect_timeout, settings.pool_idle_timeout),
+                HeaderValue::from_str(&host),
+            ) {
+                return Ok(Transport::Local { pool, host });
+            }
+        }
         let connect_timeout = settings.connect_timeout;
         let tls = thread_client::shared_tls().map_err(|e| format!("backend `{name}`: {e}"))?;
         let builder =
@@ -191,6 +243,17 @@ impl HttpUpstream {
         let clients =
             ThreadClients::new(move || builder().pool_idle_timeout(pool_idle_timeout).build())
                 .map_err(refused)?;
+        Ok(Transport::Reqwest {
+            clients: Box::new(clients),
+            fresh,
+        })
+    }
+}
+
+impl HttpUpstream {
+    /// Builds the client for one backend.
+    pub fn new(name: &str, settings: &HttpSettings) -> Result<Self, String> {
+        let transport = Transport::new(name, settings)?;
         let api_key = match &settings.api_key {
             Some(key) => {
                 let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose_secret()))
@@ -220,15 +283,15 @@ impl HttpUpstream {
         ]
         .iter()
         .filter_map(|endpoint| {
-            let path = endpoint.path();
+            let path = endpoint.static_path()?;
             let url = join_below(&settings.base_url, &base_path, path).ok()?;
-            Some((path.to_owned(), url))
+            let origin = http::Uri::try_from(&url[url::Position::BeforePath..]).ok()?;
+            Some(Joined { path, url, origin })
         })
         .collect();
         Ok(HttpUpstream {
             name: Arc::from(name),
-            clients,
-            fresh,
+            transport,
             base: settings.base_url.clone(),
             base_path,
             joined,
@@ -258,7 +321,64 @@ impl HttpUpstream {
         client_headers: &ActixHeaders,
         stream: bool,
         auth: UpstreamAuth<'_>,
-    ) -> Result<reqwest::Response, GatewayError> {
+    ) -> Result<UpstreamResponse, GatewayError> {
+        match &self.transport {
+            Transport::Local { pool, host } => {
+                let uri = self.origin(path)?;
+                // The request is built once; again only for the rare resend.
+                let request = || {
+                    let mut request = http::Request::new(http_body_util::Full::new(body.clone()));
+                    *request.method_mut() = method.clone();
+                    *request.uri_mut() = uri.clone();
+                    let headers = request.headers_mut();
+                    *headers = self.upstream_headers(client_headers, auth);
+                    headers.insert(http::header::HOST, host.clone());
+                    request
+                };
+                let started = tokio::time::Instant::now();
+                let deadline = self.timeouts.headers_deadline(started, stream);
+                crate::observe::exchange::sent();
+                match tokio::time::timeout_at(deadline, pool.send(request)).await {
+                    Ok(Ok((head, body))) => {
+                        crate::observe::exchange::answered();
+                        Ok(UpstreamResponse::local(head, body, started))
+                    }
+                    Ok(Err(SendError::ConnectTimeout)) => Err(self.timeout("a connection")),
+                    Ok(Err(err)) => Err(GatewayError::UpstreamUnreachable {
+                        backend: self.name.to_string(),
+                        message: err.describe(),
+                    }),
+                    Err(_) => Err(self.timeout("response headers")),
+                }
+            }
+            Transport::Reqwest { clients, fresh } => {
+                self.send_reqwest(
+                    clients,
+                    fresh,
+                    method,
+                    path,
+                    body,
+                    client_headers,
+                    stream,
+                    auth,
+                )
+                .await
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn send_reqwest(
+        &self,
+        clients: &ThreadClients,
+        fresh: &reqwest::Client,
+        method: reqwest::Method,
+        path: &str,
+        body: Bytes,
+        client_headers: &ActixHeaders,
+        stream: bool,
+        auth: UpstreamAuth<'_>,
+    ) -> Result<UpstreamResponse, GatewayError> {
         // The URL is moved into the first request (no copy on the hot path) and built again
         // only for the rare resend.
         let request = |client: &reqwest::Client, url: url::Url| {
@@ -270,7 +390,7 @@ impl HttpUpstream {
         };
         // This thread's client, built here on its first request: before the clock starts, so
         // that building it never eats into the upstream's time.
-        let client = self.clients.get();
+        let client = clients.get();
         let started = tokio::time::Instant::now();
         let deadline = self.timeouts.headers_deadline(started, stream);
         crate::observe::exchange::sent();
@@ -278,16 +398,15 @@ impl HttpUpstream {
         let sent = match tokio::time::timeout_at(deadline, first).await {
             Ok(Err(err)) if is_stale_connection(&err) => {
                 tracing::debug!(backend = %self.name, "pooled connection closed under the request; resending on a new one");
-                let again = request(&self.fresh, self.url(path)?);
+                let again = request(fresh, self.url(path)?);
                 tokio::time::timeout_at(deadline, again).await
             }
             sent => sent,
         };
         match sent {
-            Ok(Ok(mut response)) => {
+            Ok(Ok(response)) => {
                 crate::observe::exchange::answered();
-                Timeouts::mark_started(&mut response, started);
-                Ok(response)
+                Ok(UpstreamResponse::reqwest(response, started))
             }
             Ok(Err(err)) => Err(self.map_error(&err, "response headers")),
             Err(_) => Err(self.timeout("response headers")),
@@ -297,13 +416,27 @@ impl HttpUpstream {
     /// `base_url` joined with a path below `/v1` (query included). Refused, rather than
     /// resolved, when the path could leave the base URL: the backend's credential goes with it.
     fn url(&self, path_and_query: &str) -> Result<url::Url, GatewayError> {
-        if let Some((_, url)) = self.joined.iter().find(|(path, _)| *path == path_and_query) {
-            return Ok(url.clone());
+        if let Some(joined) = self.joined.iter().find(|j| j.path == path_and_query) {
+            return Ok(joined.url.clone());
         }
         join_below(&self.base, &self.base_path, path_and_query).map_err(|reason| {
             GatewayError::UnsafePath {
                 path: path_and_query.to_owned(),
                 reason,
+            }
+        })
+    }
+
+    /// The path and query of `url`, as a request line takes them.
+    fn origin(&self, path_and_query: &str) -> Result<http::Uri, GatewayError> {
+        if let Some(joined) = self.joined.iter().find(|j| j.path == path_and_query) {
+            return Ok(joined.origin.clone());
+        }
+        let url = self.url(path_and_query)?;
+        http::Uri::try_from(&url[url::Position::BeforePath..]).map_err(|_| {
+            GatewayError::UnsafePath {
+                path: path_and_query.to_owned(),
+                reason: "it is not a valid request target",
             }
         })
     }
@@ -340,7 +473,7 @@ impl HttpUpstream {
     /// sends more is a protocol error, not a reason to grow memory without bound.
     pub async fn read_body(
         &self,
-        response: reqwest::Response,
+        response: UpstreamResponse,
         limit: usize,
     ) -> Result<Bytes, GatewayError> {
         let too_large = || GatewayError::UpstreamProtocol {
@@ -379,12 +512,12 @@ impl HttpUpstream {
     }
 
     /// The response body as a stream of chunks, its reads bounded as `pace` says.
-    pub fn body_stream(&self, response: reqwest::Response, pace: Pace) -> ByteStream {
+    pub fn body_stream(&self, response: UpstreamResponse, pace: Pace) -> ByteStream {
         Box::pin(self.timeouts.body(self.name.clone(), response, pace))
     }
 
     /// A non-2xx response turned into a verbatim pass-through error.
-    pub async fn status_error(&self, response: reqwest::Response) -> GatewayError {
+    pub async fn status_error(&self, response: UpstreamResponse) -> GatewayError {
         let status = status_of(&response);
         let headers = response_headers(response.headers());
         match self.read_body(response, MAX_SMALL_BODY).await {
@@ -430,11 +563,7 @@ fn is_stale_connection(err: &reqwest::Error) -> bool {
     false
 }
 
-pub(super) fn map_reqwest_error(
-    backend: &str,
-    err: &reqwest::Error,
-    phase: &'static str,
-) -> GatewayError {
+fn map_reqwest_error(backend: &str, err: &reqwest::Error, phase: &'static str) -> GatewayError {
     if err.is_timeout() {
         return GatewayError::UpstreamTimeout {
             backend: backend.to_owned(),
@@ -454,7 +583,7 @@ pub(super) fn map_reqwest_error(
 }
 
 /// The upstream status as actix's type (the two `http` crate versions differ).
-pub fn status_of(response: &reqwest::Response) -> StatusCode {
+pub fn status_of(response: &UpstreamResponse) -> StatusCode {
     StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY)
 }
 
@@ -485,7 +614,7 @@ pub fn method_of(method: &actix_web::http::Method) -> reqwest::Method {
 
 /// How a body that is relayed untouched is paced: an event stream is a stream, whatever the
 /// request asked for.
-pub fn pace_of(response: &reqwest::Response) -> Pace {
+pub fn pace_of(response: &UpstreamResponse) -> Pace {
     if is_event_stream(response) {
         Pace::Stream
     } else {
@@ -494,7 +623,7 @@ pub fn pace_of(response: &reqwest::Response) -> Pace {
 }
 
 /// Whether a response is a server-sent event stream.
-pub fn is_event_stream(response: &reqwest::Response) -> bool {
+pub fn is_event_stream(response: &UpstreamResponse) -> bool {
     response
         .headers()
         .get(reqwest::header::CONTENT_TYPE)
@@ -598,13 +727,11 @@ mod tests {
         ] {
             let up = upstream(base);
             assert_eq!(up.joined.len(), 3, "{base}");
-            for (path, url) in &up.joined {
-                assert_eq!(
-                    url,
-                    &join_below(&up.base, &up.base_path, path).unwrap(),
-                    "{base}{path}"
-                );
+            for Joined { path, url, origin } in &up.joined {
+                let joined = join_below(&up.base, &up.base_path, path).unwrap();
+                assert_eq!(url, &joined, "{base}{path}");
                 assert_eq!(&up.url(path).unwrap(), url);
+                assert_eq!(origin.to_string(), &joined[url::Position::BeforePath..]);
             }
         }
     }

@@ -7,11 +7,13 @@
 
 pub mod batch;
 mod echo;
+mod h1_pool;
 pub mod http;
 mod ollama;
 mod openai;
 mod proxy;
 pub mod redis;
+mod response;
 mod thread_client;
 mod timing;
 pub mod upstream_path;
@@ -62,6 +64,16 @@ impl Endpoint<'_> {
             Endpoint::Embeddings => "/embeddings",
             Endpoint::Completions => "/completions",
             Endpoint::Raw { path_and_query, .. } => path_and_query,
+        }
+    }
+
+    /// The path of a typed endpoint, fixed for the process (its URL can be joined once).
+    pub fn static_path(&self) -> Option<&'static str> {
+        match self {
+            Endpoint::ChatCompletions => Some("/chat/completions"),
+            Endpoint::Embeddings => Some("/embeddings"),
+            Endpoint::Completions => Some("/completions"),
+            Endpoint::Raw { .. } => None,
         }
     }
 }

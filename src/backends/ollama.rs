@@ -9,6 +9,7 @@ use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use bytes::Bytes;
 
 use super::http::{self, HttpUpstream};
+use super::response::UpstreamResponse;
 use super::timing::Pace;
 use super::{
     Backend, DiscoveredModel, Endpoint, ParsedRequest, ReplyBody, UpstreamAuth, UpstreamCall,
@@ -130,7 +131,7 @@ impl OllamaBackend {
         client_headers: &HeaderMap,
         stream: bool,
         auth: UpstreamAuth<'_>,
-    ) -> Result<reqwest::Response, GatewayError> {
+    ) -> Result<UpstreamResponse, GatewayError> {
         // The body is the gateway's own JSON, whatever the client's request looked like.
         let mut headers = client_headers.clone();
         headers.insert(
@@ -150,7 +151,7 @@ impl OllamaBackend {
 
     /// Ollama's `{"error": "..."}` answer in OpenAI's shape, with Ollama's status and headers
     /// (`retry-after` included).
-    async fn status_error(&self, response: reqwest::Response) -> GatewayError {
+    async fn status_error(&self, response: UpstreamResponse) -> GatewayError {
         let status = http::status_of(&response);
         let headers = json_headers(response.headers());
         match self.http.read_body(response, http::MAX_SMALL_BODY).await {

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use tokio::time::{Instant, Sleep};
 
+use super::response::{Chunks, UpstreamResponse};
 use crate::config::HttpSettings;
 use crate::error::GatewayError;
 
@@ -36,11 +37,6 @@ pub struct Timeouts {
     total: Duration,
 }
 
-/// When an exchange started, kept in the response's extensions so that the body's limits count
-/// from the request, not from the headers.
-#[derive(Debug, Clone, Copy)]
-struct Started(Instant);
-
 impl Timeouts {
     /// The limits configured for a backend.
     pub fn new(settings: &HttpSettings) -> Self {
@@ -61,22 +57,15 @@ impl Timeouts {
         }
     }
 
-    /// Records when the exchange started, for `body`.
-    pub fn mark_started(response: &mut reqwest::Response, started: Instant) {
-        response.extensions_mut().insert(Started(started));
-    }
-
     /// The body of `response` with the limits of `pace` applied to its reads.
     pub fn body(
         &self,
         backend: Arc<str>,
-        response: reqwest::Response,
+        response: UpstreamResponse,
         pace: Pace,
     ) -> impl Stream<Item = Result<Bytes, GatewayError>> + Send + use<> {
-        let started = response
-            .extensions()
-            .get::<Started>()
-            .map_or_else(Instant::now, |s| s.0);
+        // The limits count from the request, not from the headers.
+        let started = response.started();
         let (first_deadline, total) = match pace {
             Pace::Stream => (started + self.first_byte, None),
             Pace::Whole => {
@@ -85,7 +74,7 @@ impl Timeouts {
             }
         };
         TimedBody {
-            inner: response.bytes_stream().boxed(),
+            inner: response.into_body(),
             backend,
             deadline: first_deadline,
             sleep: Box::pin(tokio::time::sleep_until(first_deadline)),
@@ -99,8 +88,6 @@ impl Timeouts {
         }
     }
 }
-
-type Chunks = futures::stream::BoxStream<'static, reqwest::Result<Bytes>>;
 
 struct TimedBody {
     inner: Chunks,
@@ -171,14 +158,12 @@ impl Stream for TimedBody {
                 self.after_read();
                 Poll::Ready(Some(Ok(chunk)))
             }
-            Poll::Ready(Some(Err(err))) => {
+            Poll::Ready(Some(Err(message))) => {
                 self.done = true;
-                let phase = self.phase;
-                Poll::Ready(Some(Err(super::http::map_reqwest_error(
-                    &self.backend,
-                    &err,
-                    phase,
-                ))))
+                Poll::Ready(Some(Err(GatewayError::UpstreamUnreachable {
+                    backend: self.backend.to_string(),
+                    message,
+                })))
             }
             Poll::Ready(None) => {
                 self.done = true;
@@ -202,19 +187,19 @@ mod tests {
     }
 
     /// A response whose body sends one byte per second, `n` times.
-    fn trickled(n: usize) -> reqwest::Response {
+    fn trickled(n: usize) -> UpstreamResponse {
         let chunks = futures::stream::unfold(0, move |i| async move {
             if i == n {
                 return None;
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
-            Some((Ok::<_, std::io::Error>(Bytes::from_static(b"x")), i + 1))
+            Some((Ok::<_, String>(Bytes::from_static(b"x")), i + 1))
         });
-        reqwest::Response::from(http::Response::new(reqwest::Body::wrap_stream(chunks)))
+        UpstreamResponse::from_stream(chunks, Instant::now())
     }
 
     /// The bytes read before the body ended, and how it ended.
-    async fn drain(t: Timeouts, response: reqwest::Response, pace: Pace) -> (usize, String) {
+    async fn drain(t: Timeouts, response: UpstreamResponse, pace: Pace) -> (usize, String) {
         let mut body = std::pin::pin!(t.body(Arc::from("b"), response, pace));
         let mut read = 0;
         while let Some(chunk) = body.next().await {
@@ -278,11 +263,10 @@ mod tests {
         // One byte after a second, then nothing (the upstream hangs).
         let chunks = futures::stream::once(async {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            Ok::<_, std::io::Error>(Bytes::from_static(b"x"))
+            Ok::<_, String>(Bytes::from_static(b"x"))
         })
         .chain(futures::stream::pending());
-        let hanging =
-            reqwest::Response::from(http::Response::new(reqwest::Body::wrap_stream(chunks)));
+        let hanging = UpstreamResponse::from_stream(chunks, Instant::now());
         let started = Instant::now();
         let (read, end) = drain(t, hanging, Pace::Stream).await;
         assert_eq!(read, 1);
