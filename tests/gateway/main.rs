@@ -37,5 +37,6 @@ mod serve_cli;
 mod streaming;
 mod tls;
 mod upstream_limits;
+mod upstream_proxy;
 mod upstream_tls;
 mod usage;
