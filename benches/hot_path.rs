@@ -10,6 +10,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use futures::StreamExt;
 use std::hint::black_box;
 use switchyard::adapters::openai::relay_events;
+use switchyard::adapters::stream::Reads;
 use switchyard::backends::ByteStream;
 use switchyard::config;
 use switchyard::routes::parse_request;
@@ -146,7 +147,7 @@ fn sse_relay(c: &mut Criterion) {
                 let upstream: ByteStream =
                     Box::pin(futures::stream::iter(reads.clone().into_iter().map(Ok)));
                 let out = futures::executor::block_on(
-                    relay_events(upstream, "bench")
+                    relay_events(upstream, "bench", Reads::Direct)
                         .fold(0, |n, e| async move { n + e.expect("ok").len() }),
                 );
                 black_box(out)

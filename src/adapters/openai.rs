@@ -18,7 +18,7 @@ use serde_json::value::RawValue;
 use super::json_check;
 use super::sse;
 use super::stream::ByteStream;
-use super::stream::{Emitter, Flow, Framing, StreamAdapter, normalize};
+use super::stream::{Emitter, Flow, Framing, Reads, StreamAdapter, normalize};
 use crate::error::GatewayError;
 
 pub use super::stream::DONE_EVENT;
@@ -28,8 +28,8 @@ static ERROR_KEY: LazyLock<memmem::Finder<'static>> =
     LazyLock::new(|| memmem::Finder::new(b"\"error\""));
 
 /// Relays an upstream SSE body event by event, in canonical framing.
-pub fn relay_events(upstream: ByteStream, backend: &str) -> ByteStream {
-    normalize(upstream, OpenAIRelay::new(backend), backend)
+pub fn relay_events(upstream: ByteStream, backend: &str, reads: Reads) -> ByteStream {
+    normalize(upstream, OpenAIRelay::new(backend), backend, reads)
 }
 
 /// The per-stream state of the identity relay.
@@ -224,7 +224,9 @@ mod tests {
         let upstream: ByteStream = Box::pin(stream::iter(
             chunks.into_iter().map(|c| c.map(Bytes::from_static)),
         ));
-        let out: Vec<_> = relay_events(upstream, "b").collect().await;
+        let out: Vec<_> = relay_events(upstream, "b", Reads::HandedOver)
+            .collect()
+            .await;
         let bytes: Vec<u8> = out.into_iter().flat_map(|r| r.unwrap().to_vec()).collect();
         String::from_utf8(bytes).unwrap()
     }

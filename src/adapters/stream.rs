@@ -299,8 +299,20 @@ impl<A: StreamAdapter> Normalizer<A> {
     }
 }
 
+/// How an upstream body reaches the task that relays it, which decides what its `Pending`
+/// means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reads {
+    /// Read from the socket in the relaying task itself (the HTTP/1.1 pool of plain `http://`
+    /// upstreams): pending means nothing more has arrived.
+    Direct,
+    /// Handed over one chunk at a time by another task (reqwest's connection task, the Redis
+    /// reader): pending may only mean that task has not run yet.
+    HandedOver,
+}
+
 /// Normalises an upstream body into canonical OpenAI SSE with `adapter`.
-pub fn normalize<A>(upstream: ByteStream, adapter: A, backend: &str) -> ByteStream
+pub fn normalize<A>(upstream: ByteStream, adapter: A, backend: &str, reads: Reads) -> ByteStream
 where
     A: StreamAdapter + Send + Unpin + 'static,
 {
@@ -310,6 +322,7 @@ where
         inner: Normalizer::new(adapter, backend),
         batch: Emitter::default(),
         grew_since_yield: false,
+        reads,
     })
 }
 
@@ -319,12 +332,13 @@ pub const MAX_BATCH_BYTES: usize = 64 * 1024;
 /// The client side of a normalised stream: sends what is ready at once, in one body chunk.
 ///
 /// Every event ready before the stream would wait leaves in one chunk, hence one write to the
-/// client's socket (the HTTP server flushes whenever the body is pending). "Ready" includes
-/// what the upstream connection's task can hand over without waiting for the network: an HTTP
-/// client passes a body on one chunk at a time, so when the upstream is pending after a read,
-/// the stream yields once to the scheduler and looks again; only when a look finds nothing new
-/// does it send. An event that arrived alone therefore leaves after one scheduler pass, never
-/// waiting for the next event.
+/// client's socket (the HTTP server flushes whenever the body is pending). When the body is
+/// handed over by another task (`Reads::HandedOver`), "ready" includes what that task can hand
+/// over without waiting for the network: it passes the body on one chunk at a time, so when
+/// the upstream is pending after a read, the stream yields once to the scheduler and looks
+/// again; only when a look finds nothing new does it send. An event that arrived alone
+/// therefore leaves after one scheduler pass, never waiting for the next event. A body read
+/// directly needs no such look: pending there means the socket had nothing more.
 struct Normalized<A> {
     upstream: ByteStream,
     upstream_done: bool,
@@ -333,6 +347,7 @@ struct Normalized<A> {
     batch: Emitter,
     /// Whether `batch` grew since the stream last yielded to the scheduler.
     grew_since_yield: bool,
+    reads: Reads,
 }
 
 impl<A: StreamAdapter + Unpin> Normalized<A> {
@@ -356,11 +371,28 @@ impl<A: StreamAdapter + Unpin> Normalized<A> {
     /// `[DONE]`; what the upstream still sends (only its body's terminator, from a well-behaved
     /// server) is read in the background so that its connection goes back to the pool instead
     /// of being closed.
-    fn close(&mut self) -> Poll<Option<Result<Bytes, GatewayError>>> {
+    fn close(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, GatewayError>>> {
         if !self.upstream_done {
-            let rest = std::mem::replace(&mut self.upstream, Box::pin(futures::stream::empty()));
-            drain_in_background(rest);
             self.upstream_done = true;
+            // Most often the terminator came with `[DONE]`: then it is read here, with no task.
+            let mut read = 0;
+            loop {
+                match self.upstream.poll_next_unpin(cx) {
+                    Poll::Ready(Some(Ok(chunk))) if read + chunk.len() <= DRAIN_BYTES => {
+                        read += chunk.len();
+                    }
+                    Poll::Pending => {
+                        let rest = std::mem::replace(
+                            &mut self.upstream,
+                            Box::pin(futures::stream::empty()),
+                        );
+                        drain_in_background(rest, read);
+                        break;
+                    }
+                    // The end, a failure, or too much: done with this upstream either way.
+                    _ => break,
+                }
+            }
         }
         Poll::Ready(self.batch.take().map(Ok))
     }
@@ -371,7 +403,7 @@ impl<A: StreamAdapter + Unpin> Normalized<A> {
         if self.batch.is_empty() {
             return Poll::Pending;
         }
-        if !self.grew_since_yield {
+        if !self.grew_since_yield || self.reads == Reads::Direct {
             return Poll::Ready(self.batch.take().map(Ok));
         }
         self.grew_since_yield = false;
@@ -390,7 +422,7 @@ impl<A: StreamAdapter + Unpin> Stream for Normalized<A> {
         let this = &mut *self;
         loop {
             if this.inner.is_closed() {
-                return this.close();
+                return this.close(cx);
             }
             if this.batch.len() >= MAX_BATCH_BYTES {
                 return Poll::Ready(this.batch.take().map(Ok));
@@ -418,14 +450,13 @@ const DRAIN_BYTES: usize = 64 * 1024;
 
 /// Reads and discards the rest of `upstream`, bounded in time and bytes, off the client's
 /// response; then drops it (which closes the connection if the body had not ended).
-fn drain_in_background(mut upstream: ByteStream) {
+fn drain_in_background(mut upstream: ByteStream, mut read: usize) {
     // Outside a runtime (a synchronous caller) there is nothing to drain on: drop it.
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
     runtime.spawn(async move {
         let drain = async {
-            let mut read = 0;
             while let Some(Ok(chunk)) = upstream.next().await {
                 read += chunk.len();
                 if read > DRAIN_BYTES {
@@ -548,7 +579,7 @@ mod tests {
                     },
                 ),
             );
-            let out: Vec<u8> = normalize(upstream, Upper, "b")
+            let out: Vec<u8> = normalize(upstream, Upper, "b", Reads::HandedOver)
                 .map(|r| r.unwrap().to_vec())
                 .concat()
                 .await;
@@ -587,7 +618,7 @@ mod tests {
         // Bounded: before the fix this waited for the upstream to end.
         let out: Vec<u8> = tokio::time::timeout(
             std::time::Duration::from_secs(10),
-            normalize(upstream, Upper, "b")
+            normalize(upstream, Upper, "b", Reads::HandedOver)
                 .map(|r| r.unwrap().to_vec())
                 .concat(),
         )
@@ -617,7 +648,7 @@ mod tests {
     #[tokio::test]
     async fn an_event_that_arrived_alone_is_sent_while_the_upstream_holds_back_the_rest() {
         let (upstream, tx) = one_at_a_time();
-        let mut client = normalize(upstream, Upper, "b");
+        let mut client = normalize(upstream, Upper, "b", Reads::HandedOver);
         tx.send(Bytes::from_static(b"first\n")).await.unwrap();
         // Bounded: the upstream sends nothing more until the client has the first event.
         let first = tokio::time::timeout(std::time::Duration::from_secs(10), client.next())
@@ -634,6 +665,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_body_read_directly_sends_what_it_has_on_the_poll_that_found_the_upstream_pending() {
+        let (upstream, tx) = one_at_a_time();
+        tx.send(Bytes::from_static(b"a\nb\n")).await.unwrap();
+        let mut direct = normalize(upstream, Upper, "b", Reads::Direct);
+        // No pass through the scheduler first: pending there means nothing more has arrived.
+        let polled = futures::poll!(direct.next());
+        assert!(
+            matches!(&polled, Poll::Ready(Some(Ok(b))) if b == &b"data: A\n\ndata: B\n\n"[..]),
+            "{polled:?}"
+        );
+        let (upstream, tx) = one_at_a_time();
+        tx.send(Bytes::from_static(b"a\nb\n")).await.unwrap();
+        let mut handed_over = normalize(upstream, Upper, "b", Reads::HandedOver);
+        assert!(
+            futures::poll!(handed_over.next()).is_pending(),
+            "one look after a yield"
+        );
+    }
+
+    #[tokio::test]
     async fn events_handed_over_one_at_a_time_without_waiting_leave_in_one_chunk_in_order() {
         let (upstream, tx) = one_at_a_time();
         let (hold, held) = tokio::sync::oneshot::channel::<()>();
@@ -645,7 +696,7 @@ mod tests {
             let _ = held.await;
             tx.send(Bytes::from_static(b"stop\n")).await.unwrap();
         });
-        let mut client = normalize(upstream, Upper, "b");
+        let mut client = normalize(upstream, Upper, "b", Reads::HandedOver);
         let first = client.next().await.unwrap().unwrap();
         assert_eq!(
             first,
@@ -666,7 +717,7 @@ mod tests {
             Ok(Bytes::from(read))
         });
         let upstream: ByteStream = Box::pin(futures::stream::iter(reads));
-        let sizes: Vec<usize> = normalize(upstream, Upper, "b")
+        let sizes: Vec<usize> = normalize(upstream, Upper, "b", Reads::HandedOver)
             .map(|r| r.unwrap().len())
             .collect()
             .await;

@@ -20,6 +20,7 @@ use super::response::UpstreamResponse;
 use super::thread_client::{self, ThreadClients};
 use super::timing::{Pace, Timeouts};
 use super::{ByteStream, Endpoint, UpstreamAuth, upstream_path};
+use crate::adapters::stream::Reads;
 use crate::config::HttpSettings;
 use crate::error::GatewayError;
 
@@ -304,6 +305,14 @@ impl HttpUpstream {
     /// The backend's name, for errors.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// How a response body reaches the task that reads it.
+    pub fn reads(&self) -> Reads {
+        match self.transport {
+            Transport::Local { .. } => Reads::Direct,
+            Transport::Reqwest { .. } => Reads::HandedOver,
+        }
     }
 
     /// Sends a request and waits for the response headers, within `first_byte_timeout` (and,

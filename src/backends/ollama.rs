@@ -85,7 +85,12 @@ impl OllamaBackend {
         let headers = json_headers(response.headers());
         let body = if call.stream {
             let stream = self.http.body_stream(response, Pace::Stream);
-            ReplyBody::EventStream(normalize(stream, adapter(), self.http.name()))
+            ReplyBody::EventStream(normalize(
+                stream,
+                adapter(),
+                self.http.name(),
+                self.http.reads(),
+            ))
         } else {
             let body = self.http.read_body(response, http::MAX_HELD_BODY).await?;
             ReplyBody::Full(convert(&body, call.client_model, self.http.name())?)

@@ -62,6 +62,7 @@ impl Backend for OpenAIBackend {
             ReplyBody::EventStream(relay_events(
                 self.http.body_stream(response, Pace::Stream),
                 self.http.name(),
+                self.http.reads(),
             ))
         } else {
             // Nothing to convert: relay the body as it arrives, neither held nor copied.

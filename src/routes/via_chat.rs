@@ -11,7 +11,7 @@ use futures::StreamExt;
 use super::caller::{self, Caller};
 use super::forward::with_model;
 use crate::adapters::responses::{self, ResponseShell, ResponsesStream};
-use crate::adapters::stream::normalize;
+use crate::adapters::stream::{Reads, normalize};
 use crate::backends::{Endpoint, ParsedRequest, ReplyBody, UpstreamCall, UpstreamReply};
 use crate::error::GatewayError;
 use crate::routing::{Resolved, failover};
@@ -58,6 +58,8 @@ pub async fn reply_via_chat(
             chunks,
             ResponsesStream::new(shell, backend),
             backend,
+            // The chat stream already sends whatever it had ready: pending means it has none.
+            Reads::Direct,
         )),
         (ReplyBody::EventStream(_), false) | (ReplyBody::Full(_) | ReplyBody::Raw(..), true) => {
             return Err(GatewayError::UpstreamProtocol {

@@ -29,6 +29,7 @@ use self::pool::{Lease, Pool};
 use self::reader::ResultReader;
 use super::{Backend, DiscoveredModel, Endpoint, ReplyBody, UpstreamCall, UpstreamReply, http};
 use crate::adapters::openai::relay_events;
+use crate::adapters::stream::Reads;
 use crate::config::RedisSettings;
 use crate::error::GatewayError;
 
@@ -234,7 +235,7 @@ impl RedisBackend {
             .is_some_and(|v| v.starts_with("text/event-stream"));
         let body_stream = reader.into_stream();
         let body = if is_sse && !raw {
-            ReplyBody::EventStream(relay_events(body_stream, &self.name))
+            ReplyBody::EventStream(relay_events(body_stream, &self.name, Reads::HandedOver))
         } else {
             ReplyBody::Raw(body_stream, None)
         };
