@@ -17,6 +17,7 @@ mod echo_limits;
 mod errors;
 mod failover;
 mod hostile_clients;
+mod hostile_upstreams;
 mod hot_reload;
 mod idempotency;
 mod keep_alive;
