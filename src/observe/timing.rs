@@ -110,6 +110,20 @@ impl<const N: usize> StackText<N> {
         }
     }
 
+    /// `d` in milliseconds with three decimals (`12.345`), without the formatting machinery.
+    fn millis(&mut self, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let mut digits = itoa::Buffer::new();
+        let _ = self.write_all(digits.format(us / 1000).as_bytes());
+        let frac = us % 1000;
+        let _ = self.write_all(&[
+            b'.',
+            b'0' + (frac / 100) as u8,
+            b'0' + (frac / 10 % 10) as u8,
+            b'0' + (frac % 10) as u8,
+        ]);
+    }
+
     fn value(&self) -> HeaderValue {
         // Only ASCII digits and punctuation are ever written.
         HeaderValue::from_bytes(&self.buf[..self.len])
@@ -134,10 +148,12 @@ impl<const N: usize> Write for StackText<N> {
     }
 }
 
+/// Decimal nanoseconds. In `u64` (until the year 2554): formatting a `u128` costs a 128-bit
+/// division per digit.
 fn nanos(unix: Duration) -> HeaderValue {
-    let mut text = StackText::<40>::new();
-    let _ = write!(text, "{}", unix.as_nanos());
-    text.value()
+    let nanos = u64::try_from(unix.as_nanos()).unwrap_or(u64::MAX);
+    let mut digits = itoa::Buffer::new();
+    HeaderValue::from_str(digits.format(nanos)).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 /// `2026-11-30T12:00:00.123456789Z`: always nine fractional digits (Go's `RFC3339Nano` parser,
@@ -164,17 +180,14 @@ fn rfc3339(unix: Duration) -> HeaderValue {
 
 /// `upstream;dur=12.345, gateway;dur=0.067`, in milliseconds with microsecond digits.
 fn server_timing(upstream: Option<Duration>, gateway: Duration) -> HeaderValue {
-    let ms = |d: Duration| {
-        let us = d.as_micros();
-        (us / 1000, us % 1000)
-    };
     let mut text = StackText::<96>::new();
     if let Some(upstream) = upstream {
-        let (whole, frac) = ms(upstream);
-        let _ = write!(text, "upstream;dur={whole}.{frac:03}, ");
+        let _ = text.write_all(b"upstream;dur=");
+        text.millis(upstream);
+        let _ = text.write_all(b", ");
     }
-    let (whole, frac) = ms(gateway);
-    let _ = write!(text, "gateway;dur={whole}.{frac:03}");
+    let _ = text.write_all(b"gateway;dur=");
+    text.millis(gateway);
     text.value()
 }
 
