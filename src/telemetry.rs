@@ -143,15 +143,21 @@ pub async fn request_span(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let id = req
+    // A new id is written on the stack: one allocation for the id kept, one for the header.
+    let mut fresh = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let id: &str = match req
         .headers()
         .get(&REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128)
-        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+    {
+        Some(sent) => sent,
+        None => uuid::Uuid::new_v4().hyphenated().encode_lower(&mut fresh),
+    };
+    let id: std::sync::Arc<str> = id.into();
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.path());
     let started = Instant::now();
-    req.extensions_mut().insert(RequestId(id.as_str().into()));
+    req.extensions_mut().insert(RequestId(id.clone()));
     let mut response = next.call(req).instrument(span.clone()).await?;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, value);

@@ -72,18 +72,34 @@ impl<T> HeadDeadline<T> {
         if self.phase != Phase::Head {
             return;
         }
-        // A head ends at an empty line: `\r\n\r\n`, or `\n\n` from lenient clients.
-        for &byte in bytes {
-            match byte {
-                b'\n' if self.after_line_feed => {
+        // A head ends at an empty line: `\r\n\r\n`, or `\n\n` from lenient clients (a `\r`
+        // changes nothing). Only the line feeds are looked at, found with `memchr`.
+        let mut rest = bytes;
+        if self.after_line_feed {
+            match rest.iter().position(|&b| b != b'\r') {
+                None => return,
+                Some(at) if rest[at] == b'\n' => {
                     self.phase = Phase::AfterHead;
                     return;
                 }
-                b'\n' => self.after_line_feed = true,
-                b'\r' => {}
-                _ => self.after_line_feed = false,
+                Some(at) => rest = &rest[at..],
             }
         }
+        for at in memchr::memchr_iter(b'\n', rest) {
+            let after = &rest[at + 1..];
+            match after.iter().position(|&b| b != b'\r') {
+                None => {
+                    self.after_line_feed = true;
+                    return;
+                }
+                Some(next) if after[next] == b'\n' => {
+                    self.phase = Phase::AfterHead;
+                    return;
+                }
+                Some(_) => {}
+            }
+        }
+        self.after_line_feed = false;
     }
 }
 
@@ -138,7 +154,54 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for HeadDeadline<T> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    /// The byte-at-a-time rule `saw` implements: where the head ends, if it does.
+    fn head_end(bytes: &[u8]) -> Option<usize> {
+        let mut after_line_feed = false;
+        for (at, &byte) in bytes.iter().enumerate() {
+            match byte {
+                b'\n' if after_line_feed => return Some(at),
+                b'\n' => after_line_feed = true,
+                b'\r' => {}
+                _ => after_line_feed = false,
+            }
+        }
+        None
+    }
+
+    proptest! {
+        #[test]
+        fn heads_end_where_the_byte_rule_says_however_the_reads_split_them(
+            bytes in proptest::collection::vec(
+                prop_oneof![Just(b'\r'), Just(b'\n'), Just(b'a'), any::<u8>()], 0..40),
+            splits in proptest::collection::vec(0usize..40, 0..4),
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+            let _timers = runtime.enter();
+            let mut conn = HeadDeadline::new((), Duration::from_secs(1));
+            let mut cuts: Vec<usize> = splits.into_iter().filter(|&c| c <= bytes.len()).collect();
+            cuts.push(bytes.len());
+            cuts.sort_unstable();
+            let (mut from, mut ended_in) = (0, None);
+            for cut in cuts {
+                conn.saw(&bytes[from..cut]);
+                if ended_in.is_none() && conn.phase == Phase::AfterHead {
+                    ended_in = Some((from, cut));
+                }
+                from = cut;
+            }
+            match head_end(&bytes) {
+                Some(end) => {
+                    let (from, cut) = ended_in.expect("the head ended");
+                    prop_assert!(from <= end && end < cut, "{:?} ended in {}..{}", bytes, from, cut);
+                }
+                None => prop_assert!(ended_in.is_none(), "{:?}", bytes),
+            }
+        }
+    }
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     async fn read_some(conn: &mut HeadDeadline<tokio::io::DuplexStream>) -> io::Result<usize> {
