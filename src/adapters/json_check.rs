@@ -28,21 +28,6 @@ static STRING_STOP: [bool; 256] = {
     stop
 };
 
-const ONES: u64 = 0x0101_0101_0101_0101;
-const HIGHS: u64 = 0x8080_8080_8080_8080;
-
-/// Whether any of the eight bytes of `w` is a quote, a backslash or a control character: the
-/// string loop skips eight bytes at a time while none is (most of an event's text). Exact in
-/// both directions (the bit tricks of "has a zero byte" and "has a byte less than n" flag a
-/// word iff one of its bytes is such).
-fn has_string_stop(w: u64) -> bool {
-    let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
-    let quote = zero_byte(w ^ (ONES * u64::from(b'"')));
-    let backslash = zero_byte(w ^ (ONES * u64::from(b'\\')));
-    let control = w.wrapping_sub(ONES * 0x20) & !w & HIGHS;
-    (quote | backslash | control) != 0
-}
-
 struct Scanner<'a> {
     b: &'a [u8],
     i: usize,
@@ -138,14 +123,6 @@ impl Scanner<'_> {
     fn string(&mut self) -> bool {
         self.i += 1;
         loop {
-            while let Some(word) = self.b.get(self.i..self.i + 8) {
-                let mut eight = [0; 8];
-                eight.copy_from_slice(word);
-                if has_string_stop(u64::from_le_bytes(eight)) {
-                    break;
-                }
-                self.i += 8;
-            }
             while self.i < self.b.len() && !STRING_STOP[usize::from(self.b[self.i])] {
                 self.i += 1;
             }
@@ -339,24 +316,6 @@ mod tests {
         #[test]
         fn accepts_exactly_what_serde_json_accepts(bytes in json_like()) {
             prop_assert_eq!(is_json(&bytes), serde_accepts(&bytes));
-        }
-
-        #[test]
-        fn a_word_has_a_string_stop_iff_one_of_its_bytes_is_one(
-            word in any::<[u8; 8]>(),
-            stop in prop_oneof![Just(b'"'), Just(b'\\'), 0u8..0x20, any::<u8>()],
-            at in 0usize..8,
-            plant in any::<bool>(),
-        ) {
-            let mut word = word;
-            if plant {
-                word[at] = stop;
-            }
-            prop_assert_eq!(
-                has_string_stop(u64::from_le_bytes(word)),
-                word.iter().any(|b| STRING_STOP[usize::from(*b)]),
-                "{:?}", word
-            );
         }
 
         #[test]
