@@ -250,33 +250,34 @@ impl H1Pool {
         }
     }
 
-    /// A task that closes this thread's expired connections until none is left. Only on a
-    /// runtime that runs on this thread alone (actix's workers): a task of a multi-threaded
-    /// runtime could wake on another thread and sweep that one's pool; there, connections are
-    /// dropped when next taken.
+    /// A task that closes this thread's connections as they expire, until none is left. Only
+    /// on a runtime that runs on this thread alone (actix's workers): a task of a
+    /// multi-threaded runtime could wake on another thread and sweep that one's pool; there,
+    /// connections are dropped when next taken. (A connection is never used once expired,
+    /// swept or not: `checkout` checks.)
     fn sweeper(self: &Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
         let runtime = Handle::try_current().ok()?;
         if runtime.runtime_flavor() != RuntimeFlavor::CurrentThread {
             return None;
         }
         let pool = Arc::downgrade(self);
-        let every = self.idle_timeout.max(Duration::from_millis(100));
+        let first = Instant::now() + self.idle_timeout;
         Some(runtime.spawn(async move {
+            let mut next = first;
             loop {
-                tokio::time::sleep(every).await;
+                tokio::time::sleep_until(next).await;
                 let Some(pool) = pool.upgrade() else { return };
-                if !pool.sweep() {
-                    return;
+                match pool.sweep() {
+                    Some(expiry) => next = expiry,
+                    None => return,
                 }
             }
         }))
     }
 
-    /// Closes this thread's expired idle connections; whether any is left.
-    fn sweep(&self) -> bool {
-        let Some(idle) = self.idle.get() else {
-            return false;
-        };
+    /// Closes this thread's expired idle connections; when the oldest one left expires.
+    fn sweep(&self) -> Option<Instant> {
+        let idle = self.idle.get()?;
         let mut idle = idle.borrow_mut();
         let now = Instant::now();
         while idle
@@ -286,7 +287,9 @@ impl H1Pool {
         {
             idle.conns.pop_front();
         }
-        !idle.conns.is_empty()
+        // Not sooner than 10 ms from now: a burst of expiries is swept together.
+        let oldest = idle.conns.front()?.since + self.idle_timeout;
+        Some(oldest.max(now + Duration::from_millis(10)))
     }
 
     /// How many idle connections this thread holds (for tests).
