@@ -341,7 +341,10 @@ impl HttpUpstream {
                     *request.uri_mut() = uri.clone();
                     let headers = request.headers_mut();
                     *headers = self.upstream_headers(client_headers, auth);
-                    headers.insert(http::header::HOST, host.clone());
+                    // A `Host` the backend's `headers` set wins, as it does through reqwest.
+                    headers
+                        .entry(http::header::HOST)
+                        .or_insert_with(|| host.clone());
                     request
                 };
                 let started = tokio::time::Instant::now();

@@ -114,6 +114,37 @@ async fn the_backend_key_replaces_the_clients_and_hop_by_hop_headers_stay_behind
 }
 
 #[tokio::test]
+async fn the_upstream_gets_the_host_of_its_base_url_unless_the_backend_sets_one() {
+    let upstream = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion_body()))
+        .mount(&upstream)
+        .await;
+    let base = format!("{}/v1", upstream.uri());
+    let authority = upstream.uri().trim_start_matches("http://").to_owned();
+    for (keys, expected) in [
+        ("", authority.as_str()),
+        (
+            "headers = { \"Host\" = \"models.internal\" }",
+            "models.internal",
+        ),
+    ] {
+        let gw = spawn_gateway(&openai_routes(&base, keys)).await;
+        let response = gw
+            .post_json(
+                "/v1/chat/completions",
+                &json!({"model":"up/gpt-4o","messages":[{"role":"user","content":"hi"}]}),
+            )
+            .await;
+        assert_eq!(response.status(), 200);
+        let received = upstream.received_requests().await.unwrap();
+        let last = received.last().unwrap();
+        assert_eq!(last.headers["host"], expected, "{keys}");
+        assert_eq!(last.headers.get_all("host").iter().count(), 1, "{keys}");
+    }
+}
+
+#[tokio::test]
 async fn headers_named_by_connection_stay_behind_in_both_directions() {
     // Arrange: an upstream whose `Connection` names one of its own response headers.
     let upstream = MockServer::start().await;
