@@ -178,10 +178,11 @@ impl H1Pool {
     }
 
     async fn connect(&self) -> Result<(SendRequest<Full<Bytes>>, Conn), SendError> {
-        let stream = tokio::time::timeout(self.connect_timeout, self.tcp())
+        let deadline = Instant::now() + self.connect_timeout;
+        // The name lookup counts against the same limit.
+        let stream = tokio::time::timeout_at(deadline, self.tcp(deadline))
             .await
-            .map_err(|_| SendError::ConnectTimeout)?
-            .map_err(SendError::Connect)?;
+            .map_err(|_| SendError::ConnectTimeout)??;
         // Each event is written as soon as it is ready: no Nagle delay.
         stream.set_nodelay(true).map_err(SendError::Connect)?;
         let (sender, conn) = Builder::new()
@@ -191,24 +192,17 @@ impl H1Pool {
         Ok((sender, Box::new(conn)))
     }
 
-    /// A TCP connection to the first of the host's addresses that accepts one.
-    async fn tcp(&self) -> std::io::Result<TcpStream> {
-        match &self.host {
-            url::Host::Ipv4(ip) => TcpStream::connect((*ip, self.port)).await,
-            url::Host::Ipv6(ip) => TcpStream::connect((*ip, self.port)).await,
-            url::Host::Domain(name) => {
-                let mut last = None;
-                for addr in tokio::net::lookup_host((name.as_str(), self.port)).await? {
-                    match TcpStream::connect(addr).await {
-                        Ok(stream) => return Ok(stream),
-                        Err(err) => last = Some(err),
-                    }
-                }
-                Err(last.unwrap_or_else(|| {
-                    std::io::Error::new(std::io::ErrorKind::NotFound, "the host has no address")
-                }))
-            }
-        }
+    /// A TCP connection to one of the host's addresses (`connect_any`) by `deadline`.
+    async fn tcp(&self, deadline: Instant) -> Result<TcpStream, SendError> {
+        let addrs: Vec<std::net::SocketAddr> = match &self.host {
+            url::Host::Ipv4(ip) => vec![(*ip, self.port).into()],
+            url::Host::Ipv6(ip) => vec![(*ip, self.port).into()],
+            url::Host::Domain(name) => tokio::net::lookup_host((name.as_str(), self.port))
+                .await
+                .map_err(SendError::Connect)?
+                .collect(),
+        };
+        connect_any(&addrs, deadline).await
     }
 
     /// This thread's most recently used live connection, if any: expired ones and those the
@@ -297,6 +291,29 @@ impl H1Pool {
     fn idle_here(&self) -> usize {
         self.idle.get().map_or(0, |idle| idle.borrow().conns.len())
     }
+}
+
+/// A TCP connection to the first of `addrs` that accepts one by `deadline`. Each address gets
+/// an equal share of the time left, so that one that swallows the attempt (a dead IPv6 route,
+/// say) leaves time for the next.
+async fn connect_any(
+    addrs: &[std::net::SocketAddr],
+    deadline: Instant,
+) -> Result<TcpStream, SendError> {
+    let mut last = SendError::Connect(std::io::Error::new(
+        std::io::ErrorKind::NotFound,
+        "the host has no address",
+    ));
+    for (tried, addr) in addrs.iter().enumerate() {
+        let left = addrs.len() - tried;
+        let share = deadline.saturating_duration_since(Instant::now()) / left as u32;
+        match tokio::time::timeout(share, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Err(err)) => last = SendError::Connect(err),
+            Err(_) => last = SendError::ConnectTimeout,
+        }
+    }
+    Err(last)
 }
 
 /// Polls a connection that has not ended; forgets it once it has.
@@ -476,6 +493,44 @@ mod tests {
         let (_, body) = pool.send(get(port)).await.unwrap();
         read_all(body).await;
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn an_address_that_swallows_the_connection_leaves_time_for_the_next() {
+        // A listener whose accept queue is full: the kernel drops further SYNs, so a connect
+        // hangs as on a dead route.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let swallowing = socket.listen(1).unwrap();
+        let dead = swallowing.local_addr().unwrap();
+        let mut held = Vec::new();
+        let mut hangs = false;
+        for _ in 0..8 {
+            match tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(dead)).await {
+                Ok(Ok(stream)) => held.push(stream),
+                _ => {
+                    hangs = true;
+                    break;
+                }
+            }
+        }
+        assert!(hangs, "the accept queue never filled");
+        let good = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let live = good.local_addr().unwrap();
+
+        let started = std::time::Instant::now();
+        let stream = connect_any(&[dead, live], Instant::now() + Duration::from_secs(4))
+            .await
+            .unwrap_or_else(|e| panic!("{}", e.describe()));
+
+        assert_eq!(stream.peer_addr().unwrap(), live);
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "within the limit"
+        );
+        // Alone, the dead address fails at the deadline as a timeout.
+        let alone = connect_any(&[dead], Instant::now() + Duration::from_millis(300)).await;
+        assert!(matches!(alone, Err(SendError::ConnectTimeout)));
     }
 
     #[tokio::test]
