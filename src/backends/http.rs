@@ -184,6 +184,16 @@ struct Joined {
     origin: http::Uri,
 }
 
+/// One request to send, whichever client carries it.
+struct Outgoing<'a> {
+    method: reqwest::Method,
+    /// Below the base URL, query included.
+    path: &'a str,
+    body: Bytes,
+    client_headers: &'a ActixHeaders,
+    auth: UpstreamAuth<'a>,
+}
+
 /// Which client carries a backend's requests.
 #[derive(Debug)]
 enum Transport {
@@ -331,73 +341,75 @@ impl HttpUpstream {
         stream: bool,
         auth: UpstreamAuth<'_>,
     ) -> Result<UpstreamResponse, GatewayError> {
+        let outgoing = Outgoing {
+            method,
+            path,
+            body,
+            client_headers,
+            auth,
+        };
         match &self.transport {
-            Transport::Local { pool, host } => {
-                let uri = self.origin(path)?;
-                // The request is built once; again only for the rare resend.
-                let request = || {
-                    let mut request = http::Request::new(http_body_util::Full::new(body.clone()));
-                    *request.method_mut() = method.clone();
-                    *request.uri_mut() = uri.clone();
-                    let headers = request.headers_mut();
-                    *headers = self.upstream_headers(client_headers, auth);
-                    // A `Host` the backend's `headers` set wins, as it does through reqwest.
-                    headers
-                        .entry(http::header::HOST)
-                        .or_insert_with(|| host.clone());
-                    request
-                };
-                let started = tokio::time::Instant::now();
-                let deadline = self.timeouts.headers_deadline(started, stream);
-                crate::observe::exchange::sent();
-                match tokio::time::timeout_at(deadline, pool.send(request)).await {
-                    Ok(Ok((head, body))) => {
-                        crate::observe::exchange::answered();
-                        Ok(UpstreamResponse::local(head, body, started))
-                    }
-                    Ok(Err(SendError::ConnectTimeout)) => Err(self.timeout("a connection")),
-                    Ok(Err(err)) => Err(GatewayError::UpstreamUnreachable {
-                        backend: self.name.to_string(),
-                        message: err.describe(),
-                    }),
-                    Err(_) => Err(self.timeout("response headers")),
-                }
-            }
+            Transport::Local { pool, host } => self.send_direct(pool, host, outgoing, stream).await,
             Transport::Reqwest { clients, fresh } => {
-                self.send_reqwest(
-                    clients,
-                    fresh,
-                    method,
-                    path,
-                    body,
-                    client_headers,
-                    stream,
-                    auth,
-                )
-                .await
+                self.send_reqwest(clients, fresh, outgoing, stream).await
             }
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// `send` through this thread's HTTP/1.1 pool.
+    async fn send_direct(
+        &self,
+        pool: &Arc<H1Pool>,
+        host: &HeaderValue,
+        out: Outgoing<'_>,
+        stream: bool,
+    ) -> Result<UpstreamResponse, GatewayError> {
+        let uri = self.origin(out.path)?;
+        // The request is built once; again only for the rare resend.
+        let request = || {
+            let mut request = http::Request::new(http_body_util::Full::new(out.body.clone()));
+            *request.method_mut() = out.method.clone();
+            *request.uri_mut() = uri.clone();
+            let headers = request.headers_mut();
+            *headers = self.upstream_headers(out.client_headers, out.auth);
+            // A `Host` the backend's `headers` set wins, as it does through reqwest.
+            headers
+                .entry(http::header::HOST)
+                .or_insert_with(|| host.clone());
+            request
+        };
+        let started = tokio::time::Instant::now();
+        let deadline = self.timeouts.headers_deadline(started, stream);
+        crate::observe::exchange::sent();
+        match tokio::time::timeout_at(deadline, pool.send(request)).await {
+            Ok(Ok((head, body))) => {
+                crate::observe::exchange::answered();
+                Ok(UpstreamResponse::local(head, body, started))
+            }
+            Ok(Err(SendError::ConnectTimeout)) => Err(self.timeout("a connection")),
+            Ok(Err(err)) => Err(GatewayError::UpstreamUnreachable {
+                backend: self.name.to_string(),
+                message: err.describe(),
+            }),
+            Err(_) => Err(self.timeout("response headers")),
+        }
+    }
+
+    /// `send` through this thread's reqwest client.
     async fn send_reqwest(
         &self,
         clients: &ThreadClients,
         fresh: &reqwest::Client,
-        method: reqwest::Method,
-        path: &str,
-        body: Bytes,
-        client_headers: &ActixHeaders,
+        out: Outgoing<'_>,
         stream: bool,
-        auth: UpstreamAuth<'_>,
     ) -> Result<UpstreamResponse, GatewayError> {
         // The URL is moved into the first request (no copy on the hot path) and built again
         // only for the rare resend.
         let request = |client: &reqwest::Client, url: url::Url| {
             client
-                .request(method.clone(), url)
-                .headers(self.upstream_headers(client_headers, auth))
-                .body(body.clone())
+                .request(out.method.clone(), url)
+                .headers(self.upstream_headers(out.client_headers, out.auth))
+                .body(out.body.clone())
                 .send()
         };
         // This thread's client, built here on its first request: before the clock starts, so
@@ -406,11 +418,11 @@ impl HttpUpstream {
         let started = tokio::time::Instant::now();
         let deadline = self.timeouts.headers_deadline(started, stream);
         crate::observe::exchange::sent();
-        let first = request(client, self.url(path)?);
+        let first = request(client, self.url(out.path)?);
         let sent = match tokio::time::timeout_at(deadline, first).await {
             Ok(Err(err)) if is_stale_connection(&err) => {
                 tracing::debug!(backend = %self.name, "pooled connection closed under the request; resending on a new one");
-                let again = request(fresh, self.url(path)?);
+                let again = request(fresh, self.url(out.path)?);
                 tokio::time::timeout_at(deadline, again).await
             }
             sent => sent,
