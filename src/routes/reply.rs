@@ -8,20 +8,19 @@ use crate::observe::Relayed;
 
 /// The response for a successful upstream reply.
 pub fn respond(reply: UpstreamReply) -> HttpResponse {
-    let UpstreamReply {
-        status,
-        mut headers,
-        body,
-    } = reply;
-    if matches!(body, ReplyBody::EventStream(_)) {
-        // An event stream's bytes and framing are the gateway's own (headers set below): the
-        // upstream's encoding and length describe other bytes.
-        headers.retain(|name, _| !is_framing_header(name) && name != "x-accel-buffering");
-    }
-    let mut response = HttpResponse::build(status);
+    let mut response = HttpResponse::build(reply.status);
     // Its timing headers are the upstream exchange's (`observe::timing`).
     response.extensions_mut().insert(Relayed);
-    let mut response = match body {
+    let is_events = matches!(reply.body, ReplyBody::EventStream(_));
+    for (name, value) in &reply.headers {
+        // An event stream's bytes and framing are the gateway's own (headers set below): the
+        // upstream's encoding and length describe other bytes.
+        if is_events && is_framing_header(name) {
+            continue;
+        }
+        response.append_header((name.clone(), value.clone()));
+    }
+    match reply.body {
         ReplyBody::Full(bytes) => response.body(bytes),
         ReplyBody::EventStream(stream) => response
             .insert_header((
@@ -34,13 +33,7 @@ pub fn respond(reply: UpstreamReply) -> HttpResponse {
             .streaming(stream),
         ReplyBody::Raw(stream, Some(length)) => response.no_chunking(length).streaming(stream),
         ReplyBody::Raw(stream, None) => response.streaming(stream),
-    };
-    // The upstream's headers, moved in: the builder would copy each one it is given.
-    let own = response.headers_mut();
-    for (name, value) in headers {
-        own.append(name, value);
     }
-    response
 }
 
 /// Headers that describe the bytes of a body, which the gateway sets for bodies it writes.
