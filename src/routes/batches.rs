@@ -6,7 +6,7 @@ use actix_web::{HttpRequest, HttpResponse};
 
 use super::body::{parse_request, read_body_within};
 use super::caller::{self, Caller};
-use super::own_api::{ListQuery, own_api, owner};
+use super::own_api::{ListQuery, own_api, own_api_for, owner};
 use super::passthrough;
 use crate::auth::token;
 use crate::error::GatewayError;
@@ -78,12 +78,11 @@ pub async fn retrieve_batch(
     payload: Payload,
     state: Data<AppState>,
 ) -> Result<HttpResponse, GatewayError> {
-    let Some(batches) = own_api(&state) else {
+    let Some((batches, owner)) = own_api_for(&req, &state).await? else {
         return passthrough::relay(req, payload, state).await;
     };
-    let caller = caller::authenticate(&req, &state).await?;
     let id = req.match_info().get("batch_id").unwrap_or_default();
-    let batch = batches.get(&owner(&caller, &req), id).await?;
+    let batch = batches.get(&owner, id).await?;
     Ok(HttpResponse::Ok().json(batch))
 }
 
@@ -106,12 +105,11 @@ pub async fn cancel_batch(
     payload: Payload,
     state: Data<AppState>,
 ) -> Result<HttpResponse, GatewayError> {
-    let Some(batches) = own_api(&state) else {
+    let Some((batches, owner)) = own_api_for(&req, &state).await? else {
         return passthrough::relay(req, payload, state).await;
     };
-    let caller = caller::authenticate(&req, &state).await?;
     let id = req.match_info().get("batch_id").unwrap_or_default();
-    let batch = batches.cancel(&owner(&caller, &req), id).await?;
+    let batch = batches.cancel(&owner, id).await?;
     Ok(HttpResponse::Ok().json(batch))
 }
 
@@ -135,10 +133,9 @@ pub async fn list_batches(
     payload: Payload,
     state: Data<AppState>,
 ) -> Result<HttpResponse, GatewayError> {
-    let Some(batches) = own_api(&state) else {
+    let Some((batches, owner)) = own_api_for(&req, &state).await? else {
         return passthrough::relay(req, payload, state).await;
     };
-    let caller = caller::authenticate(&req, &state).await?;
     let query = ListQuery::of(&req)?;
     let limit = query.limit(20, 100)?;
     if query.purpose.is_some() || query.order.is_some() {
@@ -147,8 +144,6 @@ pub async fn list_batches(
             message: "`/v1/batches` takes `after` and `limit` only".to_owned(),
         });
     }
-    let page = batches
-        .list(&owner(&caller, &req), query.after.as_deref(), limit)
-        .await?;
+    let page = batches.list(&owner, query.after.as_deref(), limit).await?;
     Ok(HttpResponse::Ok().json(page))
 }

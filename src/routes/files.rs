@@ -7,8 +7,7 @@ use actix_web::web::{Data, Payload};
 use actix_web::{HttpRequest, HttpResponse};
 use futures::StreamExt;
 
-use super::caller;
-use super::own_api::{ListQuery, own_api, owner};
+use super::own_api::{ListQuery, own_api_for};
 use super::passthrough;
 use crate::batches::page;
 use crate::error::GatewayError;
@@ -61,10 +60,9 @@ pub async fn create_file(
     payload: Payload,
     state: Data<AppState>,
 ) -> Result<HttpResponse, GatewayError> {
-    let Some(batches) = own_api(&state) else {
+    let Some((batches, owner)) = own_api_for(&req, &state).await? else {
         return passthrough::relay(req, payload, state).await;
     };
-    let caller = caller::authenticate(&req, &state).await?;
     let files = batches.files();
     let declared = req
         .headers()
@@ -82,7 +80,6 @@ pub async fn create_file(
             phase: "body",
             limit_secs: timeout.as_secs().max(1),
         })??;
-    let owner = owner(&caller, &req);
     let row = files
         .keep(upload, (&owner, &filename, &purpose), keep)
         .await?;
@@ -199,10 +196,9 @@ pub async fn list_files(
     payload: Payload,
     state: Data<AppState>,
 ) -> Result<HttpResponse, GatewayError> {
-    let Some(batches) = own_api(&state) else {
+    let Some((batches, owner)) = own_api_for(&req, &state).await? else {
         return passthrough::relay(req, payload, state).await;
     };
-    let caller = caller::authenticate(&req, &state).await?;
     let query = ListQuery::of(&req)?;
     let limit = query.limit(10_000, 10_000)?;
     if query.order.as_deref().is_some_and(|o| o != "desc") {
@@ -214,7 +210,7 @@ pub async fn list_files(
     let rows = batches
         .files()
         .list(
-            &owner(&caller, &req),
+            &owner,
             query.after.as_deref(),
             query.purpose.as_deref(),
             limit + 1,
@@ -241,12 +237,11 @@ pub async fn retrieve_file(
     payload: Payload,
     state: Data<AppState>,
 ) -> Result<HttpResponse, GatewayError> {
-    let Some(batches) = own_api(&state) else {
+    let Some((batches, owner)) = own_api_for(&req, &state).await? else {
         return passthrough::relay(req, payload, state).await;
     };
-    let caller = caller::authenticate(&req, &state).await?;
     let id = req.match_info().get("file_id").unwrap_or_default();
-    let row = batches.files().get(&owner(&caller, &req), id).await?;
+    let row = batches.files().get(&owner, id).await?;
     Ok(HttpResponse::Ok().json(file_object(row)))
 }
 
@@ -267,12 +262,11 @@ pub async fn file_content(
     payload: Payload,
     state: Data<AppState>,
 ) -> Result<HttpResponse, GatewayError> {
-    let Some(batches) = own_api(&state) else {
+    let Some((batches, owner)) = own_api_for(&req, &state).await? else {
         return passthrough::relay(req, payload, state).await;
     };
-    let caller = caller::authenticate(&req, &state).await?;
     let id = req.match_info().get("file_id").unwrap_or_default();
-    let (row, file) = batches.files().open_file(&owner(&caller, &req), id).await?;
+    let (row, file) = batches.files().open_file(&owner, id).await?;
     let body = tokio_util::io::ReaderStream::new(file);
     Ok(HttpResponse::Ok()
         .content_type("application/octet-stream")
@@ -297,12 +291,11 @@ pub async fn delete_file(
     payload: Payload,
     state: Data<AppState>,
 ) -> Result<HttpResponse, GatewayError> {
-    let Some(batches) = own_api(&state) else {
+    let Some((batches, owner)) = own_api_for(&req, &state).await? else {
         return passthrough::relay(req, payload, state).await;
     };
-    let caller = caller::authenticate(&req, &state).await?;
     let id = req.match_info().get("file_id").unwrap_or_default();
-    batches.files().delete(&owner(&caller, &req), id).await?;
+    batches.files().delete(&owner, id).await?;
     Ok(HttpResponse::Ok().json(FileDeleted {
         id: id.to_owned(),
         object: "file".to_owned(),

@@ -19,6 +19,20 @@ pub fn own_api(state: &AppState) -> Option<&Arc<Batches>> {
     state.batches.as_ref().filter(|_| !upstream)
 }
 
+/// What a handler of the gateway's own API works with: the API and whose files and batches the
+/// authenticated caller sees; `None` when the request is to be relayed instead (`own_api`).
+pub async fn own_api_for(
+    req: &HttpRequest,
+    state: &AppState,
+) -> Result<Option<(Arc<Batches>, String)>, GatewayError> {
+    let Some(batches) = own_api(state) else {
+        return Ok(None);
+    };
+    let batches = batches.clone();
+    let caller = super::caller::authenticate(req, state).await?;
+    Ok(Some((batches, owner(&caller, req))))
+}
+
 /// Whose files and batches the caller sees: its project's with `[auth]`, else those sent with
 /// the same `Authorization` (hashed, as `Idempotency-Key` scopes are).
 pub fn owner(caller: &Caller, req: &HttpRequest) -> String {
