@@ -1,42 +1,35 @@
-//! HTTP/1.1 connections to a plain `http://` upstream, pooled per thread and driven by the
+//! HTTP/1.1 connections to a plain `http://` upstream, pooled per thread and read by the
 //! request that uses them.
 //!
 //! A client that drives each connection on a task of its own (reqwest, hyper-util's pool) hands
 //! every body chunk from that task to the request's through a channel, and each hand-over goes
 //! back through the scheduler: the request sees one chunk, then `Pending`, so actix writes the
 //! client one event at a time (a `sendto` per event, plus the wake-ups between the two tasks).
-//! Here the request's own task polls the connection while it reads the body: every chunk one
-//! socket read brought is decoded in one go and leaves in one write, as nginx relays what one
-//! read brought. The connection then goes back to its thread's pool (each actix worker runs
-//! its own runtime, so a connection is only ever used by the runtime that registered it, as
-//! nginx keeps an upstream keep-alive pool per worker).
+//! Here the request's own task reads the connection (`h1_conn`) while it reads the body: every
+//! chunk one socket read brought is decoded in one go and leaves in one write, as nginx relays
+//! what one read brought. The connection then goes back to its thread's pool (each actix worker
+//! runs its own runtime, so a connection is only ever used by the runtime that registered it,
+//! as nginx keeps an upstream keep-alive pool per worker).
 //!
-//! An idle connection is not polled while it waits: a close the upstream sent meanwhile is
-//! seen when it is taken (it is then dropped and another taken), and a timer on the thread's
+//! An idle connection is not read while it waits: a close the upstream sent meanwhile is seen
+//! when it is taken (it is then dropped and another taken), and a timer on the thread's
 //! runtime closes connections idle for `pool_idle_timeout`.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::Stream;
-use http_body_util::Full;
-use hyper::body::{Body as _, Incoming};
-use hyper::client::conn::http1::{Builder, Connection, SendRequest};
-use hyper_util::rt::TokioIo;
 use thread_local::ThreadLocal;
 use tokio::net::TcpStream;
 use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::time::Instant;
 
-/// Boxed once per connection: hyper's connection state is some 700 bytes, moved between the
-/// pool and each request's body.
-type Conn = Box<Connection<TokioIo<TcpStream>, Full<Bytes>>>;
+use super::h1_conn::{self, BodyReader, H1Conn, H1Error};
 
 /// The idle connections one thread keeps to one upstream; a busier moment opens more, which
 /// are closed as they come back. Bounds the sockets a burst leaves open.
@@ -50,7 +43,7 @@ pub enum SendError {
     /// The TCP connection failed (refused, unreachable, no address).
     Connect(std::io::Error),
     /// The exchange failed once connected.
-    Http(hyper::Error),
+    Exchange(H1Error),
 }
 
 impl SendError {
@@ -59,22 +52,9 @@ impl SendError {
         match self {
             SendError::ConnectTimeout => "timed out connecting".to_owned(),
             SendError::Connect(err) => format!("cannot connect: {err}"),
-            SendError::Http(err) => describe(err),
+            SendError::Exchange(err) => err.to_string(),
         }
     }
-}
-
-/// A hyper error with its causes ("connection closed before message completed", or "error
-/// reading a body from connection: Connection reset by peer").
-pub fn describe(err: &hyper::Error) -> String {
-    let mut message = err.to_string();
-    let mut source = std::error::Error::source(err);
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }
 
 /// One upstream's connections, for every thread.
@@ -95,8 +75,7 @@ struct Idle {
 }
 
 struct Pooled {
-    sender: SendRequest<Full<Bytes>>,
-    conn: Conn,
+    conn: H1Conn,
     since: Instant,
 }
 
@@ -131,53 +110,50 @@ impl H1Pool {
     /// and the request sent on a new connection.
     pub async fn send(
         self: &Arc<Self>,
-        build: impl Fn() -> http::Request<Full<Bytes>>,
+        build: impl Fn() -> http::Request<Bytes>,
     ) -> Result<(http::response::Parts, LocalBody), SendError> {
         let first = match self.checkout() {
-            Some(pooled) => (pooled.sender, pooled.conn),
-            None => self.connect().await?,
+            Some(conn) => conn,
+            // Boxed: a new connection is the rare case, and its future is the larger one.
+            None => Box::pin(self.connect()).await?,
         };
         match self.exchange(first, build()).await {
-            Err(SendError::Http(err)) if err.is_incomplete_message() || err.is_canceled() => {
+            Err(SendError::Exchange(H1Error::ClosedBeforeAnswer)) => {
                 tracing::debug!(
                     "upstream connection closed under the request; resending on a new one"
                 );
-                let fresh = self.connect().await?;
+                let fresh = Box::pin(self.connect()).await?;
                 self.exchange(fresh, build()).await
             }
             sent => sent,
         }
     }
 
-    /// Sends on one connection, polling it until the response head is in.
+    /// Sends on one connection and reads the response head.
     async fn exchange(
         self: &Arc<Self>,
-        (mut sender, conn): (SendRequest<Full<Bytes>>, Conn),
-        request: http::Request<Full<Bytes>>,
+        mut conn: H1Conn,
+        request: http::Request<Bytes>,
     ) -> Result<(http::response::Parts, LocalBody), SendError> {
-        let mut conn = Some(conn);
-        let mut response = std::pin::pin!(sender.send_request(request));
-        // A connection that fails also fails the response, with its error: its own is moot.
-        let head = poll_fn(|cx| {
-            drive(&mut conn, cx);
-            response.as_mut().poll(cx)
-        })
-        .await
-        .map_err(SendError::Http)?;
-        let (parts, body) = head.into_parts();
+        let (parts, body) = request.into_parts();
+        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let head = h1_conn::write_request(&parts.method, target, &parts.headers, body.len());
+        let bodiless = parts.method == http::Method::HEAD;
+        let (head, reader) = conn
+            .exchange(head, body, bodiless)
+            .await
+            .map_err(SendError::Exchange)?;
         Ok((
-            parts,
+            head,
             LocalBody {
                 pool: Arc::downgrade(self),
-                sender: Some(sender),
-                conn,
-                body,
-                ended: false,
+                conn: Some(conn),
+                reader,
             },
         ))
     }
 
-    async fn connect(&self) -> Result<(SendRequest<Full<Bytes>>, Conn), SendError> {
+    async fn connect(&self) -> Result<H1Conn, SendError> {
         let deadline = Instant::now() + self.connect_timeout;
         // The name lookup counts against the same limit.
         let stream = tokio::time::timeout_at(deadline, self.tcp(deadline))
@@ -185,11 +161,7 @@ impl H1Pool {
             .map_err(|_| SendError::ConnectTimeout)??;
         // Each event is written as soon as it is ready: no Nagle delay.
         stream.set_nodelay(true).map_err(SendError::Connect)?;
-        let (sender, conn) = Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(SendError::Http)?;
-        Ok((sender, Box::new(conn)))
+        Ok(H1Conn::new(stream))
     }
 
     /// A TCP connection to one of the host's addresses (`connect_any`) by `deadline`.
@@ -207,7 +179,7 @@ impl H1Pool {
 
     /// This thread's most recently used live connection, if any: expired ones and those the
     /// upstream closed meanwhile are dropped on the way.
-    fn checkout(&self) -> Option<Pooled> {
+    fn checkout(&self) -> Option<H1Conn> {
         let idle = self.idle.get()?;
         let mut idle = idle.borrow_mut();
         let now = Instant::now();
@@ -217,25 +189,22 @@ impl H1Pool {
                 idle.conns.clear();
                 return None;
             }
-            // One poll lets the connection take in a close (or stray bytes) that arrived while
-            // it waited; nothing is left registered that matters, the next poll re-registers.
-            let mut cx = Context::from_waker(Waker::noop());
-            if Pin::new(&mut *pooled.conn).poll(&mut cx).is_pending() && pooled.sender.is_ready() {
-                return Some(pooled);
+            // A close (or stray bytes) that arrived while it waited rules it out.
+            if pooled.conn.is_reusable() {
+                return Some(pooled.conn);
             }
         }
         None
     }
 
     /// Puts a connection whose exchange ended back in this thread's pool.
-    fn put(self: &Arc<Self>, sender: SendRequest<Full<Bytes>>, conn: Conn) {
+    fn put(self: &Arc<Self>, conn: H1Conn) {
         let idle = self.idle.get_or_default();
         let mut idle = idle.borrow_mut();
         if idle.conns.len() >= MAX_IDLE_PER_THREAD {
             idle.conns.pop_front();
         }
         idle.conns.push_back(Pooled {
-            sender,
             conn,
             since: Instant::now(),
         });
@@ -316,72 +285,40 @@ async fn connect_any(
     Err(last)
 }
 
-/// Polls a connection that has not ended; forgets it once it has.
-fn drive(conn: &mut Option<Conn>, cx: &mut Context<'_>) {
-    if let Some(c) = conn
-        && Pin::new(&mut **c).poll(cx).is_ready()
-    {
-        *conn = None;
-    }
-}
-
-/// A response body read by polling its connection in the reader's task; the connection goes
-/// back to the pool when the body has ended, and is closed if the body is dropped before.
+/// A response body read in the reader's task; the connection goes back to the pool when the
+/// body has ended, and is closed if the body is dropped before.
 pub struct LocalBody {
     pool: Weak<H1Pool>,
-    sender: Option<SendRequest<Full<Bytes>>>,
-    conn: Option<Conn>,
-    body: Incoming,
-    ended: bool,
-}
-
-impl LocalBody {
-    /// The body has been read to its end: the connection goes back to the pool if it can take
-    /// another request (not if the upstream asked to close it, or it broke).
-    fn finish(&mut self, cx: &mut Context<'_>) {
-        self.ended = true;
-        // Lets the connection see the message end and turn idle.
-        drive(&mut self.conn, cx);
-        if let (Some(sender), Some(conn), Some(pool)) =
-            (self.sender.take(), self.conn.take(), self.pool.upgrade())
-            && sender.is_ready()
-        {
-            pool.put(sender, conn);
-        }
-    }
+    /// `None` once the body has ended or failed.
+    conn: Option<H1Conn>,
+    reader: BodyReader,
 }
 
 impl Stream for LocalBody {
-    type Item = Result<Bytes, hyper::Error>;
+    type Item = Result<Bytes, H1Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        if this.ended {
+        let Some(conn) = this.conn.as_mut() else {
             return Poll::Ready(None);
-        }
-        loop {
-            // The connection reads the socket and decodes into the body's channel, which holds
-            // one chunk: polled before each chunk is taken, it decodes the next from what the
-            // last read brought without another read.
-            drive(&mut this.conn, cx);
-            match Pin::new(&mut this.body).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                    Ok(data) if !data.is_empty() => return Poll::Ready(Some(Ok(data))),
-                    // Empty data, or trailers: nothing for the client.
-                    _ => continue,
-                },
-                Poll::Ready(Some(Err(err))) => {
-                    this.ended = true;
-                    this.conn = None;
-                    return Poll::Ready(Some(Err(err)));
+        };
+        let polled = conn.poll_body(&mut this.reader, cx);
+        match &polled {
+            Poll::Ready(None) => {
+                // Back to the pool if it can take another request (not if the upstream asked
+                // to close it, or sent bytes past the answer).
+                let reusable = this.reader.reusable(conn);
+                if let (true, Some(conn), Some(pool)) =
+                    (reusable, this.conn.take(), this.pool.upgrade())
+                {
+                    pool.put(conn);
                 }
-                Poll::Ready(None) => {
-                    this.finish(cx);
-                    return Poll::Ready(None);
-                }
-                Poll::Pending => return Poll::Pending,
+                this.conn = None;
             }
+            Poll::Ready(Some(Err(_))) => this.conn = None,
+            _ => {}
         }
+        polled
     }
 }
 
@@ -399,11 +336,11 @@ mod tests {
 
     use super::*;
 
-    fn get(port: u16) -> impl Fn() -> http::Request<Full<Bytes>> {
+    fn get(port: u16) -> impl Fn() -> http::Request<Bytes> {
         move || {
             http::Request::get("/v1/x")
                 .header("host", format!("127.0.0.1:{port}"))
-                .body(Full::new(Bytes::new()))
+                .body(Bytes::new())
                 .unwrap()
         }
     }

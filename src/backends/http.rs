@@ -12,6 +12,7 @@ use actix_web::http::header::{
 };
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use reqwest::header::{ACCEPT_ENCODING, AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use secrecy::ExposeSecret;
 
@@ -367,7 +368,7 @@ impl HttpUpstream {
         let uri = self.origin(out.path)?;
         // The request is built once; again only for the rare resend.
         let request = || {
-            let mut request = http::Request::new(http_body_util::Full::new(out.body.clone()));
+            let mut request = http::Request::new(out.body.clone());
             *request.method_mut() = out.method.clone();
             *request.uri_mut() = uri.clone();
             let headers = request.headers_mut();
@@ -540,18 +541,22 @@ impl HttpUpstream {
         Box::pin(self.timeouts.body(self.name.clone(), response, pace))
     }
 
-    /// A non-2xx response turned into a verbatim pass-through error.
-    pub async fn status_error(&self, response: UpstreamResponse) -> GatewayError {
-        let status = status_of(&response);
-        let headers = response_headers(response.headers());
-        match self.read_body(response, MAX_SMALL_BODY).await {
-            Ok(body) => GatewayError::UpstreamStatus {
-                status,
-                headers,
-                body,
-            },
-            Err(err) => err,
-        }
+    /// A non-2xx response turned into a verbatim pass-through error. Boxed: error answers are
+    /// rare, and reading one's body inline would make every send's future that much larger,
+    /// and a future is copied whole each time it is moved, on every request.
+    pub fn status_error(&self, response: UpstreamResponse) -> BoxFuture<'_, GatewayError> {
+        Box::pin(async move {
+            let status = status_of(&response);
+            let headers = response_headers(response.headers());
+            match self.read_body(response, MAX_SMALL_BODY).await {
+                Ok(body) => GatewayError::UpstreamStatus {
+                    status,
+                    headers,
+                    body,
+                },
+                Err(err) => err,
+            }
+        })
     }
 
     fn map_error(&self, err: &reqwest::Error, phase: &'static str) -> GatewayError {

@@ -7,6 +7,7 @@
 
 pub mod batch;
 mod echo;
+mod h1_conn;
 mod h1_pool;
 pub mod http;
 mod ollama;

@@ -7,6 +7,7 @@
 
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use bytes::Bytes;
+use futures::future::BoxFuture;
 
 use super::http::{self, HttpUpstream};
 use super::response::UpstreamResponse;
@@ -155,18 +156,20 @@ impl OllamaBackend {
     }
 
     /// Ollama's `{"error": "..."}` answer in OpenAI's shape, with Ollama's status and headers
-    /// (`retry-after` included).
-    async fn status_error(&self, response: UpstreamResponse) -> GatewayError {
-        let status = http::status_of(&response);
-        let headers = json_headers(response.headers());
-        match self.http.read_body(response, http::MAX_SMALL_BODY).await {
-            Ok(body) => GatewayError::UpstreamStatus {
-                status,
-                headers,
-                body: ollama::error_body(status, &body).to_bytes(),
-            },
-            Err(err) => err,
-        }
+    /// (`retry-after` included). Boxed, as `HttpUpstream::status_error` is.
+    fn status_error(&self, response: UpstreamResponse) -> BoxFuture<'_, GatewayError> {
+        Box::pin(async move {
+            let status = http::status_of(&response);
+            let headers = json_headers(response.headers());
+            match self.http.read_body(response, http::MAX_SMALL_BODY).await {
+                Ok(body) => GatewayError::UpstreamStatus {
+                    status,
+                    headers,
+                    body: ollama::error_body(status, &body).to_bytes(),
+                },
+                Err(err) => err,
+            }
+        })
     }
 }
 

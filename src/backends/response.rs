@@ -10,7 +10,7 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use http::header::{CONTENT_ENCODING, CONTENT_LENGTH};
 use tokio::time::Instant;
 
-use super::h1_pool::{self, LocalBody};
+use super::h1_pool::LocalBody;
 
 /// The status, headers and body of an upstream's answer, and when its request was sent.
 pub struct UpstreamResponse {
@@ -34,7 +34,7 @@ impl Stream for Chunks {
         match self.get_mut() {
             Chunks::Local(body) => body
                 .poll_next_unpin(cx)
-                .map(|item| item.map(|chunk| chunk.map_err(|e| h1_pool::describe(&e)))),
+                .map(|item| item.map(|chunk| chunk.map_err(|e| e.to_string()))),
             Chunks::Boxed(body) => body.poll_next_unpin(cx),
         }
     }

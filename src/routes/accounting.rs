@@ -17,6 +17,7 @@ use time::format_description::well_known::Rfc3339;
 use super::caller::Caller;
 use super::reply::respond;
 use crate::backends::{ReplyBody, UpstreamReply};
+use crate::config::RateLimit;
 use crate::error::GatewayError;
 use crate::limits::rate::{self, Admitted};
 use crate::observe::Metrics;
@@ -170,6 +171,22 @@ impl Visit {
                 })
             }),
         ];
+        if scopes.iter().all(Option::is_none) {
+            return Ok(());
+        }
+        // Boxed: most requests meet no budget, and the checks' future (a Redis round trip at
+        // worst) would otherwise make every request's future that much larger to move.
+        Box::pin(self.take_from_budgets(state, project, scopes)).await
+    }
+
+    /// Takes the request from each budget in turn; one that refuses it gives it back to those
+    /// that admitted it.
+    async fn take_from_budgets(
+        &mut self,
+        state: &AppState,
+        project: &str,
+        scopes: [Option<(String, RateLimit)>; 3],
+    ) -> Result<(), GatewayError> {
         for (scope, limit) in scopes.into_iter().flatten() {
             match state.rate.check(&scope, &limit).await {
                 Ok(admitted) => self.admitted.push(admitted),

@@ -160,3 +160,64 @@ async fn bytes_an_upstream_sends_after_its_answer_never_answer_the_next_request(
         "a connection that sent too much is not reused"
     );
 }
+
+#[tokio::test]
+async fn an_upstream_that_only_ever_says_continue_is_a_502_not_a_wait() {
+    let upstream = RawUpstream::start(|mut socket, _| async move {
+        for _ in 0..1000 {
+            if socket
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    })
+    .await;
+    let (status, body) = refused(&openai_routes(&upstream.base_url, PATIENT)).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"]["code"], "upstream_unreachable", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("informational")),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_stream_whose_chunk_framing_breaks_ends_with_an_error_event_after_the_good_events() {
+    let event = r#"data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"ok"},"finish_reason":null}]}"#;
+    let good = format!("{event}\n\n");
+    let wire = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{good}\r\nnot-hex\r\n",
+        good.len()
+    );
+    let upstream = RawUpstream::start(move |socket, _| {
+        let wire = wire.clone();
+        async move { write_then_hold(socket, wire.as_bytes()).await }
+    })
+    .await;
+    let gateway = spawn_gateway(&openai_routes(&upstream.base_url, PATIENT)).await;
+    let response = tokio::time::timeout(
+        Duration::from_secs(10),
+        gateway.post_json("/v1/chat/completions", &chat_body("up/gpt-4o", "hi", true)),
+    )
+    .await
+    .expect("answered within 10 s");
+    assert_eq!(response.status(), 200);
+    let text = tokio::time::timeout(Duration::from_secs(10), response.text())
+        .await
+        .expect("the stream ended within 10 s, not at a timeout")
+        .unwrap_or_default();
+    let content = text.find("\"content\":\"ok\"").expect(&text);
+    let error = text.find("\"error\"").expect(&text);
+    assert!(content < error, "{text}");
+    assert!(text.contains("chunk size"), "{text}");
+    assert!(
+        !text.contains("[DONE]"),
+        "a broken stream must not end as if whole: {text}"
+    );
+}

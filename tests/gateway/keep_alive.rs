@@ -1,6 +1,6 @@
 //! The keep-alive race: an upstream closes a connection that sat idle for its keep-alive time
 //! just as the gateway sends a request on it from its pool. The request is lost in the crossing
-//! (the upstream never read it) and hyper reports "connection closed before message completed".
+//! (the upstream never read it): the connection closes before any byte of an answer.
 //! The gateway resends such a request once on a new connection, so no client sees the race.
 
 use std::sync::Arc;
