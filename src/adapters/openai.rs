@@ -15,7 +15,7 @@ use memchr::memmem;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::json_check;
+use super::json_check::JsonSequence;
 use super::sse;
 use super::stream::ByteStream;
 use super::stream::{Emitter, Flow, Framing, Reads, StreamAdapter, normalize};
@@ -36,6 +36,8 @@ pub fn relay_events(upstream: ByteStream, backend: &str, reads: Reads) -> ByteSt
 #[derive(Debug)]
 pub struct OpenAIRelay {
     backend: String,
+    /// Checks each event's payload, resuming where it agrees with the one before.
+    json: JsonSequence,
 }
 
 impl OpenAIRelay {
@@ -43,6 +45,7 @@ impl OpenAIRelay {
     pub fn new(backend: &str) -> Self {
         OpenAIRelay {
             backend: backend.to_owned(),
+            json: JsonSequence::default(),
         }
     }
 
@@ -80,7 +83,7 @@ impl StreamAdapter for OpenAIRelay {
     const FRAMING: Framing = Framing::Sse;
 
     fn on_frames(&mut self, frames: Bytes, out: &mut Emitter) -> Result<Flow, GatewayError> {
-        match scan_canonical(&frames) {
+        match scan_canonical(&frames, &mut self.json) {
             Some(ends_with_done) => {
                 out.pass(frames);
                 Ok(if ends_with_done {
@@ -124,7 +127,7 @@ impl StreamAdapter for OpenAIRelay {
         if !data.trim_ascii().is_empty() {
             // A chunk that does not parse would reach the client as if fine, and its SDK
             // would fail on it or, worse, skip it.
-            if !json_check::is_json(&data) {
+            if !self.json.is_json(&data) {
                 return Err(GatewayError::UpstreamProtocol {
                     backend: self.backend.clone(),
                     message: "a stream event's data is not UTF-8 JSON".to_owned(),
@@ -147,7 +150,7 @@ impl StreamAdapter for OpenAIRelay {
 /// no `"error"` anywhere (a cheap over-approximation of "might be an error event": the slow
 /// path decides). A read with a payload that does not parse goes the slow way too, which
 /// relays the events before it and then fails on it.
-fn scan_canonical(frames: &[u8]) -> Option<bool> {
+fn scan_canonical(frames: &[u8], json: &mut JsonSequence) -> Option<bool> {
     if !frames.ends_with(b"\n\n")
         || memchr::memchr(b'\r', frames).is_some()
         || ERROR_KEY.find(frames).is_some()
@@ -176,7 +179,7 @@ fn scan_canonical(frames: &[u8]) -> Option<bool> {
         }
         previous_blank = false;
         done = payload == b"[DONE]";
-        if !done && !json_check::is_json(payload) {
+        if !done && !json.is_json(payload) {
             return None;
         }
     }
