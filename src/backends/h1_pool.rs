@@ -143,11 +143,19 @@ impl H1Pool {
             .exchange(head, body, bodiless)
             .await
             .map_err(SendError::Exchange)?;
+        // An answer without a body (a 204, a `HEAD`'s) frees its connection at once: whoever
+        // takes the answer may never read an empty body to its end.
+        let conn = if reader.reusable(&conn) {
+            self.put(conn);
+            None
+        } else {
+            Some(conn)
+        };
         Ok((
             head,
             LocalBody {
                 pool: Arc::downgrade(self),
-                conn: Some(conn),
+                conn,
                 reader,
             },
         ))
@@ -468,6 +476,38 @@ mod tests {
         // Alone, the dead address fails at the deadline as a timeout.
         let alone = connect_any(&[dead], Instant::now() + Duration::from_millis(300)).await;
         assert!(matches!(alone, Err(SendError::ConnectTimeout)));
+    }
+
+    #[tokio::test]
+    async fn an_answer_without_a_body_frees_its_connection_unread() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = vec![0; 4096];
+                    while let Ok(n) = socket.read(&mut buf).await {
+                        if n == 0
+                            || socket
+                                .write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+                                .await
+                                .is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let pool = pool(port, Duration::from_secs(60));
+        for _ in 0..3 {
+            let (head, _unread) = pool.send(get(port)).await.unwrap();
+            assert_eq!(head.status, 204);
+        }
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
