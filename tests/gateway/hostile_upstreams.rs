@@ -48,23 +48,36 @@ async fn refused(routes: &str) -> (u16, Value) {
     (status, response.json().await.expect("an OpenAI error body"))
 }
 
-#[tokio::test]
-async fn a_response_head_that_never_ends_is_a_502_not_unbounded_memory_or_a_wait() {
-    let upstream = RawUpstream::start(|mut socket, _| async move {
-        let _ = socket.write_all(b"HTTP/1.1 200 OK\r\n").await;
-        let line = format!("x-pad: {}\r\n", "a".repeat(1000));
-        // 8 MB of header lines, never a blank line.
-        for _ in 0..8000 {
-            if socket.write_all(line.as_bytes()).await.is_err() {
-                return;
+/// An upstream that answers with `first`, then `line` `times` times, then holds the connection.
+async fn writing_without_end(first: &'static [u8], line: String, times: usize) -> RawUpstream {
+    RawUpstream::start(move |mut socket, _| {
+        let line = line.clone();
+        async move {
+            let _ = socket.write_all(first).await;
+            for _ in 0..times {
+                if socket.write_all(line.as_bytes()).await.is_err() {
+                    return;
+                }
             }
+            tokio::time::sleep(Duration::from_secs(60)).await;
         }
-        tokio::time::sleep(Duration::from_secs(60)).await;
     })
-    .await;
+    .await
+}
+
+/// Sends a chat request to a gateway in front of `upstream`: its 502 error body.
+async fn unreachable(upstream: &RawUpstream) -> Value {
     let (status, body) = refused(&openai_routes(&upstream.base_url, PATIENT)).await;
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["error"]["code"], "upstream_unreachable", "{body}");
+    body
+}
+
+#[tokio::test]
+async fn a_response_head_that_never_ends_is_a_502_not_unbounded_memory_or_a_wait() {
+    // 8 MB of header lines, never a blank line.
+    let line = format!("x-pad: {}\r\n", "a".repeat(1000));
+    unreachable(&writing_without_end(b"HTTP/1.1 200 OK\r\n", line, 8000).await).await;
 }
 
 #[tokio::test]
@@ -73,9 +86,7 @@ async fn an_answer_that_is_not_http_is_a_502() {
         write_then_hold(socket, b"SSH-2.0-OpenSSH_9.2\r\n\r\n").await;
     })
     .await;
-    let (status, body) = refused(&openai_routes(&upstream.base_url, PATIENT)).await;
-    assert_eq!(status, 502, "{body}");
-    assert_eq!(body["error"]["code"], "upstream_unreachable", "{body}");
+    unreachable(&upstream).await;
 }
 
 #[tokio::test]
@@ -163,22 +174,8 @@ async fn bytes_an_upstream_sends_after_its_answer_never_answer_the_next_request(
 
 #[tokio::test]
 async fn an_upstream_that_only_ever_says_continue_is_a_502_not_a_wait() {
-    let upstream = RawUpstream::start(|mut socket, _| async move {
-        for _ in 0..1000 {
-            if socket
-                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-                .await
-                .is_err()
-            {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_secs(60)).await;
-    })
-    .await;
-    let (status, body) = refused(&openai_routes(&upstream.base_url, PATIENT)).await;
-    assert_eq!(status, 502, "{body}");
-    assert_eq!(body["error"]["code"], "upstream_unreachable", "{body}");
+    let continues = "HTTP/1.1 100 Continue\r\n\r\n".to_owned();
+    let body = unreachable(&writing_without_end(b"", continues, 1000).await).await;
     assert!(
         body["error"]["message"]
             .as_str()
