@@ -356,24 +356,29 @@ mod tests {
     /// An upstream that answers every request on a connection with `body`, counting the
     /// connections it accepted.
     async fn upstream(body: &'static str) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+        answering(format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        ))
+        .await
+    }
+
+    /// An upstream that answers every request on a connection with `answer` (a whole HTTP
+    /// answer), counting the connections it accepted.
+    async fn answering(answer: String) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let count = accepted.clone();
+        let answer: Arc<str> = answer.into();
         tokio::spawn(async move {
             while let Ok((mut socket, _)) = listener.accept().await {
                 count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let answer = answer.clone();
                 tokio::spawn(async move {
                     let mut buf = vec![0; 4096];
                     while let Ok(n) = socket.read(&mut buf).await {
-                        if n == 0 {
-                            return;
-                        }
-                        let answer = format!(
-                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
-                            body.len()
-                        );
-                        if socket.write_all(answer.as_bytes()).await.is_err() {
+                        if n == 0 || socket.write_all(answer.as_bytes()).await.is_err() {
                             return;
                         }
                     }
@@ -480,28 +485,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_answer_without_a_body_frees_its_connection_unread() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let count = accepted.clone();
-        tokio::spawn(async move {
-            while let Ok((mut socket, _)) = listener.accept().await {
-                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let mut buf = vec![0; 4096];
-                    while let Ok(n) = socket.read(&mut buf).await {
-                        if n == 0
-                            || socket
-                                .write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
-                                .await
-                                .is_err()
-                        {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
+        let (port, accepted) = answering("HTTP/1.1 204 No Content\r\n\r\n".to_owned()).await;
         let pool = pool(port, Duration::from_secs(60));
         for _ in 0..3 {
             let (head, _unread) = pool.send(get(port)).await.unwrap();
