@@ -283,6 +283,10 @@ fn parse_head(
     buf: &mut BytesMut,
     bodiless: bool,
 ) -> Result<Option<(http::response::Parts, Framing)>, H1Error> {
+    // Before the first read: not worth filling the header slots (4 KiB) to learn that.
+    if buf.is_empty() {
+        return Ok(None);
+    }
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut slots);
     let used = match response.parse(buf) {

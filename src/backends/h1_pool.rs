@@ -315,13 +315,11 @@ impl Stream for LocalBody {
             Poll::Ready(None) => {
                 // Back to the pool if it can take another request (not if the upstream asked
                 // to close it, or sent bytes past the answer).
-                let reusable = this.reader.reusable(conn);
-                if let (true, Some(conn), Some(pool)) =
-                    (reusable, this.conn.take(), this.pool.upgrade())
+                if let (Some(conn), Some(pool)) = (this.conn.take(), this.pool.upgrade())
+                    && this.reader.reusable(&conn)
                 {
                     pool.put(conn);
                 }
-                this.conn = None;
             }
             Poll::Ready(Some(Err(_))) => this.conn = None,
             _ => {}

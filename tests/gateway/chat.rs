@@ -4,7 +4,7 @@ use serde_json::json;
 use wiremock::matchers::{body_json, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::support::{openai_routes, spawn_gateway};
+use crate::support::{chat_body, openai_routes, spawn_gateway};
 
 fn completion_body() -> serde_json::Value {
     json!({"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o",
@@ -131,10 +131,7 @@ async fn the_upstream_gets_the_host_of_its_base_url_unless_the_backend_sets_one(
     ] {
         let gw = spawn_gateway(&openai_routes(&base, keys)).await;
         let response = gw
-            .post_json(
-                "/v1/chat/completions",
-                &json!({"model":"up/gpt-4o","messages":[{"role":"user","content":"hi"}]}),
-            )
+            .post_json("/v1/chat/completions", &chat_body("up/gpt-4o", "hi", false))
             .await;
         assert_eq!(response.status(), 200);
         let received = upstream.received_requests().await.unwrap();
